@@ -1,0 +1,526 @@
+package fsm
+
+import (
+	"context"
+	"fmt"
+	"slices"
+)
+
+// The callbacks of the transition table. Each one reads the event being
+// stepped from the machine, updates its data and appends actions; none does
+// anything else. They are named functions so that the generated graph shows
+// what happens on each edge.
+
+func spawnFirstGeneration(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	m.cur, m.maxGen = 1, 1
+	m.addGen(1)
+	m.log(LevelInfo, "starting workers", "generation", 1, "workers", m.cfg.Workers)
+	for slot := range m.cfg.Workers {
+		m.startWorker(1, slot)
+	}
+	return nil
+}
+
+func resumeAndSpawnNext(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	h := m.cfg.Resume
+	m.cur, m.maxGen = h.Generation, max(h.MaxGeneration, h.Generation)
+	m.reloads, m.failedReload = h.Reloads, h.FailedReloads
+	m.announced = h.Announced
+	m.requests = slices.Clone(h.Requests)
+	copy(m.failures, h.Failures)
+	m.addGen(m.cur)
+	for _, hw := range h.Workers {
+		if hw.Pid <= 0 || m.byPid[hw.Pid] != nil || hw.Slot < 0 || hw.Slot >= MaxWorkers {
+			continue
+		}
+		g := m.addGen(hw.Generation)
+		g.retired = g.retired || hw.Stopping
+		w := &worker{pid: hw.Pid, gen: hw.Generation, slot: hw.Slot, ready: hw.Ready}
+		g.put(w)
+		m.byPid[w.pid] = w
+		m.maxGen = max(m.maxGen, hw.Generation)
+	}
+	for _, t := range h.Timers {
+		m.armed[t] = true
+		if t.Kind == TimerRestart && t.Generation == m.cur {
+			m.restarting[t.Slot] = true
+		}
+	}
+	// -sf/-st pids that are not our own workers belong to another master.
+	m.stopPids = foreign(append(slices.Clone(h.StopPids), m.cfg.StopPids...), m.byPid)
+	m.termPids = foreign(append(slices.Clone(h.TermPids), m.cfg.TermPids...), m.byPid)
+
+	m.maxGen++
+	m.next = m.maxGen
+	m.addGen(m.next)
+	m.log(LevelInfo, "re-executed; starting the new generation", "generation", m.next,
+		"serving", m.cur, "adopted", len(m.byPid))
+	for slot := range m.cfg.Workers {
+		m.startWorker(m.next, slot)
+	}
+	m.setTimer(Timer{Kind: TimerReadyTimeout, Generation: m.next}, m.cfg.ReadyTimeout)
+	return nil
+}
+
+func foreign(pids []int, known map[int]*worker) []int {
+	var out []int
+	for _, p := range pids {
+		if p > 0 && known[p] == nil && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func recordWorker(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	e := m.ev.(WorkerStarted)
+	delete(m.inflight, [2]int{e.Generation, e.Slot})
+	g := m.addGen(e.Generation)
+	w := &worker{pid: e.Pid, gen: e.Generation, slot: e.Slot}
+	if g.retired {
+		// The generation was rolled back while this spawn was under way.
+		g.put(w)
+		m.byPid[w.pid] = w
+		m.log(LevelWarn, "worker of a retired generation started; stopping it", "pid", w.pid, "generation", w.gen)
+		m.kill([]int{w.pid}, m.cfg.StopSignal)
+		return nil
+	}
+	w.ready = m.cfg.Ready.Kind == ReadyImmediate
+	g.put(w)
+	m.byPid[w.pid] = w
+	m.log(LevelInfo, "worker started", "pid", w.pid, "generation", w.gen, "slot", w.slot)
+	if m.cfg.Ready.Kind == ReadyAfter {
+		m.setTimer(Timer{Kind: TimerReadyAfter, Pid: w.pid}, m.cfg.Ready.After)
+	}
+	m.setTimer(Timer{Kind: TimerStable, Pid: w.pid}, m.cfg.Backoff.Reset)
+	return nil
+}
+
+func workerFailedToStart(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	e := m.ev.(SpawnFailed)
+	delete(m.inflight, [2]int{e.Generation, e.Slot})
+	m.log(LevelError, "worker failed to start", "generation", e.Generation, "slot", e.Slot, "status", e.Status, "err", e.Err)
+	g := m.gen(e.Generation)
+	switch {
+	case m.state == stateAwaitingReady && e.Generation == m.next:
+		m.failure = fmt.Sprintf("slot %d of generation %d failed to start: %s", e.Slot, e.Generation, e.Err)
+	case g != nil && m.isCurrent(g):
+		m.afterCurrentExit(e.Slot, e.Status)
+	case g != nil:
+		m.dropGenIfEmpty(g)
+	}
+	return nil
+}
+
+func markReady(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	var pid int
+	switch e := m.ev.(type) {
+	case WorkerReady:
+		pid = e.Pid
+	case TimerFired:
+		pid = e.Timer.Pid
+	}
+	w := m.byPid[pid]
+	w.ready = true
+	m.gen(w.gen).ready++
+	m.cancelTimer(Timer{Kind: TimerReadyAfter, Pid: pid})
+	m.log(LevelInfo, "worker ready", "pid", pid, "generation", w.gen, "slot", w.slot)
+	return nil
+}
+
+// removeWorker forgets a reaped worker and the timers about it.
+func (m *Machine) removeWorker(w *worker) *generation {
+	g := m.gen(w.gen)
+	delete(m.byPid, w.pid)
+	g.slots[w.slot] = nil
+	g.live--
+	if w.ready {
+		g.ready--
+	}
+	m.cancelTimer(Timer{Kind: TimerStable, Pid: w.pid})
+	m.cancelTimer(Timer{Kind: TimerReadyAfter, Pid: w.pid})
+	return g
+}
+
+func workerExited(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	e := m.ev.(ChildExited)
+	w := m.byPid[e.Pid]
+	g := m.removeWorker(w)
+	switch {
+	case m.state == stateAwaitingReady && g.n == m.next:
+		m.log(LevelError, "new worker exited before its generation was ready", "pid", w.pid, "generation", g.n, "slot", w.slot, "status", e.Status)
+		m.failure = fmt.Sprintf("worker %d (slot %d of generation %d) exited with %s before the generation was ready", w.pid, w.slot, g.n, e.Status)
+	case !m.isCurrent(g):
+		m.log(LevelInfo, "old worker exited", "pid", w.pid, "generation", g.n, "slot", w.slot, "status", e.Status)
+		m.dropGenIfEmpty(g)
+	default:
+		m.log(LevelWarn, "worker exited", "pid", w.pid, "generation", g.n, "slot", w.slot, "status", e.Status)
+		m.afterCurrentExit(w.slot, e.Status)
+	}
+	return nil
+}
+
+// afterCurrentExit applies --restart to a slot of the serving generation
+// whose worker exited or could not start.
+func (m *Machine) afterCurrentExit(slot int, st ExitStatus) {
+	m.exitStatus = st.Int()
+	switch m.cfg.Restart {
+	case RestartNo:
+		m.culprit = &st
+		return
+	case RestartOnFailure:
+		if !st.Failed() {
+			m.log(LevelInfo, "worker exited cleanly; not restarted (--restart on-failure)", "generation", m.cur, "slot", slot)
+			if m.state == stateRunning && m.gen(m.cur).live == 0 && len(m.restarting) == 0 && !m.spawning(m.cur) {
+				m.culprit = &st
+			}
+			return
+		}
+	}
+	for slot >= len(m.failures) {
+		m.failures = append(m.failures, 0)
+	}
+	delay := m.cfg.Backoff.delay(m.failures[slot])
+	if m.failures[slot] < 64 {
+		m.failures[slot]++
+	}
+	m.restarting[slot] = true
+	m.setTimer(Timer{Kind: TimerRestart, Generation: m.cur, Slot: slot}, delay)
+	m.log(LevelInfo, "restarting worker after backoff", "generation", m.cur, "slot", slot, "after", delay)
+}
+
+func (m *Machine) spawning(gen int) bool {
+	for k := range m.inflight {
+		if k[0] == gen {
+			return true
+		}
+	}
+	return false
+}
+
+func restartSlot(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	t := m.ev.(TimerFired).Timer
+	if t.Generation != m.cur {
+		m.log(LevelDebug, "restart of an old generation skipped", "generation", t.Generation, "slot", t.Slot)
+		return nil
+	}
+	delete(m.restarting, t.Slot)
+	g := m.gen(m.cur)
+	if t.Slot < len(g.slots) && g.slots[t.Slot] != nil || m.inflight[[2]int{m.cur, t.Slot}] {
+		return nil
+	}
+	m.startWorker(m.cur, t.Slot)
+	return nil
+}
+
+func resetBackoff(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	t := m.ev.(TimerFired).Timer
+	if w := m.byPid[t.Pid]; w != nil && w.gen == m.cur && w.slot < len(m.failures) {
+		m.failures[w.slot] = 0
+	}
+	return nil
+}
+
+func killStragglers(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	t := m.ev.(TimerFired).Timer
+	var pids []int
+	if t.Kind == TimerKillAll {
+		pids = m.livePids(nil)
+	} else {
+		pids = m.livePids(func(g *generation) bool { return g.n == t.Generation && g.retired })
+	}
+	if len(pids) > 0 {
+		m.log(LevelWarn, "stop timeout passed; killing", "pids", pids, "timeout", m.cfg.StopTimeout)
+		m.kill(pids, SIGKILL)
+	}
+	return nil
+}
+
+func forwardToCurrent(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	sig := m.ev.(SignalReceived).Signal
+	pids := m.livePids(m.isCurrent)
+	m.log(LevelInfo, "forwarding signal to current workers", "signal", sig, "pids", pids)
+	m.kill(pids, sig)
+	return nil
+}
+
+func forwardToAll(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	sig := m.ev.(SignalReceived).Signal
+	pids := m.livePids(nil)
+	m.log(LevelInfo, "forwarding signal to every worker", "signal", sig, "pids", pids)
+	m.kill(pids, sig)
+	return nil
+}
+
+func replyStatus(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	id, _ := m.controlID()
+	m.emit(Reply{ID: id, OK: true, Status: m.status()})
+	return nil
+}
+
+func refuseRequest(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	c := m.ev.(ControlRequest)
+	m.emit(Reply{ID: c.ID, Error: "unknown command " + c.Command.String() + ": use reload, status or stop"})
+	return nil
+}
+
+func ignoreNoise(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	m.log(LevelDebug, "event ignored", "state", m.state.String(), "event", m.ev.String())
+	return nil
+}
+
+func reapOrphan(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	e := m.ev.(ChildExited)
+	m.log(LevelDebug, "reaped unknown child", "pid", e.Pid, "status", e.Status)
+	return nil
+}
+
+func checkNoChildren(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	if len(m.byPid) > 0 {
+		m.log(LevelWarn, "wait4 reports no children, but workers are still known: exits were not reported", "known", len(m.byPid))
+	}
+	return nil
+}
+
+func execNewImage(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	if id, ok := m.controlID(); ok {
+		m.requests = append(m.requests, id)
+	}
+	m.requests = append(m.requests, m.queued...)
+	m.queued = nil
+	m.pendingReload = false
+	pids := m.livePids(nil)
+	if m.announced {
+		m.emit(Notify{State: NotifyReloading})
+	}
+	m.log(LevelInfo, "reloading: re-executing the master", "path", m.cfg.Path, "generation", m.cur, "pids", pids)
+	m.emit(Exec{Path: m.cfg.Path, Argv: ReloadArgv(m.cfg.Argv, pids), Handover: m.handover()})
+	return nil
+}
+
+func abandonReload(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	e := m.ev.(ExecFailed)
+	m.failedReload++
+	msg := "reload failed: cannot execute " + m.cfg.Path + ": " + e.Err
+	m.log(LevelError, "reload failed: the master could not re-execute; keeping the current workers", "path", m.cfg.Path, "err", e.Err)
+	if m.announced {
+		m.emit(Notify{State: NotifyReady, Status: msg})
+	}
+	m.replyAll(false, msg)
+	return nil
+}
+
+func coalesceReload(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	m.pendingReload = true
+	if id, ok := m.controlID(); ok {
+		m.queued = append(m.queued, id)
+	}
+	m.log(LevelInfo, "reload requested during a reload; another one follows this one", "generation", m.next)
+	return nil
+}
+
+func promoteGeneration(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	ng := m.next
+	m.cancelTimer(Timer{Kind: TimerReadyTimeout, Generation: ng})
+	m.cancelRestarts()
+	prev := m.cur
+	m.cur, m.next = ng, 0
+	var old []int
+	for _, g := range slices.Clone(m.gens) {
+		if g.n != ng && !g.retired {
+			old = append(old, m.livePids(func(x *generation) bool { return x == g })...)
+			m.retire(g, m.cfg.StopSignal)
+		}
+	}
+	m.signalForeign()
+	m.reloads++
+	m.failures = make([]int, m.cfg.Workers)
+	m.log(LevelInfo, "reload complete: new generation ready, old workers told to stop", "generation", ng, "previous", prev, "old", old)
+	m.announced = true
+	m.emit(Notify{State: NotifyReady, Status: fmt.Sprintf("generation %d ready", ng)})
+	m.replyAll(true, "")
+	return nil
+}
+
+func rollBack(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	failed := m.next
+	reason := m.failure
+	if reason == "" {
+		reason = fmt.Sprintf("generation %d was not ready within %s", failed, m.cfg.ReadyTimeout)
+	}
+	m.failure = ""
+	m.cancelTimer(Timer{Kind: TimerReadyTimeout, Generation: failed})
+	m.next = 0
+	if g := m.gen(failed); g != nil {
+		m.retire(g, m.cfg.StopSignal)
+	}
+	m.failedReload++
+	m.log(LevelError, "reload failed: rolled back to the serving generation", "failed", failed, "generation", m.cur, "reason", reason)
+	if m.announced {
+		m.emit(Notify{State: NotifyReady, Status: "reload failed: " + reason})
+	}
+	m.replyAll(false, "reload failed: "+reason)
+	return nil
+}
+
+func announceReady(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	m.announced = true
+	m.log(LevelInfo, "all workers ready", "generation", m.cur)
+	m.signalForeign()
+	m.emit(Notify{State: NotifyReady, Status: fmt.Sprintf("generation %d ready", m.cur)})
+	return nil
+}
+
+// signalForeign tells the processes named by -sf/-st to go, once.
+func (m *Machine) signalForeign() {
+	if len(m.stopPids) > 0 {
+		m.emit(SignalPids{Pids: m.stopPids, Signal: m.cfg.StopSignal})
+	}
+	if len(m.termPids) > 0 {
+		m.emit(SignalPids{Pids: m.termPids, Signal: SIGTERM})
+	}
+	m.stopPids, m.termPids = nil, nil
+}
+
+// enterExiting is what every way into Exiting shares: abort a reload,
+// answer what waits, stop restarting, tell the service manager, arm the
+// final kill.
+func (m *Machine) enterExiting(sig Signal, why string, pids []int) {
+	m.stopSignal = sig
+	if m.next != 0 {
+		m.cancelTimer(Timer{Kind: TimerReadyTimeout, Generation: m.next})
+		m.next = 0
+		m.failure = ""
+	}
+	m.requests = append(m.requests, m.queued...)
+	m.queued = nil
+	m.pendingReload = false
+	m.replyAll(false, "reload aborted: mworker is stopping ("+why+")")
+	m.cancelRestarts()
+	m.emit(Notify{State: NotifyStopping})
+	m.kill(pids, sig)
+	if len(m.byPid) > 0 || len(m.inflight) > 0 {
+		m.setTimer(Timer{Kind: TimerKillAll}, m.cfg.StopTimeout)
+	}
+}
+
+func beginSoftStop(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	m.log(LevelInfo, "soft stop: telling every worker to stop", "signal", m.cfg.StopSignal)
+	m.enterExiting(m.cfg.StopSignal, "soft stop", m.livePids(func(g *generation) bool { return !g.retired }))
+	if id, ok := m.controlID(); ok {
+		m.emit(Reply{ID: id, OK: true})
+	}
+	return nil
+}
+
+func beginTerminate(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	sig := m.ev.(SignalReceived).Signal
+	m.log(LevelInfo, "terminating: forwarding the signal to every worker", "signal", sig)
+	m.enterExiting(sig, sig.String(), m.livePids(nil))
+	return nil
+}
+
+func endRun(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	st := *m.culprit
+	m.culprit = nil
+	m.exitStatus, m.exitFixed = st.Int(), true
+	m.log(LevelInfo, "a worker's exit ends the run; stopping the others", "status", st, "restart", m.cfg.Restart)
+	m.enterExiting(m.cfg.StopSignal, "a worker exited with --restart "+m.cfg.Restart.String(),
+		m.livePids(func(g *generation) bool { return !g.retired }))
+	return nil
+}
+
+func repeatSoftStop(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	if id, ok := m.controlID(); ok {
+		m.emit(Reply{ID: id, OK: true, Error: ""})
+		return nil
+	}
+	pids := m.livePids(nil)
+	m.log(LevelInfo, "soft stop again: repeating the stop signal", "signal", m.cfg.StopSignal, "pids", pids)
+	m.kill(pids, m.cfg.StopSignal)
+	return nil
+}
+
+func refuseReload(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	if id, ok := m.controlID(); ok {
+		m.emit(Reply{ID: id, Error: "cannot reload: mworker is stopping"})
+		return nil
+	}
+	m.log(LevelWarn, "reload signal ignored: mworker is stopping", "signal", m.ev.(SignalReceived).Signal)
+	return nil
+}
+
+func stopLateWorker(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	e := m.ev.(WorkerStarted)
+	delete(m.inflight, [2]int{e.Generation, e.Slot})
+	g := m.addGen(e.Generation)
+	w := &worker{pid: e.Pid, gen: e.Generation, slot: e.Slot}
+	g.put(w)
+	m.byPid[w.pid] = w
+	m.log(LevelInfo, "worker started while stopping; stopping it", "pid", w.pid, "generation", w.gen, "slot", w.slot)
+	m.kill([]int{w.pid}, m.stopSignal)
+	return nil
+}
+
+func dropSpawn(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	e := m.ev.(SpawnFailed)
+	delete(m.inflight, [2]int{e.Generation, e.Slot})
+	m.log(LevelInfo, "worker failed to start while stopping", "generation", e.Generation, "slot", e.Slot, "err", e.Err)
+	if g := m.gen(e.Generation); g != nil {
+		m.dropGenIfEmpty(g)
+	}
+	return nil
+}
+
+func workerExitedWhileExiting(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	e := m.ev.(ChildExited)
+	w := m.byPid[e.Pid]
+	g := m.removeWorker(w)
+	if m.isCurrent(g) {
+		if !m.exitFixed {
+			m.exitStatus = e.Status.Int()
+		}
+		m.log(LevelInfo, "worker exited", "pid", w.pid, "generation", g.n, "slot", w.slot, "status", e.Status)
+	} else {
+		m.log(LevelInfo, "old worker exited", "pid", w.pid, "generation", g.n, "slot", w.slot, "status", e.Status)
+	}
+	m.dropGenIfEmpty(g)
+	return nil
+}
+
+func exitMaster(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	m.log(LevelInfo, "all workers gone; exiting", "status", m.exitStatus)
+	m.emit(Exit{Status: m.exitStatus})
+	return nil
+}

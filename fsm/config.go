@@ -1,0 +1,260 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// MaxWorkers is the largest generation the machine accepts.
+const MaxWorkers = 1024
+
+// Config is everything the machine needs to know before its first event.
+type Config struct {
+	// Workers is the number of workers per generation (1..MaxWorkers).
+	Workers int
+	// Path is the absolute path the master re-executes on reload.
+	Path string
+	// Argv is the master's command line as started (argv[0] included). Exec
+	// reuses it with earlier -sf/-st lists removed and -sf <live pids> added.
+	Argv []string
+
+	// Ready says when a new worker counts as ready.
+	Ready ReadyMode
+	// ReadyTimeout bounds the wait for a new generation during a reload.
+	ReadyTimeout time.Duration
+	// StopSignal is the graceful stop signal (old workers, soft stop).
+	StopSignal Signal
+	// StopTimeout is how long a stopping worker has before SIGKILL.
+	StopTimeout time.Duration
+	// Restart says what to do when a current worker exits on its own.
+	Restart RestartPolicy
+	// Backoff tunes restart delays; the zero value means the defaults
+	// (100 ms doubling to 30 s, reset after 60 s up).
+	Backoff Backoff
+
+	// StopPids (-sf) and TermPids (-st) are processes to signal once the
+	// first generation of this machine is ready: StopPids get StopSignal,
+	// TermPids get SIGTERM. Pids that Resume knows as workers are adopted
+	// as the old generation instead.
+	StopPids, TermPids []int
+
+	// Resume is the state handed over by the image that exec'd this one;
+	// nil on a fresh start.
+	Resume *Handover
+}
+
+// ReadyMode is how a worker becomes ready.
+type ReadyMode struct {
+	// Kind is ReadyImmediate, ReadyNotify or ReadyAfter.
+	Kind ReadyKind
+	// After is the uptime that makes a worker ready (ReadyAfter).
+	After time.Duration
+}
+
+// ReadyKind is the kind of readiness.
+type ReadyKind int
+
+// The readiness kinds of --ready.
+const (
+	ReadyImmediate ReadyKind = iota // ready as soon as it is started
+	ReadyNotify                     // ready when it sends READY=1 (WorkerReady)
+	ReadyAfter                      // ready once it has stayed up ReadyMode.After
+)
+
+func (r ReadyMode) String() string {
+	switch r.Kind {
+	case ReadyImmediate:
+		return "immediate"
+	case ReadyNotify:
+		return "notify"
+	case ReadyAfter:
+		return r.After.String()
+	}
+	return "ready(" + itoa(int(r.Kind)) + ")"
+}
+
+// ParseReadyMode parses --ready: "immediate", "notify" or a duration.
+func ParseReadyMode(s string) (ReadyMode, error) {
+	switch s {
+	case "immediate":
+		return ReadyMode{Kind: ReadyImmediate}, nil
+	case "notify":
+		return ReadyMode{Kind: ReadyNotify}, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return ReadyMode{}, fmt.Errorf("fsm: bad --ready %q: use immediate, notify or a positive duration such as 2s", s)
+	}
+	return ReadyMode{Kind: ReadyAfter, After: d}, nil
+}
+
+// RestartPolicy is what happens when a current worker exits on its own.
+type RestartPolicy int
+
+// The restart policies of --restart.
+const (
+	RestartAlways    RestartPolicy = iota // restart whatever the status
+	RestartOnFailure                      // restart unless it exited 0
+	RestartNo                             // never restart: the exit ends the run
+)
+
+func (r RestartPolicy) String() string {
+	switch r {
+	case RestartAlways:
+		return "always"
+	case RestartOnFailure:
+		return "on-failure"
+	case RestartNo:
+		return "no"
+	}
+	return "restart(" + itoa(int(r)) + ")"
+}
+
+// ParseRestartPolicy parses --restart.
+func ParseRestartPolicy(s string) (RestartPolicy, error) {
+	switch s {
+	case "always":
+		return RestartAlways, nil
+	case "on-failure":
+		return RestartOnFailure, nil
+	case "no":
+		return RestartNo, nil
+	}
+	return 0, fmt.Errorf("fsm: unknown --restart %q: use always, on-failure or no", s)
+}
+
+// Backoff is the restart delay schedule: Min, doubled after each quick
+// failure up to Max, back to Min once a worker has stayed up Reset.
+type Backoff struct {
+	Min, Max, Reset time.Duration
+}
+
+// DefaultBackoff is DESIGN.md's schedule.
+var DefaultBackoff = Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second, Reset: 60 * time.Second}
+
+func (b Backoff) delay(failures int) time.Duration {
+	d := b.Min
+	for i := 0; i < failures && d < b.Max; i++ {
+		d *= 2
+	}
+	return min(d, b.Max)
+}
+
+// ErrConfig is wrapped by every error New returns.
+var ErrConfig = errors.New("fsm: bad config")
+
+func errBadSignal(name string) error {
+	return fmt.Errorf("fsm: unknown signal %q: use a name such as TERM, SIGUSR1 or a number 1..64", name)
+}
+
+func (c *Config) validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, a...)...)
+	}
+	switch {
+	case c.Workers < 1 || c.Workers > MaxWorkers:
+		return bad("workers %d out of range: use 1..%d", c.Workers, MaxWorkers)
+	case c.Ready.Kind == ReadyAfter && c.Ready.After <= 0:
+		return bad("ready duration %v must be positive", c.Ready.After)
+	case c.Ready.Kind < ReadyImmediate || c.Ready.Kind > ReadyAfter:
+		return bad("unknown ready kind %d", c.Ready.Kind)
+	case c.ReadyTimeout <= 0:
+		return bad("ready timeout %v must be positive", c.ReadyTimeout)
+	case c.StopTimeout <= 0:
+		return bad("stop timeout %v must be positive", c.StopTimeout)
+	case c.StopSignal <= 0 || c.StopSignal > 64:
+		return bad("stop signal %d out of range 1..64", int(c.StopSignal))
+	case c.Restart < RestartAlways || c.Restart > RestartNo:
+		return bad("unknown restart policy %d", c.Restart)
+	}
+	for _, p := range append(append([]int(nil), c.StopPids...), c.TermPids...) {
+		if p <= 0 {
+			return bad("pid %d in -sf/-st is not a process id: use positive pids", p)
+		}
+	}
+	if c.Backoff == (Backoff{}) {
+		c.Backoff = DefaultBackoff
+	}
+	if c.Backoff.Min <= 0 || c.Backoff.Max < c.Backoff.Min || c.Backoff.Reset <= 0 {
+		return bad("backoff %+v: need 0 < Min <= Max and Reset > 0", c.Backoff)
+	}
+	return nil
+}
+
+// Handover is the state one master image passes to the next across Exec.
+// The caller encodes it (it is plain data) into the new image's environment
+// and gives it back as Config.Resume.
+type Handover struct {
+	// Generation is the generation that was serving; the new image rolls
+	// back to it if its own generation fails.
+	Generation int
+	// MaxGeneration is the highest generation number used so far.
+	MaxGeneration int
+	// Reloads and FailedReloads count finished reloads.
+	Reloads, FailedReloads int
+	// Announced is true once READY=1 has been sent to the service manager.
+	Announced bool
+	// Workers are the live workers, current and old.
+	Workers []HandoverWorker
+	// Timers are the armed timers; the caller keeps their deadlines and
+	// re-arms them in the new image before feeding Start.
+	Timers []Timer
+	// Requests are reload requests waiting for the outcome of this reload.
+	Requests []RequestID
+	// Failures is the restart failure count per slot of the serving generation.
+	Failures []int
+	// StopPids and TermPids are foreign -sf/-st pids not yet signalled.
+	StopPids, TermPids []int
+}
+
+// HandoverWorker is one live worker in a Handover.
+type HandoverWorker struct {
+	Pid, Generation, Slot int
+	Ready, Stopping       bool
+}
+
+// Status is the machine's answer to a status request; the caller adds what
+// only it knows (the master's pid, uptimes).
+type Status struct {
+	State         string // "running", "reloading" or "exiting"
+	Generation    int    // the serving generation
+	Reloads       int
+	FailedReloads int
+	Workers       []WorkerStatus
+}
+
+// WorkerStatus is one live worker in a Status.
+type WorkerStatus struct {
+	Pid, Generation, Slot int
+	Current, Ready        bool
+	Stopping              bool
+}
+
+func (s *Status) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "state=%s gen=%d reloads=%d failed=%d workers=[", s.State, s.Generation, s.Reloads, s.FailedReloads)
+	for i, w := range s.Workers {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(strconv.Itoa(w.Pid))
+		b.WriteByte(':')
+		b.WriteString(strconv.Itoa(w.Generation))
+		b.WriteByte('/')
+		b.WriteString(strconv.Itoa(w.Slot))
+		if w.Current {
+			b.WriteString(",current")
+		}
+		if w.Ready {
+			b.WriteString(",ready")
+		}
+		if w.Stopping {
+			b.WriteString(",stopping")
+		}
+	}
+	b.WriteByte(']')
+	return b.String()
+}

@@ -1,0 +1,155 @@
+package fsm
+
+import "strconv"
+
+// Event is something that happened, reported to Machine.Step. The set of
+// events is closed: only the types in this file implement it.
+type Event interface {
+	isEvent()
+	String() string
+}
+
+// Start begins the machine's life. It must be the first event; a second
+// Start is ignored. A fresh machine spawns its first generation; a machine
+// built with Config.Resume (after a re-exec) adopts the workers it was handed
+// and starts the next generation.
+type Start struct{}
+
+// SignalReceived reports a signal sent to the master.
+type SignalReceived struct{ Signal Signal }
+
+// WorkerStarted reports that a Spawn succeeded.
+type WorkerStarted struct {
+	Generation, Slot int
+	Pid              int
+}
+
+// SpawnFailed reports that a Spawn failed. Status is what the master treats
+// the failure as (127 command not found, 126 not executable, 1 otherwise).
+type SpawnFailed struct {
+	Generation, Slot int
+	Status           ExitStatus
+	Err              string
+}
+
+// WorkerReady reports that a worker declared itself ready (READY=1 on its
+// notify socket). Ready of a pid the machine does not know is ignored.
+type WorkerReady struct{ Pid int }
+
+// ChildExited reports a child reaped by wait4: any child, known or not.
+type ChildExited struct {
+	Pid    int
+	Status ExitStatus
+}
+
+// NoChildren reports that wait4 returned ECHILD: the master has no child left.
+type NoChildren struct{}
+
+// ExecFailed reports that the Exec action did not replace the process.
+type ExecFailed struct{ Err string }
+
+// TimerFired reports that a timer set by SetTimer reached its deadline and
+// was not cancelled.
+type TimerFired struct{ Timer Timer }
+
+// ControlRequest is a request from the control socket. The machine answers
+// every request with exactly one Reply carrying the same ID.
+type ControlRequest struct {
+	ID      RequestID
+	Command Command
+}
+
+// RequestID identifies a control request until it is answered. It is
+// opaque to the machine and must survive a re-exec (see Handover).
+type RequestID uint64
+
+// Command is what a control request asks for.
+type Command int
+
+// The control commands.
+const (
+	CmdReload Command = iota + 1
+	CmdStop
+	CmdStatus
+)
+
+func (c Command) String() string {
+	switch c {
+	case CmdReload:
+		return "reload"
+	case CmdStop:
+		return "stop"
+	case CmdStatus:
+		return "status"
+	}
+	return "command(" + strconv.Itoa(int(c)) + ")"
+}
+
+// ParseCommand parses a control request line ("reload", "status", "stop").
+func ParseCommand(s string) (Command, bool) {
+	switch s {
+	case "reload":
+		return CmdReload, true
+	case "stop":
+		return CmdStop, true
+	case "status":
+		return CmdStatus, true
+	}
+	return 0, false
+}
+
+// ExitStatus is how a child ended: an exit code, or the signal that killed it.
+type ExitStatus struct {
+	Code   int    // exit code when Signal is 0
+	Signal Signal // the terminating signal, or 0
+}
+
+// Int is the status as a shell reports it: the exit code, or 128 + signal.
+func (s ExitStatus) Int() int {
+	if s.Signal != 0 {
+		return 128 + int(s.Signal)
+	}
+	return s.Code
+}
+
+// Failed reports whether the child did not exit with code 0.
+func (s ExitStatus) Failed() bool { return s.Int() != 0 }
+
+func (s ExitStatus) String() string {
+	if s.Signal != 0 {
+		return "signal:" + s.Signal.String()
+	}
+	return "exit:" + strconv.Itoa(s.Code)
+}
+
+func (Start) isEvent()          {}
+func (SignalReceived) isEvent() {}
+func (WorkerStarted) isEvent()  {}
+func (SpawnFailed) isEvent()    {}
+func (WorkerReady) isEvent()    {}
+func (ChildExited) isEvent()    {}
+func (NoChildren) isEvent()     {}
+func (ExecFailed) isEvent()     {}
+func (TimerFired) isEvent()     {}
+func (ControlRequest) isEvent() {}
+
+func (Start) String() string            { return "start" }
+func (e SignalReceived) String() string { return "signal " + e.Signal.String() }
+func (e WorkerStarted) String() string {
+	return "started gen=" + itoa(e.Generation) + " slot=" + itoa(e.Slot) + " pid=" + itoa(e.Pid)
+}
+func (e SpawnFailed) String() string {
+	return "spawn-failed gen=" + itoa(e.Generation) + " slot=" + itoa(e.Slot) + " status=" + e.Status.String() + " err=" + strconv.Quote(e.Err)
+}
+func (e WorkerReady) String() string { return "ready pid=" + itoa(e.Pid) }
+func (e ChildExited) String() string {
+	return "exited pid=" + itoa(e.Pid) + " status=" + e.Status.String()
+}
+func (NoChildren) String() string   { return "no-children" }
+func (e ExecFailed) String() string { return "exec-failed err=" + strconv.Quote(e.Err) }
+func (e TimerFired) String() string { return "timer " + e.Timer.String() }
+func (e ControlRequest) String() string {
+	return "control id=" + strconv.FormatUint(uint64(e.ID), 10) + " " + e.Command.String()
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

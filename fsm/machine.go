@@ -1,0 +1,600 @@
+package fsm
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/qmuntal/stateless"
+)
+
+// state is a node of the transition table.
+type state int
+
+const (
+	stateIdle          state = iota // before Start
+	stateLive                       // superstate: workers are supervised
+	stateRunning                    // serving one generation
+	stateReloading                  // superstate of the two halves of a reload
+	stateExecPending                // Exec emitted; only ExecFailed may follow
+	stateAwaitingReady              // the new image waits for its generation
+	stateExiting                    // every worker told to stop; waiting for them
+	stateExited                     // Exit emitted
+)
+
+var stateNames = [...]string{"Idle", "Live", "Running", "Reloading", "ExecPending", "AwaitingReady", "Exiting", "Exited"}
+
+func (s state) String() string { return stateNames[s] }
+
+// trigger is an edge label of the transition table.
+type trigger string
+
+const (
+	trigStart            trigger = "Start"
+	trigReload           trigger = "Reload"
+	trigSoftStop         trigger = "SoftStop"
+	trigTerminate        trigger = "Terminate"
+	trigForward          trigger = "Forward"
+	trigSpawned          trigger = "WorkerStarted"
+	trigSpawnFailed      trigger = "SpawnFailed"
+	trigReady            trigger = "WorkerReady"
+	trigFirstReady       trigger = "FirstGenerationReady"
+	trigGenerationReady  trigger = "GenerationReady"
+	trigGenerationFailed trigger = "GenerationFailed"
+	trigExited           trigger = "ChildExited"
+	trigOrphan           trigger = "OrphanExited"
+	trigRunEnded         trigger = "RunEnded"
+	trigAllGone          trigger = "AllChildrenGone"
+	trigNoChildren       trigger = "NoChildren"
+	trigExecFailed       trigger = "ExecFailed"
+	trigRestart          trigger = "RestartDue"
+	trigStable           trigger = "WorkerStable"
+	trigKillDue          trigger = "StopTimeout"
+	trigStatus           trigger = "Status"
+	trigBadRequest       trigger = "BadRequest"
+	trigNoise            trigger = "Noise"
+)
+
+// Machine is the supervisor's decision core. It is not safe for concurrent
+// use: feed it from one goroutine.
+type Machine struct {
+	cfg Config
+	ctx context.Context
+
+	state    state
+	ev       Event    // the event being stepped
+	out      []Action // actions of the current step
+	deferred []Event  // events held while Idle or ExecPending
+
+	gens     []*generation // live or spawning generations, oldest first
+	byPid    map[int]*worker
+	inflight map[[2]int]bool // (generation, slot) spawns not yet reported
+
+	cur, next, maxGen int // serving generation, generation being readied, highest used
+	failures          []int
+	restarting        map[int]bool // slots of cur with a restart timer armed
+	armed             map[Timer]bool
+
+	announced             bool
+	pendingReload         bool        // a reload arrived during a reload
+	requests              []RequestID // reload requests awaiting the outcome
+	queued                []RequestID // reload requests for the reload after this one
+	derived               bool        // firing a settle transition, not the event
+	failure               string      // why the generation being readied failed
+	culprit               *ExitStatus // the worker exit that ends the run
+	exitStatus            int
+	exitFixed             bool
+	stopSignal            Signal // signal for workers that start while exiting
+	reloads, failedReload int
+	stopPids, termPids    []int
+}
+
+type generation struct {
+	n       int
+	slots   []*worker
+	live    int
+	ready   int
+	retired bool // told to stop as a whole (old, or rolled back)
+}
+
+type worker struct {
+	pid, gen, slot int
+	ready          bool
+}
+
+type machineKey struct{}
+
+// New returns a machine for cfg, or an error wrapping ErrConfig that says
+// which field is wrong.
+func New(cfg Config) (*Machine, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	m := &Machine{
+		cfg:        cfg,
+		byPid:      make(map[int]*worker),
+		inflight:   make(map[[2]int]bool),
+		restarting: make(map[int]bool),
+		armed:      make(map[Timer]bool),
+		failures:   make([]int, cfg.Workers),
+		stopSignal: cfg.StopSignal,
+		stopPids:   slices.Clone(cfg.StopPids),
+		termPids:   slices.Clone(cfg.TermPids),
+	}
+	m.ctx = context.WithValue(context.Background(), machineKey{}, m)
+	return m, nil
+}
+
+// State names the machine's state: "idle", "running", "reloading",
+// "exiting" or "exited".
+func (m *Machine) State() string {
+	switch m.state {
+	case stateIdle:
+		return "idle"
+	case stateExecPending, stateAwaitingReady:
+		return "reloading"
+	case stateExiting:
+		return "exiting"
+	case stateExited:
+		return "exited"
+	}
+	return "running"
+}
+
+// Step feeds one event to the machine and returns what the caller must do,
+// in order. The returned slice belongs to the caller.
+func (m *Machine) Step(ev Event) []Action {
+	m.out = nil
+	m.step(ev)
+	out := m.out
+	m.out = nil
+	return out
+}
+
+func (m *Machine) step(ev Event) {
+	switch m.state {
+	case stateExited:
+		return
+	case stateIdle:
+		if _, ok := ev.(Start); !ok {
+			m.deferred = append(m.deferred, ev)
+			return
+		}
+	case stateExecPending:
+		if _, ok := ev.(ExecFailed); !ok {
+			m.deferred = append(m.deferred, ev)
+			return
+		}
+	}
+	m.ev = ev
+	t := m.classify(ev)
+	if tf, ok := ev.(TimerFired); ok {
+		delete(m.armed, tf.Timer)
+	}
+	m.fire(t)
+	m.settle()
+	if m.state != stateIdle && m.state != stateExecPending && len(m.deferred) > 0 {
+		held := m.deferred
+		m.deferred = nil
+		for _, e := range held {
+			m.step(e)
+		}
+	}
+}
+
+// settle fires the transitions that follow from the data rather than from
+// an event: a generation became ready or failed, the run ended, the last
+// child is gone, a coalesced reload is due.
+func (m *Machine) settle() {
+	for {
+		switch {
+		case m.state == stateAwaitingReady && m.failure != "":
+			m.fireDerived(trigGenerationFailed)
+		case m.state == stateAwaitingReady && m.genReady(m.next):
+			m.fireDerived(trigGenerationReady)
+		case (m.state == stateRunning || m.state == stateAwaitingReady) && m.culprit != nil:
+			m.fireDerived(trigRunEnded)
+		case m.state == stateRunning && !m.announced && m.genReady(m.cur):
+			m.fireDerived(trigFirstReady)
+		case m.state == stateRunning && m.pendingReload:
+			m.fireDerived(trigReload)
+		case m.state == stateExiting && len(m.byPid) == 0 && len(m.inflight) == 0:
+			m.fireDerived(trigAllGone)
+		default:
+			return
+		}
+	}
+}
+
+func (m *Machine) fireDerived(t trigger) {
+	m.derived = true
+	m.fire(t)
+	m.derived = false
+}
+
+func (m *Machine) fire(t trigger) {
+	if err := table().FireCtx(m.ctx, t); err != nil {
+		// Every callback returns nil and unhandled triggers are logged, so
+		// an error here is a bug in the table; say so rather than panic.
+		m.log(LevelError, "fsm: transition failed", "state", m.state.String(), "trigger", string(t), "err", err.Error())
+	}
+}
+
+// classify turns an event into the trigger the table routes on, updating
+// nothing.
+func (m *Machine) classify(ev Event) trigger {
+	switch e := ev.(type) {
+	case Start:
+		return trigStart
+	case SignalReceived:
+		switch RouteOf(e.Signal) {
+		case RouteReload:
+			return trigReload
+		case RouteSoftStop:
+			return trigSoftStop
+		case RouteTerminate:
+			return trigTerminate
+		case RouteForward:
+			return trigForward
+		}
+		return trigNoise
+	case WorkerStarted:
+		if !m.inflight[[2]int{e.Generation, e.Slot}] || e.Pid <= 0 || m.byPid[e.Pid] != nil {
+			return trigNoise
+		}
+		return trigSpawned
+	case SpawnFailed:
+		if !m.inflight[[2]int{e.Generation, e.Slot}] {
+			return trigNoise
+		}
+		return trigSpawnFailed
+	case WorkerReady:
+		if w := m.byPid[e.Pid]; w == nil || w.ready || m.gen(w.gen).retired {
+			return trigNoise
+		}
+		return trigReady
+	case ChildExited:
+		if m.byPid[e.Pid] == nil {
+			return trigOrphan
+		}
+		return trigExited
+	case NoChildren:
+		return trigNoChildren
+	case ExecFailed:
+		return trigExecFailed
+	case TimerFired:
+		if !m.armed[e.Timer] {
+			return trigNoise
+		}
+		switch e.Timer.Kind {
+		case TimerRestart:
+			return trigRestart
+		case TimerStable:
+			return trigStable
+		case TimerReadyAfter:
+			if w := m.byPid[e.Timer.Pid]; w == nil || w.ready || m.gen(w.gen).retired {
+				return trigNoise
+			}
+			return trigReady
+		case TimerReadyTimeout:
+			return trigGenerationFailed
+		case TimerKill, TimerKillAll:
+			return trigKillDue
+		}
+		return trigNoise
+	case ControlRequest:
+		switch e.Command {
+		case CmdReload:
+			return trigReload
+		case CmdStop:
+			return trigSoftStop
+		case CmdStatus:
+			return trigStatus
+		}
+		return trigBadRequest
+	}
+	return trigNoise
+}
+
+var (
+	tableOnce sync.Once
+	theTable  *stateless.StateMachine
+)
+
+// table returns the transition table, built once and shared by every
+// Machine: each Machine keeps its own state and passes itself in the
+// context.
+func table() *stateless.StateMachine {
+	tableOnce.Do(func() { theTable = buildTable() })
+	return theTable
+}
+
+func machineOf(ctx context.Context) *Machine { return ctx.Value(machineKey{}).(*Machine) }
+
+// stateOf reads the state for the table; without a machine (ToGraph) it is Idle.
+func stateOf(ctx context.Context) (stateless.State, error) {
+	if m, ok := ctx.Value(machineKey{}).(*Machine); ok {
+		return m.state, nil
+	}
+	return stateIdle, nil
+}
+
+func buildTable() *stateless.StateMachine {
+	sm := stateless.NewStateMachineWithExternalStorage(
+		stateOf,
+		func(ctx context.Context, s stateless.State) error { machineOf(ctx).state = s.(state); return nil },
+		stateless.FiringImmediate)
+	sm.OnUnhandledTrigger(ignoreEvent)
+
+	sm.Configure(stateIdle).
+		Permit(trigStart, stateRunning, isFresh).
+		Permit(trigStart, stateAwaitingReady, isResumed)
+
+	sm.Configure(stateLive).
+		Permit(trigSoftStop, stateExiting).
+		Permit(trigTerminate, stateExiting).
+		Permit(trigRunEnded, stateExiting).
+		InternalTransition(trigForward, forwardToCurrent).
+		InternalTransition(trigSpawned, recordWorker).
+		InternalTransition(trigSpawnFailed, workerFailedToStart).
+		InternalTransition(trigReady, markReady).
+		InternalTransition(trigExited, workerExited).
+		InternalTransition(trigOrphan, reapOrphan).
+		InternalTransition(trigNoChildren, checkNoChildren).
+		InternalTransition(trigRestart, restartSlot).
+		InternalTransition(trigStable, resetBackoff).
+		InternalTransition(trigKillDue, killStragglers).
+		InternalTransition(trigStatus, replyStatus).
+		InternalTransition(trigBadRequest, refuseRequest).
+		InternalTransition(trigNoise, ignoreNoise)
+
+	sm.Configure(stateRunning).
+		SubstateOf(stateLive).
+		OnEntryFrom(trigStart, spawnFirstGeneration).
+		OnEntryFrom(trigExecFailed, abandonReload).
+		OnEntryFrom(trigGenerationReady, promoteGeneration).
+		OnEntryFrom(trigGenerationFailed, rollBack).
+		Permit(trigReload, stateExecPending).
+		InternalTransition(trigFirstReady, announceReady)
+
+	sm.Configure(stateReloading).
+		SubstateOf(stateLive)
+
+	sm.Configure(stateExecPending).
+		SubstateOf(stateReloading).
+		OnEntry(execNewImage).
+		Permit(trigExecFailed, stateRunning)
+
+	sm.Configure(stateAwaitingReady).
+		SubstateOf(stateReloading).
+		OnEntryFrom(trigStart, resumeAndSpawnNext).
+		Permit(trigGenerationReady, stateRunning).
+		Permit(trigGenerationFailed, stateRunning).
+		InternalTransition(trigReload, coalesceReload)
+
+	sm.Configure(stateExiting).
+		OnEntryFrom(trigSoftStop, beginSoftStop).
+		OnEntryFrom(trigTerminate, beginTerminate).
+		OnEntryFrom(trigRunEnded, endRun).
+		Permit(trigAllGone, stateExited).
+		InternalTransition(trigTerminate, forwardToAll).
+		InternalTransition(trigSoftStop, repeatSoftStop).
+		InternalTransition(trigReload, refuseReload).
+		InternalTransition(trigForward, forwardToCurrent).
+		InternalTransition(trigSpawned, stopLateWorker).
+		InternalTransition(trigSpawnFailed, dropSpawn).
+		InternalTransition(trigExited, workerExitedWhileExiting).
+		InternalTransition(trigOrphan, reapOrphan).
+		InternalTransition(trigKillDue, killStragglers).
+		InternalTransition(trigStatus, replyStatus).
+		InternalTransition(trigBadRequest, refuseRequest).
+		InternalTransition(trigNoise, ignoreNoise)
+
+	sm.Configure(stateExited).
+		OnEntry(exitMaster)
+
+	return sm
+}
+
+// Graph returns the transition table in Graphviz DOT, as stateless draws it.
+func Graph() string { return table().ToGraph() }
+
+func isFresh(ctx context.Context, _ ...any) bool   { return machineOf(ctx).cfg.Resume == nil }
+func isResumed(ctx context.Context, _ ...any) bool { return machineOf(ctx).cfg.Resume != nil }
+
+func ignoreEvent(ctx context.Context, s stateless.State, t stateless.Trigger, _ []string) error {
+	m := machineOf(ctx)
+	m.log(LevelDebug, "event ignored", "state", s.(state).String(), "event", m.ev.String())
+	return nil
+}
+
+// ---- small helpers used by the callbacks ----
+
+func (m *Machine) emit(a Action) { m.out = append(m.out, a) }
+
+func (m *Machine) log(level Level, msg string, attrs ...any) {
+	m.emit(Log{Level: level, Msg: msg, Attrs: attrs})
+}
+
+func (m *Machine) setTimer(t Timer, after time.Duration) {
+	m.armed[t] = true
+	m.emit(SetTimer{Timer: t, After: after})
+}
+
+func (m *Machine) cancelTimer(t Timer) {
+	if m.armed[t] {
+		delete(m.armed, t)
+		m.emit(CancelTimer{Timer: t})
+	}
+}
+
+func (m *Machine) gen(n int) *generation {
+	for _, g := range m.gens {
+		if g.n == n {
+			return g
+		}
+	}
+	return nil
+}
+
+func (m *Machine) addGen(n int) *generation {
+	if g := m.gen(n); g != nil {
+		return g
+	}
+	g := &generation{n: n, slots: make([]*worker, m.cfg.Workers)}
+	i := len(m.gens)
+	for i > 0 && m.gens[i-1].n > n {
+		i--
+	}
+	m.gens = slices.Insert(m.gens, i, g)
+	return g
+}
+
+// dropGenIfEmpty forgets a generation with no live worker and no spawn in
+// flight, unless it is the serving or the next one.
+func (m *Machine) dropGenIfEmpty(g *generation) {
+	if g.live > 0 || g.n == m.cur || g.n == m.next {
+		return
+	}
+	for k := range m.inflight {
+		if k[0] == g.n {
+			return
+		}
+	}
+	m.cancelTimer(Timer{Kind: TimerKill, Generation: g.n})
+	m.gens = slices.DeleteFunc(m.gens, func(x *generation) bool { return x == g })
+}
+
+func (g *generation) put(w *worker) {
+	for w.slot >= len(g.slots) {
+		g.slots = append(g.slots, nil)
+	}
+	g.slots[w.slot] = w
+	g.live++
+	if w.ready {
+		g.ready++
+	}
+}
+
+func (m *Machine) genReady(n int) bool {
+	g := m.gen(n)
+	return g != nil && g.ready >= m.cfg.Workers
+}
+
+// livePids lists live workers, oldest generation first, slot order, keeping
+// those for which keep returns true.
+func (m *Machine) livePids(keep func(*generation) bool) []int {
+	var pids []int
+	for _, g := range m.gens {
+		if keep != nil && !keep(g) {
+			continue
+		}
+		for _, w := range g.slots {
+			if w != nil {
+				pids = append(pids, w.pid)
+			}
+		}
+	}
+	return pids
+}
+
+func (m *Machine) kill(pids []int, sig Signal) {
+	if len(pids) > 0 {
+		m.emit(Kill{Pids: pids, Signal: sig})
+	}
+}
+
+func (m *Machine) isCurrent(g *generation) bool { return g.n == m.cur && !g.retired }
+
+func (m *Machine) startWorker(gen, slot int) {
+	m.inflight[[2]int{gen, slot}] = true
+	m.emit(Spawn{Generation: gen, Slot: slot})
+}
+
+func (m *Machine) replyAll(ok bool, msg string) {
+	for _, id := range m.requests {
+		m.emit(Reply{ID: id, OK: ok, Error: msg})
+	}
+	m.requests = nil
+}
+
+func (m *Machine) controlID() (RequestID, bool) {
+	if c, ok := m.ev.(ControlRequest); ok && !m.derived {
+		return c.ID, true
+	}
+	return 0, false
+}
+
+// retire tells a whole generation to stop with sig and arms its kill timer.
+func (m *Machine) retire(g *generation, sig Signal) {
+	g.retired = true
+	m.kill(m.livePids(func(x *generation) bool { return x == g }), sig)
+	if g.live > 0 {
+		m.setTimer(Timer{Kind: TimerKill, Generation: g.n}, m.cfg.StopTimeout)
+	}
+	if g.n == m.cur {
+		m.cancelRestarts()
+	}
+	m.dropGenIfEmpty(g)
+}
+
+func (m *Machine) cancelRestarts() {
+	for slot := range m.cfg.Workers {
+		if m.restarting[slot] {
+			delete(m.restarting, slot)
+			m.cancelTimer(Timer{Kind: TimerRestart, Generation: m.cur, Slot: slot})
+		}
+	}
+}
+
+func (m *Machine) status() *Status {
+	s := &Status{State: m.State(), Generation: m.cur, Reloads: m.reloads, FailedReloads: m.failedReload}
+	for _, g := range m.gens {
+		for _, w := range g.slots {
+			if w != nil {
+				s.Workers = append(s.Workers, WorkerStatus{
+					Pid: w.pid, Generation: w.gen, Slot: w.slot,
+					Current: m.isCurrent(g), Ready: w.ready, Stopping: g.retired,
+				})
+			}
+		}
+	}
+	return s
+}
+
+func (m *Machine) handover() Handover {
+	h := Handover{
+		Generation: m.cur, MaxGeneration: m.maxGen,
+		Reloads: m.reloads, FailedReloads: m.failedReload,
+		Announced: m.announced,
+		Requests:  slices.Clone(m.requests),
+		Failures:  slices.Clone(m.failures),
+		StopPids:  slices.Clone(m.stopPids),
+		TermPids:  slices.Clone(m.termPids),
+	}
+	for _, g := range m.gens {
+		for _, w := range g.slots {
+			if w != nil {
+				h.Workers = append(h.Workers, HandoverWorker{Pid: w.pid, Generation: w.gen, Slot: w.slot, Ready: w.ready, Stopping: g.retired})
+			}
+		}
+	}
+	for t := range m.armed {
+		h.Timers = append(h.Timers, t)
+	}
+	slices.SortFunc(h.Timers, compareTimers)
+	return h
+}
+
+func compareTimers(a, b Timer) int {
+	switch {
+	case a.Kind != b.Kind:
+		return int(a.Kind) - int(b.Kind)
+	case a.Generation != b.Generation:
+		return a.Generation - b.Generation
+	case a.Slot != b.Slot:
+		return a.Slot - b.Slot
+	}
+	return a.Pid - b.Pid
+}
