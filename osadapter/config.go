@@ -1,0 +1,41 @@
+package osadapter
+
+import (
+	"io"
+	"log/slog"
+
+	"github.com/mworker/mworker/fsm"
+)
+
+// Config is what the command line hands to Run.
+type Config struct {
+	// Machine configures the core. Run fills in Path (the absolute path the
+	// master was started from, for re-exec), Argv (os.Args) and Resume (the
+	// handover of the image that exec'd this one) when they are empty.
+	Machine fsm.Config
+
+	// Command is the worker's command line; Command[0] is already resolved
+	// (an absolute path or a path with a slash) and checked executable.
+	Command []string
+
+	// Listen are the --listen specs ([NAME=]ADDR), bound once by the master
+	// before any worker starts and passed to every worker as fd 3...
+	Listen []string
+	// Control is the path of the control socket, or "".
+	Control string
+	// PidFile is where the master's pid is written atomically, or "".
+	PidFile string
+
+	// LogFormat is "text" or "json"; LogLevel the lowest level logged.
+	LogFormat string
+	LogLevel  slog.Level
+	// Stderr receives the logs; os.Stderr when nil.
+	Stderr io.Writer
+}
+
+// Environment variables a worker sees (besides systemd's LISTEN_* and
+// NOTIFY_SOCKET).
+const (
+	EnvGeneration = "MWORKER_GENERATION"
+	EnvSlot       = "MWORKER_SLOT"
+)
