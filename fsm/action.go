@@ -248,6 +248,8 @@ func toString(v any) string {
 		return v
 	case int:
 		return itoa(v)
+	case bool:
+		return strconv.FormatBool(v)
 	case []int:
 		return pidList(v)
 	case interface{ String() string }:

@@ -334,7 +334,7 @@ func coalesceReload(ctx context.Context, _ ...any) error {
 	if id, ok := m.controlID(); ok {
 		m.queued = append(m.queued, id)
 	}
-	m.log(LevelInfo, "reload requested during a reload; another one follows this one", "generation", m.next)
+	m.log(LevelInfo, "reload queued: it starts once the current reload or spawn is over", "generation", m.cur)
 	return nil
 }
 

@@ -197,7 +197,7 @@ func (m *Machine) settle() {
 			m.fireDerived(trigRunEnded)
 		case m.state == stateRunning && !m.announced && m.genReady(m.cur):
 			m.fireDerived(trigFirstReady)
-		case m.state == stateRunning && m.pendingReload:
+		case m.state == stateRunning && m.pendingReload && len(m.inflight) == 0:
 			m.fireDerived(trigReload)
 		case m.state == stateExiting && len(m.byPid) == 0 && len(m.inflight) == 0:
 			m.fireDerived(trigAllGone)
@@ -355,7 +355,8 @@ func buildTable() *stateless.StateMachine {
 		OnEntryFrom(trigExecFailed, abandonReload).
 		OnEntryFrom(trigGenerationReady, promoteGeneration).
 		OnEntryFrom(trigGenerationFailed, rollBack).
-		Permit(trigReload, stateExecPending).
+		Permit(trigReload, stateExecPending, noSpawnInFlight).
+		InternalTransition(trigReload, coalesceReload, spawnInFlight).
 		InternalTransition(trigFirstReady, announceReady)
 
 	sm.Configure(stateReloading).
@@ -399,6 +400,11 @@ func buildTable() *stateless.StateMachine {
 
 // Graph returns the transition table in Graphviz DOT, as stateless draws it.
 func Graph() string { return table().ToGraph() }
+
+// A reload waits while a spawn is in flight: the child it may create must
+// be in the -sf list of the exec.
+func noSpawnInFlight(ctx context.Context, _ ...any) bool { return len(machineOf(ctx).inflight) == 0 }
+func spawnInFlight(ctx context.Context, _ ...any) bool   { return len(machineOf(ctx).inflight) > 0 }
 
 func isFresh(ctx context.Context, _ ...any) bool   { return machineOf(ctx).cfg.Resume == nil }
 func isResumed(ctx context.Context, _ ...any) bool { return machineOf(ctx).cfg.Resume != nil }
