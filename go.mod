@@ -3,3 +3,5 @@ module github.com/mworker/mworker
 go 1.26.0
 
 require github.com/qmuntal/stateless v1.7.2
+
+require golang.org/x/sys v0.50.0 // indirect

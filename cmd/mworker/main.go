@@ -1,0 +1,162 @@
+// Mworker is a master-worker process supervisor for Linux, in the manner of
+// HAProxy's master-worker mode. One master process starts N copies of a
+// worker command, keeps their listening sockets, forwards signals, reaps
+// every child, reloads the whole worker generation without dropping a
+// connection, and exits with a status that tells the truth.
+//
+// Usage:
+//
+//	mworker run [options] -- COMMAND [ARG...]
+//	mworker reload --control PATH
+//	mworker status --control PATH [--json]
+//	mworker stop   --control PATH
+//	mworker demo   [--workers N] [--listen ADDR]
+//	mworker version
+//	mworker help
+//
+// # mworker run
+//
+// Run starts the master in the foreground. Its options end at "--"; every
+// word after it is the worker's command, looked up in PATH when it has no
+// slash (relative PATH entries such as "." are skipped). Each option takes
+// its value as "--opt value" or "--opt=value".
+//
+//	-n, --workers N        workers per generation, 1..1024 (default 1)
+//	--listen [NAME=]ADDR   repeatable; tcp://HOST:PORT, HOST:PORT or
+//	                       unix:///PATH, bound once by the master and passed
+//	                       to every worker as fd 3.. with LISTEN_FDS,
+//	                       LISTEN_PID and LISTEN_FDNAMES set as systemd does
+//	--ready MODE           when a new worker counts as ready: immediate,
+//	                       notify (it sends READY=1 to NOTIFY_SOCKET) or a
+//	                       duration it must stay up, e.g. 2s (default immediate)
+//	--ready-timeout D      a new generation not ready by then is rolled
+//	                       back (default 30s)
+//	--stop-signal SIG      graceful stop signal for old workers and for a
+//	                       soft stop: TERM, SIGQUIT, 3... (default TERM)
+//	--stop-timeout D       a stopping worker still alive after D gets
+//	                       SIGKILL (default 10s)
+//	--restart POLICY       always, on-failure or no: what happens when a
+//	                       current worker exits on its own; restarts back
+//	                       off from 100ms doubling to 30s, reset after 60s
+//	                       up (default always)
+//	--control PATH         unix control socket for reload, status and stop
+//	                       (mode 0600, same-uid peers only)
+//	--pidfile PATH         write the master's pid there, atomically
+//	--log-format FORMAT    text or json, logs go to stderr (default text)
+//	-sf PID...             once the first generation is ready, send
+//	                       --stop-signal to these processes (HAProxy's -sf)
+//	-st PID...             the same with SIGTERM (HAProxy's -st)
+//
+// Durations are Go durations: 500ms, 10s, 1m30s.
+//
+// # Signals
+//
+// The master handles the signals it receives as follows:
+//
+//	SIGUSR2, SIGHUP   reload: re-exec the binary at the path mworker was
+//	                  started from with "-sf <live pids>", start a new
+//	                  generation, stop the old one once the new one is ready
+//	SIGUSR1           soft stop: send --stop-signal to every worker, wait,
+//	                  exit
+//	SIGTERM, SIGINT   forward the same signal to every worker, wait, exit;
+//	                  a second one is forwarded again
+//	SIGCHLD           reap children
+//	any other         forwarded to the current workers (SIGQUIT, SIGTTIN,
+//	                  SIGTTOU, SIGWINCH, ...)
+//
+// Prefer SIGUSR2 or "mworker reload" to SIGHUP: a SIGTERM or SIGINT that
+// arrives during the short re-exec window ends the master, and with it every
+// worker. Each worker runs in its own process group; forwarded, stop and
+// kill signals go to the whole group. When the master dies, even by
+// SIGKILL, every worker is told to stop.
+//
+// # Exit status
+//
+//	0..255   a current worker's status when its exit ends the run (with
+//	         --restart=no, or after a stop: the last current worker
+//	         reaped); a worker killed by a signal counts as 128+signal
+//	1        mworker could not start (e.g. an address cannot be bound)
+//	2        bad command line: unknown option, bad value, missing "--"
+//	126      the command is not executable (or is a directory)
+//	127      the command was not found
+//
+// Bad input is reported as one line on stderr, before anything starts.
+//
+// # Control commands
+//
+// Reload, status and stop talk to the --control socket of a running master.
+// Reload waits for the outcome and exits 0 when the new generation is
+// ready, 1 when it failed and was rolled back. Status prints a table, or
+// the JSON object with --json. Stop begins a soft stop, as SIGUSR1.
+//
+// Demo runs a master with two built-in HTTP workers on 127.0.0.1:8080 and
+// prints how to reload and watch it.
+//
+// # Examples
+//
+// Four workers of a server that inherits port 8080, reloaded when it says
+// it is ready:
+//
+//	mworker run -n 4 --listen :8080 --ready notify --control /run/app.sock -- ./server
+//	mworker reload --control /run/app.sock
+//
+// A single worker restarted only when it fails, as PID 1 of a container:
+//
+//	mworker run --restart on-failure --stop-timeout 30s -- /app/worker --queue jobs
+//
+// Reload with a signal:
+//
+//	kill -USR2 "$(cat /run/app.pid)"
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run carries out one mworker command line (without the program name) and
+// returns the process's exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, shortUsage)
+		return exitUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return runMaster(rest, stdout, stderr)
+	case "reload", "status", "stop":
+		return runControlClient(cmd, rest, stdout, stderr)
+	case "demo":
+		return runDemo(rest, stdout, stderr)
+	case demoWorkerCommand:
+		return runDemoWorker(rest, stdout, stderr)
+	case "version", "--version":
+		return printVersion(stdout)
+	case "help", "--help", "-h":
+		if len(rest) > 0 && rest[0] == "run" {
+			fmt.Fprint(stdout, runManual())
+			return 0
+		}
+		fmt.Fprint(stdout, shortUsage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "mworker: unknown command %q: use run, reload, status, stop, demo, version or help\n", cmd)
+	return exitUsage
+}
+
+const shortUsage = `Usage:
+  mworker run [options] -- COMMAND [ARG...]
+  mworker reload --control PATH
+  mworker status --control PATH [--json]
+  mworker stop   --control PATH
+  mworker demo   [--workers N] [--listen ADDR]
+  mworker version
+
+Run "mworker run --help" for the options, signals and exit statuses.
+`

@@ -1,0 +1,281 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mworker/mworker/fsm"
+	"github.com/mworker/mworker/osadapter"
+)
+
+// Exit statuses of mworker's own failures (DESIGN.md, "Exit status").
+const (
+	exitUsage         = 2
+	exitNotExecutable = 126
+	exitNotFound      = 127
+)
+
+// maxPid is the kernel's PID_MAX_LIMIT: no process id is larger.
+const maxPid = 1 << 22
+
+// usageError is bad input found before anything starts: one line for
+// stderr (without the "mworker: " prefix) and the exit status it calls for.
+type usageError struct {
+	status int
+	msg    string
+}
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) *usageError {
+	return &usageError{status: exitUsage, msg: fmt.Sprintf(format, a...)}
+}
+
+// errHelp is returned by parseRunArgs for -h and --help.
+var errHelp = errors.New("help requested")
+
+// option is one option of "mworker run" that takes a value. The table of
+// options drives both the parser and the options section of --help.
+type option struct {
+	long  string // "--workers"
+	short string // "-n", or ""
+	arg   string // the value's placeholder in the manual
+	def   string // the default shown in the manual, or ""
+	help  string // one line for the manual
+	set   func(cfg *osadapter.Config, value string) error
+}
+
+var runOptions = []option{
+	{long: "--workers", short: "-n", arg: "N", def: "1",
+		help: "workers per generation, 1..1024",
+		set: func(c *osadapter.Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > fsm.MaxWorkers {
+				return usagef("bad --workers %q: use a number from 1 to %d", v, fsm.MaxWorkers)
+			}
+			c.Machine.Workers = n
+			return nil
+		}},
+	{long: "--listen", arg: "[NAME=]ADDR",
+		help: "repeatable; tcp://HOST:PORT, HOST:PORT or unix:///PATH, passed to workers as fd 3..",
+		set: func(c *osadapter.Config, v string) error {
+			if v == "" {
+				return usagef("empty --listen: use an address such as :8080, tcp://127.0.0.1:8080 or unix:///run/app.sock")
+			}
+			c.Listen = append(c.Listen, v)
+			return nil
+		}},
+	{long: "--ready", arg: "MODE", def: "immediate",
+		help: "immediate, notify (READY=1 to NOTIFY_SOCKET) or a duration the worker must stay up",
+		set: func(c *osadapter.Config, v string) error {
+			r, err := fsm.ParseReadyMode(v)
+			if err != nil {
+				return usagef("%s", trimPackage(err))
+			}
+			c.Machine.Ready = r
+			return nil
+		}},
+	{long: "--ready-timeout", arg: "D", def: "30s",
+		help: "a new generation not ready by then is rolled back",
+		set: func(c *osadapter.Config, v string) error {
+			return parseDuration("--ready-timeout", v, &c.Machine.ReadyTimeout)
+		}},
+	{long: "--stop-signal", arg: "SIG", def: "TERM",
+		help: "graceful stop signal for old workers and soft stop",
+		set: func(c *osadapter.Config, v string) error {
+			s, err := fsm.ParseSignal(v)
+			if err != nil {
+				return usagef("bad --stop-signal: %s", trimPackage(err))
+			}
+			if s == fsm.SIGSTOP || s == fsm.SIGCHLD {
+				return usagef("bad --stop-signal %q: a worker cannot stop on %s; use TERM, QUIT, INT or USR1", v, s)
+			}
+			c.Machine.StopSignal = s
+			return nil
+		}},
+	{long: "--stop-timeout", arg: "D", def: "10s",
+		help: "a stopping worker still alive after D gets SIGKILL",
+		set: func(c *osadapter.Config, v string) error {
+			return parseDuration("--stop-timeout", v, &c.Machine.StopTimeout)
+		}},
+	{long: "--restart", arg: "POLICY", def: "always",
+		help: "always, on-failure or no, when a current worker exits on its own",
+		set: func(c *osadapter.Config, v string) error {
+			p, err := fsm.ParseRestartPolicy(v)
+			if err != nil {
+				return usagef("%s", trimPackage(err))
+			}
+			c.Machine.Restart = p
+			return nil
+		}},
+	{long: "--control", arg: "PATH",
+		help: "unix control socket (mode 0600) for reload, status and stop",
+		set: func(c *osadapter.Config, v string) error {
+			if v == "" {
+				return usagef("empty --control: use the path of a socket to create, such as /run/app.sock")
+			}
+			c.Control = v
+			return nil
+		}},
+	{long: "--pidfile", arg: "PATH",
+		help: "write the master's pid there, atomically",
+		set: func(c *osadapter.Config, v string) error {
+			if v == "" {
+				return usagef("empty --pidfile: use a file path such as /run/app.pid")
+			}
+			c.PidFile = v
+			return nil
+		}},
+	{long: "--log-format", arg: "FORMAT", def: "text",
+		help: "text or json; logs go to stderr",
+		set: func(c *osadapter.Config, v string) error {
+			if v != "text" && v != "json" {
+				return usagef("bad --log-format %q: use text or json", v)
+			}
+			c.LogFormat = v
+			return nil
+		}},
+}
+
+// defaultConfig is the configuration of "mworker run -- COMMAND".
+func defaultConfig() osadapter.Config {
+	return osadapter.Config{
+		Machine: fsm.Config{
+			Workers:      1,
+			Ready:        fsm.ReadyMode{Kind: fsm.ReadyImmediate},
+			ReadyTimeout: 30 * time.Second,
+			StopSignal:   fsm.SIGTERM,
+			StopTimeout:  10 * time.Second,
+			Restart:      fsm.RestartAlways,
+		},
+		LogFormat: "text",
+	}
+}
+
+// parseRunArgs parses the arguments of "mworker run". It checks every value
+// but does not look the command up. Errors are *usageError or errHelp.
+func parseRunArgs(args []string) (osadapter.Config, error) {
+	cfg := defaultConfig()
+	i := 0
+	for ; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			break
+		}
+		switch a {
+		case "-h", "--help":
+			return cfg, errHelp
+		case "-sf", "-st":
+			pids, n, err := parsePidList(a, args[i+1:])
+			if err != nil {
+				return cfg, err
+			}
+			if a == "-sf" {
+				cfg.Machine.StopPids = append(cfg.Machine.StopPids, pids...)
+			} else {
+				cfg.Machine.TermPids = append(cfg.Machine.TermPids, pids...)
+			}
+			i += n
+			continue
+		}
+		if !strings.HasPrefix(a, "-") {
+			return cfg, usagef("unexpected %q before \"--\": write mworker run [options] -- %s", a, a)
+		}
+		name, value, hasValue := strings.Cut(a, "=")
+		if name == "-sf" || name == "-st" {
+			return cfg, usagef("%s takes pids as separate words: write %s 1234 1235", name, name)
+		}
+		opt := lookupOption(name)
+		if opt == nil {
+			return cfg, unknownOption(name)
+		}
+		if !hasValue {
+			if i+1 >= len(args) || args[i+1] == "--" {
+				return cfg, usagef("%s needs a value: write %s %s", name, name, opt.arg)
+			}
+			i++
+			value = args[i]
+		}
+		if err := opt.set(&cfg, value); err != nil {
+			return cfg, err
+		}
+	}
+	if i >= len(args) {
+		return cfg, usagef("missing \"--\" and command: write mworker run [options] -- COMMAND [ARG...]")
+	}
+	cfg.Command = args[i+1:]
+	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
+		return cfg, usagef("missing command after \"--\": write mworker run [options] -- COMMAND [ARG...]")
+	}
+	// The machine checks its own configuration again; a value the parser
+	// let through but the core refuses is still bad input, not a crash.
+	if _, err := fsm.New(cfg.Machine); err != nil {
+		return cfg, usagef("%s", trimPackage(err))
+	}
+	return cfg, nil
+}
+
+func lookupOption(name string) *option {
+	for i := range runOptions {
+		o := &runOptions[i]
+		if name == o.long || (o.short != "" && name == o.short) {
+			return o
+		}
+	}
+	return nil
+}
+
+func unknownOption(name string) *usageError {
+	// "-workers" for "--workers": say what was meant.
+	if !strings.HasPrefix(name, "--") {
+		if o := lookupOption("-" + name); o != nil {
+			return usagef("unknown option %q: did you mean %s? (see mworker run --help)", name, o.long)
+		}
+	}
+	return usagef("unknown option %q: see mworker run --help for the options", name)
+}
+
+// parsePidList reads the pids that follow -sf or -st: every word up to
+// "--" or the next option. A word that looks like a negative number is
+// part of the list (and refused), so that "-sf -1" cannot silently
+// become an option. It returns the pids and how many words it used.
+func parsePidList(flag string, words []string) ([]int, int, error) {
+	var pids []int
+	n := 0
+	for _, w := range words {
+		if w == "--" || (strings.HasPrefix(w, "-") && !looksNumeric(w[1:])) {
+			break
+		}
+		p, err := strconv.Atoi(w)
+		if err != nil || p < 1 || p > maxPid {
+			return nil, 0, usagef("bad %s pid %q: use process ids from 1 to %d, e.g. %s 1234 1235", flag, w, maxPid, flag)
+		}
+		pids = append(pids, p)
+		n++
+	}
+	return pids, n, nil
+}
+
+func looksNumeric(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
+}
+
+func parseDuration(flag, v string, dst *time.Duration) error {
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return usagef("bad %s %q: use a positive duration such as 500ms, 10s or 1m", flag, v)
+	}
+	*dst = d
+	return nil
+}
+
+// trimPackage drops the "fsm: " prefix of a core error: on the command
+// line the message is prefixed by "mworker: " instead.
+func trimPackage(err error) string {
+	s := err.Error()
+	s = strings.TrimPrefix(s, "fsm: ")
+	return s
+}

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mworker/mworker/fsm"
+	"github.com/mworker/mworker/osadapter"
+)
+
+func TestParseRunArgsDefaults(t *testing.T) {
+	cfg, err := parseRunArgs([]string{"--", "server", "-x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := osadapter.Config{
+		Machine: fsm.Config{
+			Workers:      1,
+			Ready:        fsm.ReadyMode{Kind: fsm.ReadyImmediate},
+			ReadyTimeout: 30 * time.Second,
+			StopSignal:   fsm.SIGTERM,
+			StopTimeout:  10 * time.Second,
+			Restart:      fsm.RestartAlways,
+		},
+		Command:   []string{"server", "-x"},
+		LogFormat: "text",
+	}
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("defaults:\n got %+v\nwant %+v", cfg, want)
+	}
+}
+
+func TestParseRunArgs(t *testing.T) {
+	tests := []struct {
+		name  string
+		args  []string
+		check func(c osadapter.Config) bool
+	}{
+		{"workers short", []string{"-n", "4", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.Workers == 4 }},
+		{"workers short equals", []string{"-n=5", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.Workers == 5 }},
+		{"workers long", []string{"--workers", "1024", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.Workers == 1024 }},
+		{"workers long equals", []string{"--workers=7", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.Workers == 7 }},
+		{"last value wins", []string{"-n", "2", "--workers=3", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.Workers == 3 }},
+		{"listen repeatable", []string{"--listen", ":8080", "--listen=admin=unix:///tmp/a.sock", "--", "x"}, func(c osadapter.Config) bool {
+			return reflect.DeepEqual(c.Listen, []string{":8080", "admin=unix:///tmp/a.sock"})
+		}},
+		{"ready notify", []string{"--ready", "notify", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.Ready.Kind == fsm.ReadyNotify }},
+		{"ready duration", []string{"--ready=1500ms", "--", "x"}, func(c osadapter.Config) bool {
+			return c.Machine.Ready == fsm.ReadyMode{Kind: fsm.ReadyAfter, After: 1500 * time.Millisecond}
+		}},
+		{"ready timeout", []string{"--ready-timeout", "2s", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.ReadyTimeout == 2*time.Second }},
+		{"stop signal name", []string{"--stop-signal", "QUIT", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.StopSignal == fsm.SIGQUIT }},
+		{"stop signal SIG prefix", []string{"--stop-signal=SIGUSR1", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.StopSignal == fsm.SIGUSR1 }},
+		{"stop signal number", []string{"--stop-signal", "2", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.StopSignal == fsm.SIGINT }},
+		{"stop timeout", []string{"--stop-timeout=250ms", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.StopTimeout == 250*time.Millisecond }},
+		{"restart no", []string{"--restart", "no", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.Restart == fsm.RestartNo }},
+		{"restart on-failure", []string{"--restart=on-failure", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.Restart == fsm.RestartOnFailure }},
+		{"control", []string{"--control", "/run/a.sock", "--", "x"}, func(c osadapter.Config) bool { return c.Control == "/run/a.sock" }},
+		{"pidfile", []string{"--pidfile=/run/a.pid", "--", "x"}, func(c osadapter.Config) bool { return c.PidFile == "/run/a.pid" }},
+		{"log format json", []string{"--log-format", "json", "--", "x"}, func(c osadapter.Config) bool { return c.LogFormat == "json" }},
+		{"sf list", []string{"-sf", "10", "11", "12", "--", "x"}, func(c osadapter.Config) bool {
+			return reflect.DeepEqual(c.Machine.StopPids, []int{10, 11, 12}) && c.Machine.TermPids == nil
+		}},
+		{"st list then option", []string{"-st", "10", "11", "-n", "2", "--", "x"}, func(c osadapter.Config) bool {
+			return reflect.DeepEqual(c.Machine.TermPids, []int{10, 11}) && c.Machine.Workers == 2
+		}},
+		{"sf lists accumulate", []string{"-sf", "1", "-n", "2", "-sf", "3", "--", "x"}, func(c osadapter.Config) bool {
+			return reflect.DeepEqual(c.Machine.StopPids, []int{1, 3})
+		}},
+		{"empty sf list", []string{"-sf", "--", "x"}, func(c osadapter.Config) bool { return len(c.Machine.StopPids) == 0 }},
+		{"command keeps its options", []string{"--", "srv", "--workers", "0", "-sf", "x", "--"}, func(c osadapter.Config) bool {
+			return reflect.DeepEqual(c.Command, []string{"srv", "--workers", "0", "-sf", "x", "--"}) && c.Machine.Workers == 1
+		}},
+		{"value that looks like an option", []string{"--control", "--odd", "--", "x"}, func(c osadapter.Config) bool { return c.Control == "--odd" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := parseRunArgs(tt.args)
+			if err != nil {
+				t.Fatalf("parseRunArgs(%q): %v", tt.args, err)
+			}
+			if !tt.check(cfg) {
+				t.Errorf("parseRunArgs(%q) = %+v", tt.args, cfg)
+			}
+		})
+	}
+}
+
+// Every bad command line is refused with one line that names the bad
+// value and says how to fix it.
+func TestParseRunArgsErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--bogus", "--", "x"}, `unknown option "--bogus": see mworker run --help for the options`},
+		{[]string{"--bogus=1", "--", "x"}, `unknown option "--bogus": see mworker run --help for the options`},
+		{[]string{"-x", "--", "x"}, `unknown option "-x": see mworker run --help for the options`},
+		{[]string{"-workers", "2", "--", "x"}, `unknown option "-workers": did you mean --workers? (see mworker run --help)`},
+		{[]string{"-n", "0", "--", "x"}, `bad --workers "0": use a number from 1 to 1024`},
+		{[]string{"--workers=1025", "--", "x"}, `bad --workers "1025": use a number from 1 to 1024`},
+		{[]string{"-n", "-3", "--", "x"}, `bad --workers "-3": use a number from 1 to 1024`},
+		{[]string{"-n", "two", "--", "x"}, `bad --workers "two": use a number from 1 to 1024`},
+		{[]string{"-n"}, `-n needs a value: write -n N`},
+		{[]string{"--workers", "--", "x"}, `--workers needs a value: write --workers N`},
+		{[]string{"--listen=", "--", "x"}, `empty --listen: use an address such as :8080, tcp://127.0.0.1:8080 or unix:///run/app.sock`},
+		{[]string{"--ready", "soon", "--", "x"}, `bad --ready "soon": use immediate, notify or a positive duration such as 2s`},
+		{[]string{"--ready", "-1s", "--", "x"}, `bad --ready "-1s": use immediate, notify or a positive duration such as 2s`},
+		{[]string{"--ready-timeout", "10", "--", "x"}, `bad --ready-timeout "10": use a positive duration such as 500ms, 10s or 1m`},
+		{[]string{"--ready-timeout=0s", "--", "x"}, `bad --ready-timeout "0s": use a positive duration such as 500ms, 10s or 1m`},
+		{[]string{"--stop-timeout", "forever", "--", "x"}, `bad --stop-timeout "forever": use a positive duration such as 500ms, 10s or 1m`},
+		{[]string{"--stop-timeout", "-2s", "--", "x"}, `bad --stop-timeout "-2s": use a positive duration such as 500ms, 10s or 1m`},
+		{[]string{"--stop-signal", "FOO", "--", "x"}, `bad --stop-signal: unknown signal "FOO": use a name such as TERM, SIGUSR1 or a number 1..64`},
+		{[]string{"--stop-signal", "65", "--", "x"}, `bad --stop-signal: unknown signal "65": use a name such as TERM, SIGUSR1 or a number 1..64`},
+		{[]string{"--stop-signal", "STOP", "--", "x"}, `bad --stop-signal "STOP": a worker cannot stop on STOP; use TERM, QUIT, INT or USR1`},
+		{[]string{"--restart", "sometimes", "--", "x"}, `unknown --restart "sometimes": use always, on-failure or no`},
+		{[]string{"--control", "", "--", "x"}, `empty --control: use the path of a socket to create, such as /run/app.sock`},
+		{[]string{"--pidfile=", "--", "x"}, `empty --pidfile: use a file path such as /run/app.pid`},
+		{[]string{"--log-format", "xml", "--", "x"}, `bad --log-format "xml": use text or json`},
+		{[]string{"-sf", "-1", "--", "x"}, `bad -sf pid "-1": use process ids from 1 to 4194304, e.g. -sf 1234 1235`},
+		{[]string{"-sf", "0", "--", "x"}, `bad -sf pid "0": use process ids from 1 to 4194304, e.g. -sf 1234 1235`},
+		{[]string{"-sf", "12", "abc", "--", "x"}, `bad -sf pid "abc": use process ids from 1 to 4194304, e.g. -sf 1234 1235`},
+		{[]string{"-st", "99999999999", "--", "x"}, `bad -st pid "99999999999": use process ids from 1 to 4194304, e.g. -st 1234 1235`},
+		{[]string{"-st", "1.5", "--", "x"}, `bad -st pid "1.5": use process ids from 1 to 4194304, e.g. -st 1234 1235`},
+		{[]string{"-sf=12", "--", "x"}, `-sf takes pids as separate words: write -sf 1234 1235`},
+		{[]string{"server"}, `unexpected "server" before "--": write mworker run [options] -- server`},
+		{[]string{"-n", "2", "server", "arg"}, `unexpected "server" before "--": write mworker run [options] -- server`},
+		{[]string{}, `missing "--" and command: write mworker run [options] -- COMMAND [ARG...]`},
+		{[]string{"-n", "2"}, `missing "--" and command: write mworker run [options] -- COMMAND [ARG...]`},
+		{[]string{"--"}, `missing command after "--": write mworker run [options] -- COMMAND [ARG...]`},
+		{[]string{"--", ""}, `missing command after "--": write mworker run [options] -- COMMAND [ARG...]`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			_, err := parseRunArgs(tt.args)
+			var ue *usageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("parseRunArgs(%q) = %v, want a usage error", tt.args, err)
+			}
+			if ue.status != exitUsage {
+				t.Errorf("status %d, want %d", ue.status, exitUsage)
+			}
+			if ue.msg != tt.want {
+				t.Errorf("parseRunArgs(%q):\n got %s\nwant %s", tt.args, ue.msg, tt.want)
+			}
+			if strings.Contains(ue.msg, "\n") {
+				t.Errorf("message is more than one line: %q", ue.msg)
+			}
+		})
+	}
+}
+
+func TestParseRunArgsHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"-n", "2", "--help", "--", "x"}} {
+		if _, err := parseRunArgs(args); !errors.Is(err, errHelp) {
+			t.Errorf("parseRunArgs(%q) = %v, want errHelp", args, err)
+		}
+	}
+	// After "--", --help belongs to the command.
+	cfg, err := parseRunArgs([]string{"--", "x", "--help"})
+	if err != nil || !reflect.DeepEqual(cfg.Command, []string{"x", "--help"}) {
+		t.Errorf("parseRunArgs(-- x --help) = %v, %v", cfg.Command, err)
+	}
+}
+
+// The argv a re-exec builds (fsm.ReloadArgv) must parse back to the same
+// configuration with the live pids as the -sf list.
+func TestReloadArgvParses(t *testing.T) {
+	argv := []string{"mworker", "run", "-n", "3", "-sf", "5", "-st", "6", "7", "--stop-signal=QUIT", "--", "srv", "-sf", "8"}
+	next := fsm.ReloadArgv(argv, []int{100, 101, 102})
+	cfg, err := parseRunArgs(next[2:])
+	if err != nil {
+		t.Fatalf("parseRunArgs(%q): %v", next, err)
+	}
+	if !reflect.DeepEqual(cfg.Machine.StopPids, []int{100, 101, 102}) || cfg.Machine.TermPids != nil {
+		t.Errorf("pids after reload: sf=%v st=%v", cfg.Machine.StopPids, cfg.Machine.TermPids)
+	}
+	if cfg.Machine.Workers != 3 || cfg.Machine.StopSignal != fsm.SIGQUIT || !reflect.DeepEqual(cfg.Command, []string{"srv", "-sf", "8"}) {
+		t.Errorf("reload changed the configuration: %+v", cfg)
+	}
+}

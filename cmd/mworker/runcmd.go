@@ -1,0 +1,36 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// runMaster is "mworker run": it checks the whole command line, resolves
+// the command, and hands over to the adapter, whose status it returns.
+func runMaster(args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseRunArgs(args)
+	if errors.Is(err, errHelp) {
+		fmt.Fprint(stdout, runManual())
+		return 0
+	}
+	if err == nil {
+		cfg.Command[0], err = findCommand(cfg.Command[0], os.Getenv("PATH"))
+	}
+	if err != nil {
+		return report(stderr, err)
+	}
+	cfg.Stderr = stderr
+	return startMaster(cfg)
+}
+
+// report writes err as the one line bad input gets and returns its status.
+func report(stderr io.Writer, err error) int {
+	fmt.Fprintf(stderr, "mworker: %v\n", err)
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return ue.status
+	}
+	return 1
+}
