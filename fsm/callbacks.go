@@ -298,6 +298,22 @@ func checkNoChildren(ctx context.Context, _ ...any) error {
 	return nil
 }
 
+// forgetLostWorkers handles ECHILD while stopping: the workers still known
+// can never be reaped (their exits were lost), so waiting for them would
+// hang the master forever. Forget them and let it exit.
+func forgetLostWorkers(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	lost := m.livePids(nil)
+	if len(lost) == 0 {
+		return nil
+	}
+	m.log(LevelWarn, "wait4 reports no children while stopping: forgetting workers whose exits were not reported", "pids", lost)
+	for _, pid := range lost {
+		m.dropGenIfEmpty(m.removeWorker(m.byPid[pid]))
+	}
+	return nil
+}
+
 func execNewImage(ctx context.Context, _ ...any) error {
 	m := machineOf(ctx)
 	if id, ok := m.controlID(); ok {

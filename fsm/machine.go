@@ -387,6 +387,7 @@ func buildTable() *stateless.StateMachine {
 		InternalTransition(trigSpawnFailed, dropSpawn).
 		InternalTransition(trigExited, workerExitedWhileExiting).
 		InternalTransition(trigOrphan, reapOrphan).
+		InternalTransition(trigNoChildren, forgetLostWorkers).
 		InternalTransition(trigKillDue, killStragglers).
 		InternalTransition(trigStatus, replyStatus).
 		InternalTransition(trigBadRequest, refuseRequest).
