@@ -73,6 +73,10 @@ func ParseSignal(name string) (Signal, error) {
 	up := upper(name)
 	if len(up) > 3 && up[:3] == "SIG" {
 		up = up[3:]
+		// "SIG40" is how String prints a signal without a name.
+		if n, err := strconv.Atoi(up); err == nil && n >= 1 && n <= 64 {
+			return Signal(n), nil
+		}
 	}
 	for i, n := range signalNames {
 		if n != "" && n == up {
