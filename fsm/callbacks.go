@@ -177,7 +177,7 @@ func (m *Machine) afterCurrentExit(slot int, st ExitStatus) {
 	case RestartOnFailure:
 		if !st.Failed() {
 			m.log(LevelInfo, "worker exited cleanly; not restarted (--restart on-failure)", "generation", m.cur, "slot", slot)
-			if m.state == stateRunning && m.gen(m.cur).live == 0 && len(m.restarting) == 0 && !m.spawning(m.cur) {
+			if m.state == stateRunning && m.servingGenDone() {
 				m.culprit = &st
 			}
 			return
@@ -193,6 +193,12 @@ func (m *Machine) afterCurrentExit(slot int, st ExitStatus) {
 	m.restarting[slot] = true
 	m.setTimer(Timer{Kind: TimerRestart, Generation: m.cur, Slot: slot}, delay)
 	m.log(LevelInfo, "restarting worker after backoff", "generation", m.cur, "slot", slot, "after", delay)
+}
+
+// servingGenDone reports that the serving generation has no worker left
+// and none coming back: under --restart on-failure, the run is over.
+func (m *Machine) servingGenDone() bool {
+	return m.gen(m.cur).live == 0 && len(m.restarting) == 0 && !m.spawning(m.cur)
 }
 
 func (m *Machine) spawning(gen int) bool {
@@ -392,6 +398,10 @@ func rollBack(ctx context.Context, _ ...any) error {
 		m.retire(g, m.cfg.StopSignal)
 	}
 	m.failedReload++
+	if m.cfg.Restart == RestartOnFailure && m.servingGenDone() {
+		// Its workers all exited 0 during the reload: nothing is left to serve.
+		m.culprit = &ExitStatus{}
+	}
 	m.log(LevelError, "reload failed: rolled back to the serving generation", "failed", failed, "generation", m.cur, "reason", reason)
 	if m.announced {
 		m.emit(Notify{State: NotifyReady, Status: "reload failed: " + reason})
