@@ -1,0 +1,3 @@
+package fsm
+
+//go:generate go run ../internal/gendocs -docs ../docs
