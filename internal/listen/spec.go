@@ -78,8 +78,8 @@ func ParseSpec(value string) (Spec, error) {
 }
 
 // ParseSpecs parses every value and refuses the same address given twice
-// (a second bind could only fail, or with SO_REUSEPORT silently split the
-// traffic).
+// (a second bind could only fail). Port 0 (the kernel picks a free port)
+// may repeat.
 func ParseSpecs(values []string) ([]Spec, error) {
 	specs := make([]Spec, 0, len(values))
 	seen := make(map[string]string, len(values))
@@ -87,6 +87,10 @@ func ParseSpecs(values []string) ([]Spec, error) {
 		s, err := ParseSpec(v)
 		if err != nil {
 			return nil, err
+		}
+		if s.Network == TCP && strings.HasSuffix(s.Address, ":0") {
+			specs = append(specs, s) // port 0: a new port each time
+			continue
 		}
 		if first, ok := seen[s.URL()]; ok {
 			return nil, fmt.Errorf("listen: %q: %w: %s is already given by %q; give each address once", v, ErrBadSpec, s.URL(), first)

@@ -92,4 +92,7 @@ func TestParseSpecsRefusesDuplicateAddress(t *testing.T) {
 	if err != nil || len(specs) != 2 {
 		t.Fatalf("ParseSpecs with a shared name = %v, %v; systemd allows shared names", specs, err)
 	}
+	if specs, err := ParseSpecs([]string{":0", ":0"}); err != nil || len(specs) != 2 {
+		t.Fatalf("ParseSpecs(:0, :0) = %v, %v; port 0 is a new port each time", specs, err)
+	}
 }
