@@ -147,12 +147,14 @@ func adopt(fd int, name string) (Listener, error) {
 	return Listener{Name: name, Network: network, Address: address, File: f}, nil
 }
 
-// newFileKeepMode wraps fd in an *os.File without changing its O_NONBLOCK
-// flag, which it shares with the workers: os.NewFile registers a
-// non-blocking descriptor with the runtime poller, and File.Fd then puts
-// it back into blocking mode. Wrapping it while blocking and restoring the
-// flag afterwards keeps a worker that asked systemd for NonBlocking=yes
-// sockets getting them.
+// newFileKeepMode wraps fd in an *os.File that stays out of the runtime
+// poller, without changing its O_NONBLOCK flag, which it shares with the
+// workers. os.NewFile registers a non-blocking descriptor with the
+// master's epoll set, and every connection arriving on a listening socket
+// would then wake the master's poller for nothing: the master never
+// accepts. Wrapping it while blocking and restoring the flag afterwards
+// keeps it out, and keeps a worker that asked systemd for NonBlocking=yes
+// getting non-blocking sockets.
 func newFileKeepMode(fd int, name string) (*os.File, error) {
 	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	if err != nil {
