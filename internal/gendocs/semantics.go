@@ -52,8 +52,9 @@ func baseConfig() fsm.Config {
 	}
 }
 
-// resumedConfig is the new image after a reload from generation 2, while
-// worker 101 of generation 1 (an earlier reload) is still stopping.
+// resumedConfig is the new image after a reload from generation 2 asked
+// for by control request #5, while worker 101 of generation 1 (an earlier
+// reload) is still stopping.
 func resumedConfig() fsm.Config {
 	c := baseConfig()
 	c.Argv = []string{"mworker", "run", "-n", "2", "--ready", "notify", "--stop-signal", "QUIT", "-sf", "101", "201", "202", "--", "server"}
@@ -70,6 +71,7 @@ func resumedConfig() fsm.Config {
 			{Kind: fsm.TimerStable, Pid: 202},
 			{Kind: fsm.TimerKill, Generation: 1},
 		},
+		Requests: []fsm.RequestID{5},
 		Failures: []int{0, 0},
 	}
 	return c
@@ -118,7 +120,8 @@ func scenes() []*scene {
 		{
 			sub:   "AwaitingReady",
 			title: "Reloading / AwaitingReady (the new image)",
-			about: "The new image started from the handover of the old one (Config.Resume): generation 2 " +
+			about: "`mworker reload` (control request #5) made the old image re-execute; the new image " +
+				"started from its handover (Config.Resume): generation 2 " +
 				"(201, 202) is still current, worker 101 of generation 1 is old and stopping, and the new " +
 				"generation 3 is being readied: 301 has started but is not ready, slot 1 is still being spawned.",
 			cfg:         resumedConfig(),
@@ -234,13 +237,21 @@ func timerRow(kind fsm.TimerKind, label string, pick func(s *scene) ([]fsm.Event
 }
 
 func control(id fsm.RequestID, cmd fsm.Command) row {
-	return row{"ControlRequest " + cmd.String(), func(*scene) ([]fsm.Event, fsm.Event, string, bool) {
+	label := "ControlRequest " + cmd.String()
+	if _, known := fsm.ParseCommand(cmd.String()); !known {
+		label = "ControlRequest of an unknown command"
+	}
+	return row{label, func(*scene) ([]fsm.Event, fsm.Event, string, bool) {
 		return nil, fsm.ControlRequest{ID: id, Command: cmd}, "", true
 	}, nil}
 }
 
 func childExited(role string, st fsm.ExitStatus) row {
-	return row{"ChildExited of a " + role + " worker (" + st.String() + ")", func(s *scene) ([]fsm.Event, fsm.Event, string, bool) {
+	article := "a "
+	if strings.ContainsRune("aeiou", rune(role[0])) {
+		article = "an "
+	}
+	return row{"ChildExited of " + article + role + " worker (" + st.String() + ")", func(s *scene) ([]fsm.Event, fsm.Event, string, bool) {
 		pid := s.first(role)
 		if pid == 0 {
 			return nil, nil, "no " + role + " worker in this state", false
@@ -361,6 +372,7 @@ func rows() []row {
 		control(7, fsm.CmdReload),
 		control(8, fsm.CmdStop),
 		control(9, fsm.CmdStatus),
+		control(10, fsm.Command(99)),
 	}
 }
 
