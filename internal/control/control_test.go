@@ -1,0 +1,370 @@
+package control
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mworker/mworker/fsm"
+)
+
+func waitFor(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v", d)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func sockPath(t *testing.T) string {
+	return filepath.Join(t.TempDir(), "c.sock")
+}
+
+// serve starts Serve on a fresh listener and returns the request channel.
+func serve(t *testing.T, path string) (*Listener, chan Request) {
+	t.Helper()
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs := make(chan Request, 16)
+	served := make(chan error, 1)
+	go func() { served <- l.Serve(reqs) }()
+	t.Cleanup(func() {
+		l.Close()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return l, reqs
+}
+
+// client runs RunClient and returns its exit status, stdout and stderr.
+func client(cmd string, args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := RunClient(cmd, args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// rawAsk sends b on a new connection and returns the whole answer.
+func rawAsk(t *testing.T, path string, b []byte) Answer {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	go c.Write(b) // may fail once the server has answered and closed
+	raw, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read answer: %v", err)
+	}
+	var a Answer
+	if err := json.Unmarshal(raw, &a); err != nil {
+		t.Fatalf("answer %q: %v", raw, err)
+	}
+	if n := bytes.Count(raw, []byte("\n")); n != 1 || raw[len(raw)-1] != '\n' {
+		t.Fatalf("answer %q: want one JSON object and one newline", raw)
+	}
+	return a
+}
+
+func TestListenCreatesOwnerOnlySocket(t *testing.T) {
+	old := syscall.Umask(0) // the worst umask: the file must still be 0600
+	defer syscall.Umask(old)
+	path := sockPath(t)
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want a socket with 0600", fi.Mode())
+	}
+}
+
+func TestListenReplacesStaleSocket(t *testing.T) {
+	path := sockPath(t)
+	stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.SetUnlinkOnClose(false)
+	stale.Close()
+	if _, err := os.Lstat(path); err != nil {
+		t.Fatalf("setup: stale socket file missing: %v", err)
+	}
+	_, reqs := serve(t, path)
+	go func() {
+		r := <-reqs
+		Respond(r.Conn, fsm.Reply{ID: r.ID, OK: true}, Facts{})
+	}()
+	if code, _, stderr := client("stop", "--control", path); code != 0 {
+		t.Fatalf("stop over the replaced socket: exit %d: %s", code, stderr)
+	}
+}
+
+func TestListenRefusesLiveSocketAndOtherFiles(t *testing.T) {
+	path := sockPath(t)
+	live, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	if _, err := Listen(path); err == nil || !strings.Contains(err.Error(), "in use") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("Listen on a live socket: %v, want an error naming %s as in use", err, path)
+	}
+	if _, err := os.Lstat(path); err != nil {
+		t.Fatalf("the live socket's file was removed: %v", err)
+	}
+
+	file := filepath.Join(t.TempDir(), "plain")
+	os.WriteFile(file, []byte("x"), 0o644)
+	if _, err := Listen(file); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("Listen on a regular file: %v, want 'not a socket'", err)
+	}
+	if b, _ := os.ReadFile(file); string(b) != "x" {
+		t.Fatal("the regular file was touched")
+	}
+	long := "/" + strings.Repeat("x", 120)
+	if _, err := Listen(long); err == nil || !strings.Contains(err.Error(), "shorter path") {
+		t.Fatalf("Listen on a long path: %v", err)
+	}
+}
+
+func TestCloseRemovesOnlyItsOwnSocket(t *testing.T) {
+	path := sockPath(t)
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Fatalf("Close left %s behind: %v", path, err)
+	}
+
+	l, err = Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Someone replaces the file (another master after ours was removed).
+	os.Remove(path)
+	other, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	l.Close()
+	if _, err := os.Lstat(path); err != nil {
+		t.Fatalf("Close removed a socket it did not create: %v", err)
+	}
+}
+
+func TestRequestsRoundTrip(t *testing.T) {
+	path := sockPath(t)
+	_, reqs := serve(t, path)
+	status := &fsm.Status{State: "running", Generation: 3, Reloads: 2, FailedReloads: 1, Workers: []fsm.WorkerStatus{
+		{Pid: 101, Generation: 3, Slot: 0, Current: true, Ready: true},
+		{Pid: 99, Generation: 2, Slot: 0, Stopping: true, Ready: true},
+	}}
+	facts := Facts{MasterPid: 42, Uptime: map[int]time.Duration{101: 61500 * time.Millisecond, 99: time.Hour}}
+	var lastID fsm.RequestID
+	// answer plays the event loop for one request.
+	answer := func(want fsm.Command, reply fsm.Reply) {
+		t.Helper()
+		go func() {
+			r := <-reqs
+			if r.Command != want {
+				t.Errorf("loop got %v, want %v", r.Command, want)
+			}
+			if r.ID <= lastID {
+				t.Errorf("request id %d not above the last one %d", r.ID, lastID)
+			}
+			lastID = r.ID
+			reply.ID = r.ID
+			if err := Respond(r.Conn, reply, facts); err != nil {
+				t.Errorf("Respond: %v", err)
+			}
+		}()
+	}
+
+	answer(fsm.CmdReload, fsm.Reply{OK: true})
+	if code, out, stderr := client("reload", "--control", path); code != 0 || out != "reload succeeded\n" {
+		t.Fatalf("reload: exit %d, out %q, err %q", code, out, stderr)
+	}
+
+	answer(fsm.CmdReload, fsm.Reply{Error: "worker 7 (slot 0 of generation 4) exited with exit:1 before the generation was ready"})
+	if code, _, stderr := client("reload", "--control", path); code != 1 || stderr != "mworker reload: failed: worker 7 (slot 0 of generation 4) exited with exit:1 before the generation was ready\n" {
+		t.Fatalf("failed reload: exit %d, stderr %q", code, stderr)
+	}
+
+	answer(fsm.CmdStop, fsm.Reply{OK: true})
+	if code, out, stderr := client("stop", "--control", path); code != 0 || out != "stopping\n" {
+		t.Fatalf("stop: exit %d, out %q, err %q", code, out, stderr)
+	}
+
+	answer(fsm.CmdStatus, fsm.Reply{OK: true, Status: status})
+	code, out, stderr := client("status", "--control", path)
+	want := "master pid 42, running, generation 3, 2 reloads (1 failed)\n" +
+		"PID  GEN  SLOT  ROLE          READY  UPTIME\n" +
+		"101  3    0     current       yes    1m2s\n" +
+		"99   2    0     old,stopping  yes    1h0m0s\n"
+	if code != 0 || out != want {
+		t.Fatalf("status: exit %d, err %q, out:\n%s\nwant:\n%s", code, stderr, out, want)
+	}
+
+	answer(fsm.CmdStatus, fsm.Reply{OK: true, Status: status})
+	code, out, stderr = client("status", "--control", path, "--json")
+	wantJSON := `{"ok":true,"master":{"pid":42,"state":"running","generation":3,"reloads":2,"failed_reloads":1},` +
+		`"workers":[{"pid":101,"generation":3,"slot":0,"current":true,"ready":true,"stopping":false,"uptime_seconds":61.5},` +
+		`{"pid":99,"generation":2,"slot":0,"current":false,"ready":true,"stopping":true,"uptime_seconds":3600}]}` + "\n"
+	if code != 0 || out != wantJSON {
+		t.Fatalf("status --json: exit %d, err %q, out:\n%s\nwant:\n%s", code, stderr, out, wantJSON)
+	}
+}
+
+func TestStatusWithoutWorkersKeepsTheList(t *testing.T) {
+	b, _ := json.Marshal(NewAnswer(fsm.Reply{OK: true, Status: &fsm.Status{State: "exiting"}}, Facts{MasterPid: 1}))
+	if want := `{"ok":true,"master":{"pid":1,"state":"exiting","generation":0,"reloads":0,"failed_reloads":0},"workers":[]}`; string(b) != want {
+		t.Fatalf("got %s\nwant %s", b, want)
+	}
+	b, _ = json.Marshal(NewAnswer(fsm.Reply{}, Facts{}))
+	if want := `{"ok":false,"error":"failed (no reason given; see the master's log)"}`; string(b) != want {
+		t.Fatalf("got %s\nwant %s", b, want)
+	}
+}
+
+func TestBadRequestsAreAnsweredAndServingGoesOn(t *testing.T) {
+	path := sockPath(t)
+	_, reqs := serve(t, path)
+
+	a := rawAsk(t, path, []byte("bogus\n"))
+	if a.OK || !strings.Contains(a.Error, `unknown request "bogus"`) {
+		t.Fatalf("unknown request: %+v", a)
+	}
+	a = rawAsk(t, path, bytes.Repeat([]byte("a"), 3*MaxRequest))
+	if a.OK || !strings.Contains(a.Error, "longer than 4096 bytes") {
+		t.Fatalf("oversized request: %+v", a)
+	}
+	// A line that just fits is read in full, and its end need not be a newline.
+	a = rawAsk(t, path, []byte(strings.Repeat(" ", MaxRequest-len("x\n"))+"x\n"))
+	if a.OK || !strings.Contains(a.Error, `unknown request "x"`) {
+		t.Fatalf("request of MaxRequest bytes: %+v", a)
+	}
+	if len(reqs) != 0 {
+		t.Fatalf("a bad request reached the loop: %+v", <-reqs)
+	}
+
+	go func() {
+		r := <-reqs
+		Respond(r.Conn, fsm.Reply{ID: r.ID, OK: true, Status: &fsm.Status{State: "running", Generation: 1}}, Facts{MasterPid: 7})
+	}()
+	if code, out, stderr := client("status", "--control", path); code != 0 || !strings.HasPrefix(out, "master pid 7, running, generation 1") {
+		t.Fatalf("status after bad requests: exit %d, out %q, err %q", code, out, stderr)
+	}
+}
+
+func TestRequestWithoutNewlineIsRead(t *testing.T) {
+	path := sockPath(t)
+	_, reqs := serve(t, path)
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("reload"))
+	c.(*net.UnixConn).CloseWrite()
+	select {
+	case r := <-reqs:
+		if r.Command != fsm.CmdReload {
+			t.Fatalf("got %v", r.Command)
+		}
+		r.Conn.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("no request")
+	}
+}
+
+func TestPeerOfAnotherUIDIsRefused(t *testing.T) {
+	path := sockPath(t)
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.uid = os.Geteuid() + 1 // so that this process is the foreign peer
+	reqs := make(chan Request, 1)
+	go l.Serve(reqs)
+	code, _, stderr := client("reload", "--control", path)
+	if code != 1 || !strings.Contains(stderr, "permission denied: your uid") {
+		t.Fatalf("foreign peer: exit %d, stderr %q", code, stderr)
+	}
+	if len(reqs) != 0 {
+		t.Fatal("a foreign peer's request reached the loop")
+	}
+}
+
+func TestClientUsageAndConnectErrors(t *testing.T) {
+	stale := sockPath(t)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+	missing := filepath.Join(t.TempDir(), "none.sock")
+	for _, tc := range []struct {
+		cmd  string
+		args []string
+		code int
+		msg  string
+	}{
+		{"status", nil, 2, "mworker status: --control PATH is required"},
+		{"reload", []string{"--control", missing, "now"}, 2, `unexpected argument "now"`},
+		{"stop", []string{"--bogus"}, 2, "flag provided but not defined: -bogus"},
+		{"restart", nil, 2, `unknown control command "restart": use reload, status or stop`},
+		{"reload", []string{"--control", missing, "--timeout", "0s"}, 2, "--timeout 0s must be positive"},
+		{"status", []string{"--control", missing}, 1, "cannot connect to " + missing + ": no such socket; is mworker running with --control " + missing + "?"},
+		{"reload", []string{"--control", stale}, 1, "nothing listens there"},
+	} {
+		code, out, stderr := client(tc.cmd, tc.args...)
+		if code != tc.code || !strings.Contains(stderr, tc.msg) || strings.Count(stderr, "\n") != 1 || out != "" {
+			t.Errorf("%s %q: exit %d, out %q, stderr %q; want exit %d and one line with %q", tc.cmd, tc.args, code, out, stderr, tc.code, tc.msg)
+		}
+	}
+}
+
+func TestClientReportsNoAnswer(t *testing.T) {
+	path := sockPath(t)
+	_, reqs := serve(t, path)
+
+	held := make(chan Request, 1)
+	go func() { held <- <-reqs }()
+	code, _, stderr := client("reload", "--control", path, "--timeout", "200ms")
+	if code != 1 || !strings.Contains(stderr, "no answer from the reload (it may still finish; see mworker status) within 200ms") {
+		t.Fatalf("timeout: exit %d, stderr %q", code, stderr)
+	}
+	(<-held).Conn.Close()
+
+	go func() { (<-reqs).Conn.Close() }() // the loop drops it, as a failed exec would
+	code, _, stderr = client("reload", "--control", path)
+	if code != 1 || !strings.Contains(stderr, "closed the connection without an answer") {
+		t.Fatalf("dropped: exit %d, stderr %q", code, stderr)
+	}
+}

@@ -1,0 +1,33 @@
+// Package control is mworker's control socket: the server pieces the
+// master's event loop drives, and the client behind
+// `mworker reload|status|stop --control PATH`.
+//
+// The protocol is one request line per connection ("reload", "status" or
+// "stop", at most MaxRequest bytes) and one JSON object back, then close:
+//
+//	{"ok":true}
+//	{"ok":false,"error":"..."}
+//	{"ok":true,"master":{...},"workers":[{...}]}   (status)
+//
+// # The event loop's duties
+//
+//  1. Open the socket with Open(path) (Listen on a fresh start; it takes
+//     over an inherited socket and the waiting reload connections after a
+//     re-exec). Remove EnvNames from the environment the workers get (Open
+//     already unsets them in the master's own).
+//  2. Run Serve(requests) on a goroutine. Serve checks the peer's uid,
+//     reads the request line and answers bad requests itself; every valid
+//     request arrives on the channel as a Request.
+//  3. Feed each Request to the machine as fsm.ControlRequest{ID, Command}
+//     and keep its Conn, keyed by ID, until the machine replies.
+//  4. For each fsm.Reply action, call Respond(conn, reply, facts) with the
+//     facts only the adapter knows (the master's pid, worker uptimes); it
+//     writes the answer and closes the connection. A Reply with no known
+//     Conn (the client went away) is dropped.
+//  5. Just before execve, call PrepareExec with the connections of the
+//     requests in fsm.Handover.Requests and add Handoff.Env to the new
+//     image's environment. If execve fails, call Handoff.Undo so that the
+//     fds are close-on-exec again, and keep serving.
+//  6. When the master exits, Close the listener: it removes the socket file
+//     if it is still the one this master bound.
+package control

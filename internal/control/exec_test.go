@@ -1,0 +1,209 @@
+package control
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mworker/mworker/fsm"
+)
+
+// The exec test runs this test binary as a small master: phase "before"
+// takes a reload request and re-execs itself with the handoff; phase
+// "after" answers it from the new image, then serves one status request.
+const (
+	envPhase = "CONTROL_TEST_PHASE"
+	envSock  = "CONTROL_TEST_SOCK"
+)
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(envPhase) {
+	case "before":
+		os.Exit(phaseBefore(os.Getenv(envSock)))
+	case "after":
+		os.Exit(phaseAfter(os.Getenv(envSock)))
+	}
+	os.Exit(m.Run())
+}
+
+func phaseBefore(path string) int {
+	l, pending, err := Open(path)
+	if err != nil || len(pending) != 0 {
+		fmt.Fprintf(os.Stderr, "before: Open: %v, pending %v\n", err, pending)
+		return 3
+	}
+	reqs := make(chan Request)
+	go l.Serve(reqs)
+	r := <-reqs
+	if r.Command != fsm.CmdReload {
+		fmt.Fprintf(os.Stderr, "before: got %v\n", r.Command)
+		return 3
+	}
+	h, err := l.PrepareExec(map[fsm.RequestID]*Conn{r.ID: r.Conn})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "before: PrepareExec: %v\n", err)
+		return 3
+	}
+	env := append(withEnv(os.Environ(), envPhase, "after"), h.Env...)
+	exe, _ := os.Executable()
+	err = syscall.Exec(exe, os.Args, env)
+	h.Undo()
+	fmt.Fprintf(os.Stderr, "before: exec: %v\n", err)
+	return 3
+}
+
+func phaseAfter(path string) int {
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(os.Stderr, "after: "+format+"\n", a...)
+		return 3
+	}
+	l, pending, err := Open(path)
+	if err != nil {
+		return fail("Open: %v", err)
+	}
+	if len(pending) != 1 {
+		return fail("pending %v, want one reload client", pending)
+	}
+	for _, k := range EnvNames {
+		if v, ok := os.LookupEnv(k); ok {
+			return fail("%s=%s still set after Open", k, v)
+		}
+	}
+	var last fsm.RequestID
+	for id, c := range pending {
+		last = id
+		if err := Respond(c, fsm.Reply{ID: id, OK: true}, Facts{}); err != nil {
+			return fail("Respond: %v", err)
+		}
+	}
+	reqs := make(chan Request)
+	go l.Serve(reqs)
+	r := <-reqs
+	if r.ID <= last {
+		return fail("request id %d reuses one given out before the exec (last %d)", r.ID, last)
+	}
+	Respond(r.Conn, fsm.Reply{ID: r.ID, OK: true, Status: &fsm.Status{State: "running", Generation: 2, Reloads: 1}}, Facts{MasterPid: os.Getpid()})
+	l.Close()
+	return 0
+}
+
+func withEnv(env []string, key, value string) []string {
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, key+"=") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, key+"="+value)
+}
+
+func TestReloadClientSurvivesExec(t *testing.T) {
+	path := sockPath(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = withEnv(withEnv(os.Environ(), envPhase, "before"), envSock, path)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		<-exited
+	}()
+	waitFor(t, 10*time.Second, func() bool {
+		c, err := net.Dial("unix", path) // an empty request: the server just closes it
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+
+	code, out, errText := client("reload", "--control", path)
+	if code != 0 || out != "reload succeeded\n" {
+		t.Fatalf("reload across exec: exit %d, out %q, err %q; child stderr: %s", code, out, errText, stderr.String())
+	}
+	code, out, errText = client("status", "--control", path, "--json")
+	var a Answer
+	if code != 0 || json.Unmarshal([]byte(out), &a) != nil || a.Master == nil {
+		t.Fatalf("status from the new image: exit %d, out %q, err %q; child stderr: %s", code, out, errText, stderr.String())
+	}
+	if a.Master.Pid != cmd.Process.Pid || a.Master.Generation != 2 {
+		t.Fatalf("status from pid %d gen %d, want the same pid %d after exec, gen 2", a.Master.Pid, a.Master.Generation, cmd.Process.Pid)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("child: %v; stderr: %s", err, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("child did not exit")
+	}
+	exited <- nil
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Fatalf("the new image's Close left the socket file: %v", err)
+	}
+}
+
+func TestUndoRestoresCloseOnExec(t *testing.T) {
+	path := sockPath(t)
+	l, reqs := serve(t, path)
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("reload\n"))
+	r := <-reqs
+	defer r.Conn.Close()
+	h, err := l.PrepareExec(map[fsm.RequestID]*Conn{r.ID: r.Conn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lfd, _ := rawFD(l.ln)
+	cfd, _ := rawFD(r.Conn.c)
+	want := []string{
+		fmt.Sprintf("%s=%d", EnvListenerFD, lfd),
+		fmt.Sprintf("%s=%d:%d", EnvPending, r.ID, cfd),
+		fmt.Sprintf("%s=%d", EnvNextID, r.ID),
+	}
+	if strings.Join(h.Env, " ") != strings.Join(want, " ") {
+		t.Fatalf("Env %q, want %q", h.Env, want)
+	}
+	cloexec := func(fd int) bool {
+		flags, err := fcntlGetFD(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return flags&syscall.FD_CLOEXEC != 0
+	}
+	if cloexec(lfd) || cloexec(cfd) {
+		t.Fatal("PrepareExec left close-on-exec set")
+	}
+	if err := h.Undo(); err != nil {
+		t.Fatal(err)
+	}
+	if !cloexec(lfd) || !cloexec(cfd) {
+		t.Fatal("Undo did not restore close-on-exec")
+	}
+}
+
+func fcntlGetFD(fd int) (int, error) {
+	r, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFD, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
