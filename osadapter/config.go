@@ -31,6 +31,15 @@ type Config struct {
 	LogLevel  slog.Level
 	// Stderr receives the logs; os.Stderr when nil.
 	Stderr io.Writer
+
+	// Events are events from transports the adapter does not own
+	// (WorkerReady from notify sockets, ControlRequest from the control
+	// socket); nil when there are none.
+	Events <-chan fsm.Event
+	// Notifier and Replier carry Notify and Reply actions; when nil, those
+	// actions are only logged at debug level.
+	Notifier Notifier
+	Replier  Replier
 }
 
 // Environment variables a worker sees (besides systemd's LISTEN_* and

@@ -1,0 +1,116 @@
+package osadapter
+
+import (
+	"log/slog"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mworker/mworker/fsm"
+)
+
+// exec replaces the master's image (fsm.Exec). What must survive goes into
+// the environment: the core's handover, the timers' absolute deadlines, the
+// signals already read, the fds to keep. On the way:
+//
+//   - SIGUSR1 and SIGUSR2 are blocked on this thread, so that one arriving
+//     from now on stays pending across execve and reaches the new image
+//     after its signal.Notify (the Go runtime would drop it before that);
+//   - SIGHUP is set to SIG_IGN just before execve: the new runtime keeps an
+//     inherited SIG_IGN for SIGHUP, where a pending or arriving SIGHUP
+//     would otherwise kill it before init runs.
+//
+// If execve fails, all of that is undone and the failure is fed back as
+// fsm.ExecFailed, followed by the signals read meanwhile.
+func (l *loop) exec(a fsm.Exec) {
+	st := &execState{
+		Path:     l.path,
+		Handover: a.Handover,
+		Mask:     l.mask.Val,
+		Fds:      l.keep,
+	}
+	for _, s := range l.ignored {
+		st.Ignored = append(st.Ignored, int(s))
+	}
+	now := l.sys.Now()
+	for _, t := range a.Handover.Timers {
+		at, ok := l.timers[t]
+		if !ok {
+			at = now
+		}
+		st.Deadlines = append(st.Deadlines, at)
+	}
+
+	var old unix.Sigset_t
+	block := sigset(syscall.SIGUSR1, syscall.SIGUSR2)
+	if err := l.sys.SigMask(unix.SIG_BLOCK, &block, &old); err != nil {
+		l.step(fsm.ExecFailed{Err: "block SIGUSR1/SIGUSR2: " + err.Error()})
+		return
+	}
+	drained := l.drainSignals()
+	for _, s := range drained {
+		if s != syscall.SIGCHLD { // the new image sweeps anyway
+			st.Signals = append(st.Signals, int(s))
+		}
+	}
+	failed := func(err error) {
+		l.sys.SigMask(unix.SIG_SETMASK, &old, nil)
+		l.step(fsm.ExecFailed{Err: err.Error()})
+		for _, s := range drained {
+			l.onSignal(s)
+		}
+	}
+
+	var cleared []int
+	for name, fd := range l.keep {
+		if err := l.sys.SetCloexec(fd, false); err != nil {
+			l.restoreCloexec(cleared)
+			failed(errorf("keep fd %d (%s) open across exec: %w", fd, name, err))
+			return
+		}
+		cleared = append(cleared, fd)
+	}
+
+	st.ExecAt = l.sys.Now()
+	enc, err := st.encode()
+	if err != nil {
+		l.restoreCloexec(cleared)
+		failed(err)
+		return
+	}
+	env := append(withoutVars(l.sys.Environ(), envState), envState+"="+enc)
+
+	l.sys.Ignore(syscall.SIGHUP)
+	err = l.sys.Exec(a.Path, a.Argv, env)
+	if err == nil {
+		l.replace = true // a fake OS "replaced" the image
+		return
+	}
+	l.sys.Catch(syscall.SIGHUP)
+	l.restoreCloexec(cleared)
+	l.logf(slog.LevelDebug, "execve failed", "path", a.Path, "err", err.Error())
+	failed(&os.PathError{Op: "execve", Path: a.Path, Err: err})
+}
+
+func (l *loop) restoreCloexec(fds []int) {
+	for _, fd := range fds {
+		if err := l.sys.SetCloexec(fd, true); err != nil {
+			l.logf(slog.LevelWarn, "cannot restore close-on-exec", "fd", fd, "err", err.Error())
+		}
+	}
+}
+
+// drainSignals takes every signal already queued on the channel without
+// waiting.
+func (l *loop) drainSignals() []syscall.Signal {
+	var out []syscall.Signal
+	for {
+		select {
+		case s := <-l.sigs:
+			out = append(out, s.(syscall.Signal))
+		default:
+			return out
+		}
+	}
+}

@@ -1,0 +1,178 @@
+package osadapter
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// fakeOS is a kernel that records what the loop asks of it.
+type fakeOS struct {
+	pid     int
+	now     int64
+	nextPid int
+	env     []string
+
+	calls  []string // every call, in order, for sequence assertions
+	kills  []fakeKill
+	spawns []fakeSpawn
+	waits  []fakeWait // results of the next Wait4 calls
+	live   map[int]bool // spawned and not yet reaped: wait4 says 0, not ECHILD
+	execs  []fakeExec
+	// execErr is what Exec returns; nil means "the image was replaced".
+	execErr error
+	// killErr returns the error of kill(pid, sig); nil when unset.
+	killErr func(pid int) error
+
+	mask unix.Sigset_t
+}
+
+type fakeKill struct {
+	pid int
+	sig syscall.Signal
+}
+
+type fakeSpawn struct {
+	argv0 string
+	argv  []string
+	attr  *syscall.ProcAttr
+	pid   int
+}
+
+type fakeWait struct {
+	pid int
+	ws  syscall.WaitStatus
+}
+
+type fakeExec struct {
+	path      string
+	argv, env []string
+}
+
+func newFakeOS() *fakeOS {
+	return &fakeOS{pid: 4242, now: 1_000_000_000, nextPid: 100, live: map[int]bool{}, env: []string{"PATH=/bin", "HOME=/root"}}
+}
+
+func (f *fakeOS) record(format string, a ...any) { f.calls = append(f.calls, fmt.Sprintf(format, a...)) }
+
+func (f *fakeOS) os() *OS {
+	return &OS{
+		Getpid:  func() int { return f.pid },
+		Gettid:  func() int { return f.pid },
+		Now:     func() int64 { return f.now },
+		Environ: func() []string { return append([]string(nil), f.env...) },
+		ForkExec: func(argv0 string, argv []string, attr *syscall.ProcAttr) (int, error) {
+			pid := f.nextPid
+			f.nextPid++
+			f.spawns = append(f.spawns, fakeSpawn{argv0, argv, attr, pid})
+			f.live[pid] = true
+			f.record("forkexec %s", argv0)
+			return pid, nil
+		},
+		Kill: func(pid int, sig syscall.Signal) error {
+			f.kills = append(f.kills, fakeKill{pid, sig})
+			f.record("kill %d %d", pid, sig)
+			if f.killErr != nil {
+				return f.killErr(pid)
+			}
+			return nil
+		},
+		Wait4: func(pid int, ws *syscall.WaitStatus, options int) (int, error) {
+			if pid != -1 || options&syscall.WNOHANG == 0 {
+				return 0, fmt.Errorf("fake: wait4(%d, %#x): only wait4(-1, WNOHANG) is expected", pid, options)
+			}
+			if len(f.waits) == 0 {
+				if len(f.live) > 0 {
+					return 0, nil
+				}
+				return 0, syscall.ECHILD
+			}
+			w := f.waits[0]
+			f.waits = f.waits[1:]
+			delete(f.live, w.pid)
+			*ws = w.ws
+			return w.pid, nil
+		},
+		Exec: func(path string, argv, env []string) error {
+			f.execs = append(f.execs, fakeExec{path, argv, env})
+			f.record("exec %s", path)
+			return f.execErr
+		},
+		SigMask: func(how int, set, old *unix.Sigset_t) error {
+			if old != nil {
+				*old = f.mask
+			}
+			if set == nil {
+				return nil
+			}
+			switch how {
+			case unix.SIG_BLOCK:
+				for i := range f.mask.Val {
+					f.mask.Val[i] |= set.Val[i]
+				}
+				f.record("sigmask block %v", set.Val[0])
+			case unix.SIG_UNBLOCK:
+				for i := range f.mask.Val {
+					f.mask.Val[i] &^= set.Val[i]
+				}
+				f.record("sigmask unblock %v", set.Val[0])
+			case unix.SIG_SETMASK:
+				f.mask = *set
+				f.record("sigmask set %v", set.Val[0])
+			}
+			return nil
+		},
+		Ignore:     func(sig syscall.Signal) { f.record("ignore %d", sig) },
+		Catch:      func(sig syscall.Signal) { f.record("catch %d", sig) },
+		SetCloexec: func(fd int, on bool) error { f.record("cloexec %d %v", fd, on); return nil },
+		Subreaper:  func() error { f.record("subreaper"); return nil },
+		SelfExe:    "/proc/self/exe",
+	}
+}
+
+// exited queues a wait4 result: pid exited with code.
+func (f *fakeOS) exited(pid, code int) {
+	f.waits = append(f.waits, fakeWait{pid, syscall.WaitStatus(code << 8)})
+}
+
+// killed queues a wait4 result: pid killed by sig.
+func (f *fakeOS) killed(pid int, sig syscall.Signal) {
+	f.waits = append(f.waits, fakeWait{pid, syscall.WaitStatus(sig)})
+}
+
+// fakeLoop builds a loop on f; the returned buffer collects its logs.
+func fakeLoop(t *testing.T, f *fakeOS, cfg Config, sigs chan os.Signal) (*loop, *bytes.Buffer) {
+	t.Helper()
+	var logs bytes.Buffer
+	if cfg.Command == nil {
+		cfg.Command = []string{"/bin/worker", "-x"}
+	}
+	if cfg.Machine.Workers == 0 {
+		cfg.Machine.Workers = 2
+	}
+	if cfg.Machine.ReadyTimeout == 0 {
+		cfg.Machine.ReadyTimeout = 30e9
+	}
+	if cfg.Machine.StopTimeout == 0 {
+		cfg.Machine.StopTimeout = 10e9
+	}
+	if cfg.Machine.StopSignal == 0 {
+		cfg.Machine.StopSignal = 15
+	}
+	if cfg.Machine.Path == "" {
+		cfg.Machine.Path = "/usr/bin/mworker"
+	}
+	if cfg.Machine.Argv == nil {
+		cfg.Machine.Argv = []string{"mworker", "run", "--", "/bin/worker", "-x"}
+	}
+	cfg.LogLevel = -4
+	l, err := newLoop(cfg, f.os(), sigs, &logs)
+	if err != nil {
+		t.Fatalf("newLoop: %v", err)
+	}
+	return l, &logs
+}

@@ -1,0 +1,58 @@
+package osadapter
+
+import (
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+
+	"github.com/mworker/mworker/fsm"
+)
+
+// signals receives every signal of fsm.CatchableSignals. It is installed by
+// the first variable initializer of the package, so that a master image
+// started by a re-exec spends as little time as possible with SIGTERM and
+// SIGINT at their default action (docs/signals.md measures that window).
+// The buffer is large so that a burst never overflows it: the runtime drops
+// what it cannot send, and identical pending signals already coalesce.
+var signals = installSignals()
+
+var (
+	// notifiedAt is CLOCK_MONOTONIC when signal.Notify was installed.
+	notifiedAt int64
+	// startIgnored are the signals this image found at SIG_IGN. Go keeps an
+	// inherited SIG_IGN only for SIGHUP and SIGINT, so only those can be seen.
+	startIgnored []syscall.Signal
+)
+
+func installSignals() chan os.Signal {
+	// A worker being started through the trampoline never gets further.
+	runTrampoline()
+
+	// Pin the main goroutine to the thread the process started on: Run
+	// forks every worker and performs the re-exec from it, and that thread
+	// is also the one that survives an execve, so no worker ever loses the
+	// thread its parent-death signal is tied to.
+	runtime.LockOSThread()
+
+	for _, s := range []syscall.Signal{syscall.SIGHUP, syscall.SIGINT} {
+		if signal.Ignored(s) {
+			startIgnored = append(startIgnored, s)
+		}
+	}
+	ch := make(chan os.Signal, 1024)
+	signal.Notify(ch, catchable()...)
+	// Caught (not ignored, which workers would inherit): a write to a closed
+	// stderr then fails with EPIPE instead of killing the master.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	notifiedAt = monotonicNow()
+	return ch
+}
+
+func catchable() []os.Signal {
+	var out []os.Signal
+	for _, s := range fsm.CatchableSignals() {
+		out = append(out, syscall.Signal(s))
+	}
+	return out
+}

@@ -1,0 +1,306 @@
+package osadapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mworker/mworker/fsm"
+)
+
+// deathSignal is what a worker receives when the master dies, even by
+// SIGKILL: a request to stop, as any other stop, rather than an execution.
+const deathSignal = syscall.SIGTERM
+
+// loop owns the machine and performs its actions. Every method runs on the
+// goroutine (and thread) that called Run.
+type loop struct {
+	sys    *OS
+	m      *fsm.Machine
+	log    *slog.Logger
+	notify Notifier
+	reply  Replier
+	sigs   <-chan os.Signal
+	events <-chan fsm.Event
+
+	path      string           // absolute start path, handed to the next image
+	command   []string         // the worker's argv
+	workerEnv []string         // the worker's environment, less generation and slot
+	ignored   []syscall.Signal // SIG_IGN at the first start; workers get them back
+	mask      unix.Sigset_t    // the thread's mask at the first start
+	listen    []int            // listener fds, passed to workers as 3..
+	listenAs  []string         // their names (LISTEN_FDNAMES)
+	keep      map[string]int   // fds that survive a re-exec
+	pidFile   string
+
+	timers  map[fsm.Timer]int64 // armed timers and their CLOCK_MONOTONIC deadlines
+	resumed *execState          // the previous image's state, or nil
+
+	exited  bool
+	status  int
+	replace bool // Exec returned nil: only a fake OS does that
+}
+
+func (l *loop) done() bool { return l.exited || l.replace }
+
+// step feeds ev to the machine and performs the actions it returns, in
+// order. An action's outcome (a spawn, an exec failure) is fed back at once,
+// before the next action, as the core requires.
+func (l *loop) step(ev fsm.Event) {
+	if l.done() {
+		return
+	}
+	for _, a := range l.m.Step(ev) {
+		l.perform(a)
+		if l.done() {
+			return
+		}
+	}
+}
+
+func (l *loop) perform(a fsm.Action) {
+	switch a := a.(type) {
+	case fsm.Spawn:
+		pid, err := l.spawn(a.Generation, a.Slot)
+		if err != nil {
+			l.step(fsm.SpawnFailed{Generation: a.Generation, Slot: a.Slot, Status: fsm.ExitStatus{Code: spawnStatus(err)}, Err: err.Error()})
+			return
+		}
+		l.step(fsm.WorkerStarted{Generation: a.Generation, Slot: a.Slot, Pid: pid})
+	case fsm.Kill:
+		for _, pid := range a.Pids {
+			l.killGroup(pid, syscall.Signal(a.Signal))
+		}
+	case fsm.SignalPids:
+		for _, pid := range a.Pids {
+			l.killPid(pid, syscall.Signal(a.Signal))
+		}
+	case fsm.Exec:
+		l.exec(a)
+	case fsm.Exit:
+		l.exited, l.status = true, a.Status
+	case fsm.SetTimer:
+		l.timers[a.Timer] = l.sys.Now() + int64(a.After)
+	case fsm.CancelTimer:
+		delete(l.timers, a.Timer)
+	case fsm.Notify:
+		if err := l.notify.Notify(a); err != nil {
+			l.logf(slog.LevelWarn, "cannot notify the service manager", "action", a.String(), "err", err.Error())
+		}
+	case fsm.Reply:
+		if err := l.reply.Reply(a); err != nil {
+			l.logf(slog.LevelWarn, "cannot answer a control request", "action", a.String(), "err", err.Error())
+		}
+	case fsm.Log:
+		l.logf(slog.Level(a.Level), a.Msg, logAttrs(a.Attrs)...)
+	default:
+		l.logf(slog.LevelError, "osadapter: unknown action ignored", "action", a.String())
+	}
+}
+
+func (l *loop) logf(level slog.Level, msg string, attrs ...any) {
+	l.log.Log(context.Background(), level, msg, attrs...)
+}
+
+// logAttrs turns the core's values into what a handler prints well: a
+// Stringer (a status, a signal, a duration) as its string, also in JSON.
+func logAttrs(kv []any) []any {
+	out := make([]any, len(kv))
+	for i, v := range kv {
+		if s, ok := v.(fmt.Stringer); ok && i%2 == 1 {
+			v = s.String()
+		}
+		out[i] = v
+	}
+	return out
+}
+
+// killGroup signals a worker's process group; a worker that left its group
+// is signalled alone.
+func (l *loop) killGroup(pid int, sig syscall.Signal) {
+	if pid <= 0 {
+		l.logf(slog.LevelError, "osadapter: refusing to signal a non-positive pid", "pid", pid, "signal", fsm.Signal(sig).String())
+		return
+	}
+	err := l.sys.Kill(-pid, sig)
+	if errors.Is(err, syscall.ESRCH) {
+		err = l.sys.Kill(pid, sig)
+	}
+	if err != nil && !errors.Is(err, syscall.ESRCH) {
+		l.logf(slog.LevelWarn, "cannot signal worker", "pid", pid, "signal", fsm.Signal(sig).String(), "err", err.Error())
+	}
+}
+
+func (l *loop) killPid(pid int, sig syscall.Signal) {
+	if pid <= 0 {
+		l.logf(slog.LevelError, "osadapter: refusing to signal a non-positive pid", "pid", pid, "signal", fsm.Signal(sig).String())
+		return
+	}
+	if err := l.sys.Kill(pid, sig); err != nil {
+		l.logf(slog.LevelWarn, "cannot signal process", "pid", pid, "signal", fsm.Signal(sig).String(), "err", err.Error())
+	}
+}
+
+// onSignal acts on one signal read from the channel.
+func (l *loop) onSignal(sig syscall.Signal) {
+	if sig == syscall.SIGCHLD {
+		l.reap()
+		return
+	}
+	l.step(fsm.SignalReceived{Signal: fsm.Signal(sig)})
+}
+
+// reap collects every child that has exited. SIGCHLD coalesces, so one
+// signal may stand for many exits: loop until wait4 has nothing more.
+func (l *loop) reap() {
+	for !l.done() {
+		var ws syscall.WaitStatus
+		pid, err := l.sys.Wait4(-1, &ws, syscall.WNOHANG)
+		switch {
+		case errors.Is(err, syscall.EINTR):
+			continue
+		case errors.Is(err, syscall.ECHILD):
+			l.step(fsm.NoChildren{})
+			return
+		case err != nil:
+			l.logf(slog.LevelError, "osadapter: wait4 failed", "err", err.Error())
+			return
+		case pid <= 0:
+			return
+		}
+		l.step(fsm.ChildExited{Pid: pid, Status: exitStatus(ws)})
+	}
+}
+
+func exitStatus(ws syscall.WaitStatus) fsm.ExitStatus {
+	if ws.Signaled() {
+		return fsm.ExitStatus{Signal: fsm.Signal(ws.Signal())}
+	}
+	return fsm.ExitStatus{Code: ws.ExitStatus()}
+}
+
+// fireDue fires every timer whose deadline has passed, earliest first.
+func (l *loop) fireDue() {
+	now := l.sys.Now()
+	type due struct {
+		t  fsm.Timer
+		at int64
+	}
+	var fire []due
+	for t, at := range l.timers {
+		if at <= now {
+			fire = append(fire, due{t, at})
+		}
+	}
+	slices.SortFunc(fire, func(a, b due) int {
+		if a.at != b.at {
+			return compare(a.at, b.at)
+		}
+		return strings.Compare(a.t.String(), b.t.String())
+	})
+	for _, d := range fire {
+		// An earlier timer's step may have cancelled or re-armed this one.
+		if at, ok := l.timers[d.t]; !ok || at != d.at {
+			continue
+		}
+		delete(l.timers, d.t)
+		l.step(fsm.TimerFired{Timer: d.t})
+		if l.done() {
+			return
+		}
+	}
+}
+
+func compare(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// nextDeadline is the earliest armed deadline.
+func (l *loop) nextDeadline() (int64, bool) {
+	var first int64
+	ok := false
+	for _, at := range l.timers {
+		if !ok || at < first {
+			first, ok = at, true
+		}
+	}
+	return first, ok
+}
+
+// start feeds Start (after re-arming the timers a previous image handed
+// over), the signals that image had read but not acted on, and sweeps the
+// children that exited while no one was reaping.
+func (l *loop) start() {
+	if st := l.resumed; st != nil {
+		for i, t := range st.Handover.Timers {
+			at := l.sys.Now()
+			if i < len(st.Deadlines) {
+				at = st.Deadlines[i]
+			}
+			l.timers[t] = at
+		}
+	}
+	l.step(fsm.Start{})
+	if st := l.resumed; st != nil {
+		for _, s := range st.Signals {
+			l.onSignal(syscall.Signal(s))
+		}
+	}
+	l.reap()
+}
+
+// run is the event loop: one event at a time, from the signal channel, the
+// timer and the transports, until the machine says Exit.
+func (l *loop) run() int {
+	l.start()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for !l.done() {
+		var wake <-chan time.Time
+		if at, ok := l.nextDeadline(); ok {
+			timer.Reset(time.Duration(max(0, at-l.sys.Now())))
+			wake = timer.C
+		}
+		select {
+		case s := <-l.sigs:
+			l.onSignal(s.(syscall.Signal))
+		case <-wake:
+			l.fireDue()
+		case ev := <-l.events:
+			l.step(ev)
+		}
+		timer.Stop()
+	}
+	return l.status
+}
+
+// spawnStatus is what a failed spawn counts as: 127 when the command does
+// not exist, 126 when it cannot be executed, 1 otherwise.
+func spawnStatus(err error) int {
+	switch {
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ENOTDIR):
+		return 127
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM),
+		errors.Is(err, syscall.ENOEXEC), errors.Is(err, syscall.EISDIR):
+		return 126
+	}
+	return 1
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

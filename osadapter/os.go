@@ -1,0 +1,110 @@
+package osadapter
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// OS is the seam between the event loop and the kernel: every system call
+// the loop makes goes through one of these functions, so that tests can run
+// the loop against a fake kernel and assert what it would have done.
+//
+// The loop calls them all from one goroutine. ForkExec, Exec and SigMask
+// must run on the thread the master was started on (see init.go): the
+// parent-death signal of a worker fires when the thread that forked it ends,
+// and a signal mask belongs to one thread.
+type OS struct {
+	Getpid func() int
+	Gettid func() int
+	// Now reads CLOCK_MONOTONIC in nanoseconds. The clock is system-wide, so
+	// a deadline taken from it means the same thing after a re-exec.
+	Now func() int64
+	// Environ is the master's environment.
+	Environ func() []string
+
+	ForkExec func(argv0 string, argv []string, attr *syscall.ProcAttr) (pid int, err error)
+	Kill     func(pid int, sig syscall.Signal) error
+	Wait4    func(pid int, ws *syscall.WaitStatus, options int) (int, error)
+	// Exec replaces the process image; it returns only on failure (a fake
+	// returns nil to say "the image was replaced").
+	Exec func(path string, argv, env []string) error
+
+	// SigMask is pthread_sigmask on the calling thread.
+	SigMask func(how int, set, old *unix.Sigset_t) error
+	// Ignore sets sig to SIG_IGN; Catch hands it back to the loop's channel.
+	Ignore func(sig syscall.Signal)
+	Catch  func(sig syscall.Signal)
+	// SetCloexec sets or clears FD_CLOEXEC on fd.
+	SetCloexec func(fd int, on bool) error
+	// Subreaper makes the master the reaper of its descendants' orphans.
+	Subreaper func() error
+
+	// SelfExe is a path that executes the running image: the trampoline
+	// (trampoline.go) runs from it.
+	SelfExe string
+}
+
+// realOS is the kernel.
+func realOS() *OS {
+	return &OS{
+		Getpid:  os.Getpid,
+		Gettid:  unix.Gettid,
+		Now:     monotonicNow,
+		Environ: os.Environ,
+		ForkExec: func(argv0 string, argv []string, attr *syscall.ProcAttr) (int, error) {
+			return syscall.ForkExec(argv0, argv, attr)
+		},
+		Kill: syscall.Kill,
+		Wait4: func(pid int, ws *syscall.WaitStatus, options int) (int, error) {
+			return syscall.Wait4(pid, ws, options, nil)
+		},
+		Exec:    syscall.Exec,
+		SigMask: unix.PthreadSigmask,
+		Ignore:  func(sig syscall.Signal) { signal.Ignore(sig) },
+		Catch:   func(sig syscall.Signal) { signal.Notify(signals, sig) },
+		SetCloexec: func(fd int, on bool) error {
+			flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+			if err != nil {
+				return err
+			}
+			if on {
+				flags |= unix.FD_CLOEXEC
+			} else {
+				flags &^= unix.FD_CLOEXEC
+			}
+			_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFD, flags)
+			return err
+		},
+		Subreaper: func() error { return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+		SelfExe:   "/proc/self/exe",
+	}
+}
+
+func monotonicNow() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		// CLOCK_MONOTONIC cannot fail on Linux; a zero would only make
+		// timers fire early, never late.
+		return 0
+	}
+	return ts.Nano()
+}
+
+// sigset builds a signal set.
+func sigset(sigs ...syscall.Signal) unix.Sigset_t {
+	var s unix.Sigset_t
+	for _, sig := range sigs {
+		n := uint(sig) - 1
+		s.Val[n/64] |= 1 << (n % 64)
+	}
+	return s
+}
+
+// sigsetHas reports whether sig is in s.
+func sigsetHas(s unix.Sigset_t, sig syscall.Signal) bool {
+	n := uint(sig) - 1
+	return s.Val[n/64]&(1<<(n%64)) != 0
+}

@@ -1,0 +1,241 @@
+// Package osadapter is the thin shell around the core: it turns real
+// signals, wait4 results, timers and transport events into fsm events, and
+// carries out the actions the core returns (spawn, kill, exec, exit, log).
+//
+// The caller has a few duties:
+//
+//  1. Import the package from package main. Its first variable initializer
+//     subscribes to every signal of fsm.CatchableSignals and pins the main
+//     goroutine to the thread the process started on; it also turns the
+//     process into a worker trampoline when the master asked for one.
+//  2. Call Run from the main goroutine (main.main, or TestMain), and exit
+//     with what it returns. Run forks every worker and re-executes the
+//     master from that one thread: a worker's parent-death signal fires
+//     when the thread that forked it ends.
+//  3. Start nothing with os/exec and call no Process.Wait in the master:
+//     Run reaps every child with wait4(-1) and would steal their status.
+package osadapter
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mworker/mworker/fsm"
+)
+
+// Run supervises the workers until the core decides to exit, and returns
+// the master's exit status. A failure to start (bad config, unwritable pid
+// file) is one line on cfg.Stderr and status 1.
+func Run(cfg Config) int {
+	return run(cfg, realOS(), signals)
+}
+
+func run(cfg Config, sys *OS, sigs <-chan os.Signal) int {
+	stderr := cfg.Stderr
+	if stderr == nil {
+		stderr = os.Stderr
+	}
+	l, err := newLoop(cfg, sys, sigs, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	status := l.run()
+	if l.pidFile != "" && l.exited {
+		if err := os.Remove(l.pidFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			l.logf(slog.LevelWarn, "cannot remove pid file", "path", l.pidFile, "err", err.Error())
+		}
+	}
+	return status
+}
+
+func errorf(format string, a ...any) error {
+	return fmt.Errorf("osadapter: "+format, a...)
+}
+
+// newLoop prepares everything Run needs before the first event.
+func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loop, error) {
+	logger, err := newLogger(cfg.LogFormat, cfg.LogLevel, stderr)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Command) == 0 {
+		return nil, errorf("no worker command: give one after --")
+	}
+	if sys.Gettid() != sys.Getpid() {
+		return nil, errorf("Run must be called from the main goroutine: it forks workers and re-executes from the thread the process started on")
+	}
+	env := sys.Environ()
+	l := &loop{
+		sys:       sys,
+		log:       logger,
+		sigs:      sigs,
+		events:    cfg.Events,
+		notify:    cfg.Notifier,
+		reply:     cfg.Replier,
+		command:   cfg.Command,
+		workerEnv: workerEnv(env),
+		timers:    make(map[fsm.Timer]int64),
+		pidFile:   cfg.PidFile,
+	}
+	if l.notify == nil {
+		l.notify = debugTransport{logger}
+	}
+	if l.reply == nil {
+		l.reply = debugTransport{logger}
+	}
+
+	if v, ok := lookupEnv(env, envState); ok {
+		st, err := decodeState(v)
+		if err != nil {
+			return nil, err
+		}
+		l.resumed = st
+		l.path = st.Path
+		l.mask.Val = st.Mask
+		for _, s := range st.Ignored {
+			l.ignored = append(l.ignored, syscall.Signal(s))
+		}
+		l.keep = st.Fds
+		// The previous image blocked SIGUSR1/SIGUSR2 for the exec; now that
+		// signal.Notify is in place, give this thread (and so every worker
+		// it forks) the mask of the first start again.
+		if err := sys.SigMask(unix.SIG_SETMASK, &l.mask, nil); err != nil {
+			return nil, errorf("restore the signal mask after re-exec: %w", err)
+		}
+		if st.ExecAt > 0 && notifiedAt > 0 {
+			l.logf(slog.LevelDebug, "re-exec window: execve to signal.Notify",
+				"window_us", (notifiedAt-st.ExecAt)/1000)
+		}
+	} else {
+		if err := sys.SigMask(unix.SIG_BLOCK, nil, &l.mask); err != nil {
+			return nil, errorf("read the signal mask: %w", err)
+		}
+		l.ignored = startIgnored
+	}
+
+	mc := cfg.Machine
+	if mc.Path == "" {
+		mc.Path = l.path
+	}
+	if mc.Path == "" {
+		if len(os.Args) == 0 || os.Args[0] == "" {
+			return nil, errorf("cannot tell where mworker was started from (empty argv[0]): set Config.Machine.Path")
+		}
+		p, err := startPath(os.Args[0], env)
+		if err != nil {
+			return nil, err
+		}
+		mc.Path = p
+	}
+	l.path = mc.Path
+	if mc.Argv == nil {
+		mc.Argv = os.Args
+	}
+	if mc.Resume == nil && l.resumed != nil {
+		h := l.resumed.Handover
+		mc.Resume = &h
+	}
+	if l.m, err = fsm.New(mc); err != nil {
+		return nil, errorf("%w", err)
+	}
+
+	if l.pidFile != "" {
+		if err := writePidFile(l.pidFile, sys.Getpid()); err != nil {
+			return nil, err
+		}
+	}
+	if sys.Getpid() != 1 {
+		if err := sys.Subreaper(); err != nil {
+			l.logf(slog.LevelWarn, "cannot become a subreaper: orphans of workers will not be reaped by mworker", "err", err.Error())
+		}
+	}
+	return l, nil
+}
+
+func newLogger(format string, level slog.Level, w io.Writer) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, errorf("unknown log format %q: use text or json", format)
+}
+
+func lookupEnv(env []string, name string) (string, bool) {
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == name {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// startPath resolves argv[0] to the absolute path the master re-executes
+// on reload: a path with a slash is made absolute, a bare name is searched
+// in PATH as a shell would. /proc/self/exe is not used: a new binary
+// installed at the same path must take over on reload.
+func startPath(argv0 string, env []string) (string, error) {
+	if strings.Contains(argv0, "/") {
+		p, err := filepath.Abs(argv0)
+		if err != nil {
+			return "", errorf("resolve start path %q: %w", argv0, err)
+		}
+		return p, nil
+	}
+	pathEnv, _ := lookupEnv(env, "PATH")
+	for _, dir := range filepath.SplitList(pathEnv) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, argv0)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			abs, err := filepath.Abs(p)
+			if err != nil {
+				return "", errorf("resolve start path %q: %w", p, err)
+			}
+			return abs, nil
+		}
+	}
+	return "", errorf("cannot find %q in PATH, so a reload could not re-execute it: start mworker by an absolute path", argv0)
+}
+
+// writePidFile writes pid atomically: a reader sees the old file or the
+// whole new one.
+func writePidFile(path string, pid int) error {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp*")
+	if err != nil {
+		return errorf("write pid file %s: %w: check that the directory exists and is writable", path, err)
+	}
+	_, err = f.WriteString(strconv.Itoa(pid) + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return errorf("write pid file %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,58 @@
+package osadapter
+
+import (
+	"slices"
+	"strings"
+	"syscall"
+)
+
+// spawn starts one worker: its own process group, the master's stdin,
+// stdout, stderr and working directory, the worker environment, and the
+// parent-death signal. It runs on the master's thread (see OS).
+func (l *loop) spawn(gen, slot int) (int, error) {
+	env := append(slices.Clip(l.workerEnv), EnvGeneration+"="+itoa(gen), EnvSlot+"="+itoa(slot))
+	files := []uintptr{0, 1, 2}
+	for _, fd := range l.listen {
+		files = append(files, uintptr(fd))
+	}
+	argv0 := l.command[0]
+	if len(l.listen) > 0 || len(l.ignored) > 0 {
+		if len(l.listen) > 0 {
+			env = append(env, "LISTEN_FDS="+itoa(len(l.listen)))
+			if len(l.listenAs) > 0 {
+				env = append(env, "LISTEN_FDNAMES="+strings.Join(l.listenAs, ":"))
+			}
+		}
+		env = append(env, envTrampoline+"="+trampolineSpec(argv0, l.ignored))
+		argv0 = l.sys.SelfExe
+	}
+	return l.sys.ForkExec(argv0, l.command, &syscall.ProcAttr{
+		Env:   env,
+		Files: files,
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSignal},
+	})
+}
+
+// Variables of the master that a worker must not inherit: the service
+// manager's (they are the master's, not the worker's), mworker's own, and
+// those the adapter sets per worker.
+var masterOnlyEnv = []string{
+	"NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES",
+	envState, envTrampoline, EnvGeneration, EnvSlot,
+}
+
+// workerEnv is env less masterOnlyEnv.
+func workerEnv(env []string) []string {
+	return withoutVars(env, masterOnlyEnv...)
+}
+
+func withoutVars(env []string, names ...string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(names, name) {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
