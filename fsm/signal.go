@@ -140,10 +140,15 @@ var signalTable = map[Signal]Route{
 	SIGKILL: RouteIgnore, SIGSTOP: RouteIgnore,
 }
 
-// RouteOf returns what the master does with sig.
+// RouteOf returns what the master does with sig. A number that is no
+// signal (outside 1..64) is ignored: forwarding it would make kill(2) fail
+// or, for 0, probe the workers instead of signalling them.
 func RouteOf(sig Signal) Route {
 	if r, ok := signalTable[sig]; ok {
 		return r
+	}
+	if sig < 1 || sig > 64 {
+		return RouteIgnore
 	}
 	return RouteForward
 }

@@ -1,0 +1,57 @@
+package proptest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/mworker/mworker/fsm"
+)
+
+// Regressions: the shrunk cases rapid found, kept as plain tests so that
+// they stay readable when the generators change.
+
+func baseConfig(workers int) fsm.Config {
+	return fsm.Config{
+		Workers: workers, Path: "/usr/local/bin/mworker", Argv: []string{"mworker", "run", "--", "srv"},
+		ReadyTimeout: 30 * time.Second, StopSignal: fsm.SIGTERM, StopTimeout: 10 * time.Second,
+	}
+}
+
+func mustNew(t *testing.T, cfg fsm.Config) *fsm.Machine {
+	t.Helper()
+	m, err := fsm.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func only[A fsm.Action](acts []fsm.Action) []A {
+	var out []A
+	for _, a := range acts {
+		if v, ok := a.(A); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// A number that is no signal (0, negative, above 64) was forwarded to the
+// workers as Kill{Signal: 0}: kill(2) would probe them, or fail.
+func TestRegressionNoSignalNumberIsNotForwarded(t *testing.T) {
+	for _, sig := range []fsm.Signal{0, -1, 65, 99} {
+		m := mustNew(t, baseConfig(1))
+		m.Step(fsm.Start{})
+		m.Step(fsm.WorkerStarted{Generation: 1, Slot: 0, Pid: 1001})
+		if kills := only[fsm.Kill](m.Step(fsm.SignalReceived{Signal: sig})); len(kills) > 0 {
+			t.Errorf("signal %d: %v, want it ignored", int(sig), kills)
+		}
+	}
+	// A real-time signal is still forwarded.
+	m := mustNew(t, baseConfig(1))
+	m.Step(fsm.Start{})
+	m.Step(fsm.WorkerStarted{Generation: 1, Slot: 0, Pid: 1001})
+	if kills := only[fsm.Kill](m.Step(fsm.SignalReceived{Signal: 40})); len(kills) != 1 || kills[0].Signal != 40 {
+		t.Errorf("signal 40: %v, want it forwarded", kills)
+	}
+}
