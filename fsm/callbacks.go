@@ -28,6 +28,7 @@ func resumeAndSpawnNext(ctx context.Context, _ ...any) error {
 	m.cur, m.maxGen = h.Generation, max(h.MaxGeneration, h.Generation)
 	m.reloads, m.failedReload = h.Reloads, h.FailedReloads
 	m.announced = h.Announced
+	m.exitStatus = h.ExitStatus
 	m.requests = slices.Clone(h.Requests)
 	copy(m.failures, h.Failures)
 	m.addGen(m.cur)
@@ -333,7 +334,9 @@ func execNewImage(ctx context.Context, _ ...any) error {
 		m.emit(Notify{State: NotifyReloading})
 	}
 	m.log(LevelInfo, "reloading: re-executing the master", "path", m.cfg.Path, "generation", m.cur, "pids", pids)
-	m.emit(Exec{Path: m.cfg.Path, Argv: ReloadArgv(m.cfg.Argv, pids), Handover: m.handover()})
+	h := m.handover()
+	h.ExitStatus = m.exitStatus
+	m.emit(Exec{Path: m.cfg.Path, Argv: ReloadArgv(m.cfg.Argv, pids), Handover: h})
 	return nil
 }
 

@@ -197,6 +197,9 @@ type Handover struct {
 	Reloads, FailedReloads int
 	// Announced is true once READY=1 has been sent to the service manager.
 	Announced bool
+	// ExitStatus is the status of the last current worker reaped, which
+	// the master exits with after a stop if no current worker exits later.
+	ExitStatus int
 	// Workers are the live workers, current and old.
 	Workers []HandoverWorker
 	// Timers are the armed timers; the caller keeps their deadlines and

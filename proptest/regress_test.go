@@ -55,3 +55,27 @@ func TestRegressionNoSignalNumberIsNotForwarded(t *testing.T) {
 		t.Errorf("signal 40: %v, want it forwarded", kills)
 	}
 }
+
+// The status of the last current worker reaped was lost across the exec:
+// a worker exits 1 (restart pending), a reload execs, SIGTERM arrives
+// before the new generation is up, and the master exited 0 instead of 1.
+func TestRegressionExitStatusSurvivesExec(t *testing.T) {
+	cfg := baseConfig(1)
+	m := mustNew(t, cfg)
+	m.Step(fsm.Start{})
+	m.Step(fsm.WorkerStarted{Generation: 1, Slot: 0, Pid: 1001})
+	m.Step(fsm.ChildExited{Pid: 1001, Status: fsm.ExitStatus{Code: 1}})
+	execs := only[fsm.Exec](m.Step(fsm.SignalReceived{Signal: fsm.SIGUSR2}))
+	if len(execs) != 1 {
+		t.Fatalf("reload: want one Exec, got %v", execs)
+	}
+	cfg.Argv, cfg.Resume = execs[0].Argv, &execs[0].Handover
+	n := mustNew(t, cfg)
+	n.Step(fsm.Start{})
+	n.Step(fsm.SignalReceived{Signal: fsm.SIGTERM})
+	n.Step(fsm.WorkerStarted{Generation: 2, Slot: 0, Pid: 1002})
+	exits := only[fsm.Exit](n.Step(fsm.ChildExited{Pid: 1002, Status: fsm.ExitStatus{Signal: fsm.SIGTERM}}))
+	if len(exits) != 1 || exits[0].Status != 1 {
+		t.Fatalf("exit %v, want status 1 of the last current worker reaped", exits)
+	}
+}
