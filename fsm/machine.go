@@ -113,10 +113,12 @@ func New(cfg Config) (*Machine, error) {
 	}
 	m := &Machine{
 		cfg:        cfg,
-		byPid:      make(map[int]*worker),
-		inflight:   make(map[[2]int]bool),
+		// Sized for a reload: two generations of workers, each with a
+		// timer or two, so that a reload does not rehash them.
+		byPid:      make(map[int]*worker, 2*cfg.Workers),
+		inflight:   make(map[[2]int]bool, cfg.Workers),
 		restarting: make(map[int]bool),
-		armed:      make(map[Timer]bool),
+		armed:      make(map[Timer]bool, 4*cfg.Workers),
 		failures:   make([]int, cfg.Workers),
 		stopSignal: cfg.StopSignal,
 		stopPids:   slices.Clone(cfg.StopPids),
@@ -207,23 +209,25 @@ func (m *Machine) settle() {
 	}
 }
 
-func (m *Machine) fireDerived(t trigger) {
+func (m *Machine) fireDerived(t stateless.Trigger) {
 	m.derived = true
 	m.fire(t)
 	m.derived = false
 }
 
-func (m *Machine) fire(t trigger) {
+// fire takes the trigger as an interface so that callers convert constants,
+// which costs no allocation, rather than a variable.
+func (m *Machine) fire(t stateless.Trigger) {
 	if err := table().FireCtx(m.ctx, t); err != nil {
 		// Every callback returns nil and unhandled triggers are logged, so
 		// an error here is a bug in the table; say so rather than panic.
-		m.log(LevelError, "fsm: transition failed", "state", m.state.String(), "trigger", string(t), "err", err.Error())
+		m.log(LevelError, "fsm: transition failed", "state", m.state.String(), "trigger", string(t.(trigger)), "err", err.Error())
 	}
 }
 
 // classify turns an event into the trigger the table routes on, updating
 // nothing.
-func (m *Machine) classify(ev Event) trigger {
+func (m *Machine) classify(ev Event) stateless.Trigger {
 	switch e := ev.(type) {
 	case Start:
 		return trigStart
@@ -418,7 +422,12 @@ func ignoreEvent(ctx context.Context, s stateless.State, t stateless.Trigger, _ 
 
 // ---- small helpers used by the callbacks ----
 
-func (m *Machine) emit(a Action) { m.out = append(m.out, a) }
+func (m *Machine) emit(a Action) {
+	if m.out == nil {
+		m.out = make([]Action, 0, 8) // most steps emit a few; one allocation
+	}
+	m.out = append(m.out, a)
+}
 
 func (m *Machine) log(level Level, msg string, attrs ...any) {
 	m.emit(Log{Level: level, Msg: msg, Attrs: attrs})
