@@ -111,10 +111,10 @@ func New(cfg Config) (*Machine, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	// The maps are sized for a reload (two generations of workers, each
+	// with a timer or two), so that a reload does not rehash them.
 	m := &Machine{
 		cfg:        cfg,
-		// Sized for a reload: two generations of workers, each with a
-		// timer or two, so that a reload does not rehash them.
 		byPid:      make(map[int]*worker, 2*cfg.Workers),
 		inflight:   make(map[[2]int]bool, cfg.Workers),
 		restarting: make(map[int]bool),
