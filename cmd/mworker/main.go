@@ -113,6 +113,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 )
 
 func main() {
@@ -127,6 +128,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cmd, rest := args[0], args[1:]
+	if cmd != "run" && cmd != "demo" {
+		// osadapter subscribes to every signal when it is initialised,
+		// for the master's sake. Any other command is an ordinary
+		// process: Ctrl-C must end a waiting "mworker reload", and a
+		// demo worker hears only the signals it asks for.
+		signal.Reset()
+	}
 	switch cmd {
 	case "run":
 		return runMaster(rest, stdout, stderr)
@@ -149,6 +157,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "mworker: unknown command %q: use run, reload, status, stop, demo, version or help\n", cmd)
 	return exitUsage
 }
+
+// demoWorkerCommand is the hidden command the demo master runs as its
+// workers; it is not part of the manual.
+const demoWorkerCommand = "demo-worker"
 
 const shortUsage = `Usage:
   mworker run [options] -- COMMAND [ARG...]

@@ -1,5 +1,3 @@
-//go:build wired_adapter
-
 package main
 
 import "github.com/mworker/mworker/osadapter"

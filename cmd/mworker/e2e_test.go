@@ -1,0 +1,520 @@
+package main
+
+import (
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// End-to-end tests: the real binary, real signals, /bin/sh workers that
+// report through files in the test's directory.
+
+// exitTimeout bounds how long a master may take to exit once it has been
+// told to; generous, since the machine is shared.
+const exitTimeout = 10 * time.Second
+
+func TestExitStatusPassThrough(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		script string
+		want   int
+	}{
+		{"exit 0", "exit 0\n", 0},
+		{"exit 1", "exit 1\n", 1},
+		{"exit 3", "exit 3\n", 3},
+		{"exit 42", "exit 42\n", 42},
+		{"exit 255", "exit 255\n", 255},
+		{"killed by KILL", "kill -KILL $$\n", 128 + 9},
+		{"killed by TERM", "kill -TERM $$\n", 128 + 15},
+		{"killed by SEGV", "kill -SEGV $$\n", 128 + 11},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m := startRun(t, "", tt.script, "--restart", "no")
+			if got := m.wait(exitTimeout); got != tt.want {
+				t.Errorf("master exited %d, want %d (the worker's status)", got, tt.want)
+			}
+		})
+	}
+}
+
+// With --restart=no the first worker to exit ends the run: the others are
+// stopped and the master exits with the status of the one that ended it.
+func TestExitStatusOfTheWorkerThatEndedTheRun(t *testing.T) {
+	t.Parallel()
+	m := startRun(t, "", `trap 'exit 0' TERM
+if mkdir "$d/first" 2>/dev/null; then
+	while [ "$(wc -l < "$d/spawned")" -lt 3 ]; do sleep 0.05; done
+	exit 9
+fi
+`+idle, "-n", "3", "--restart", "no", "--stop-timeout", "5s")
+	if got := m.wait(exitTimeout); got != 9 {
+		t.Errorf("master exited %d, want 9 (the status of the worker whose exit ended the run)", got)
+	}
+	for _, p := range m.spawned() {
+		if alive(p) {
+			t.Errorf("worker %d still alive after the master exited", p)
+		}
+	}
+}
+
+// SIGTERM and SIGINT reach every worker (the whole group), and the master
+// exits with the status of the last worker reaped. A second SIGTERM is
+// forwarded again.
+func TestTerminateForwarded(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		sig   syscall.Signal
+		name  string
+		count int // signals the worker waits for before it exits
+	}{
+		{syscall.SIGTERM, "TERM", 2},
+		{syscall.SIGINT, "INT", 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m := startRun(t, "", `n=0
+trap 'n=$((n+1)); echo $n > "$d/sig.$$"; if [ $n -ge `+strconv.Itoa(tt.count)+` ]; then exit 7; fi' `+tt.name+`
+`+idle, "-n", "3", "--stop-timeout", "5s")
+			ws := m.waitWorkers(3)
+			for i := 1; i <= tt.count; i++ {
+				m.signal(tt.sig)
+				if i == tt.count {
+					break
+				}
+				waitFor(t, 5*time.Second, "every worker to get signal "+strconv.Itoa(i), func() bool {
+					for _, w := range ws {
+						if m.file("sig", w) != strconv.Itoa(i) {
+							return false
+						}
+					}
+					return true
+				})
+				if m.exited() {
+					t.Fatalf("master exited %d after SIG%s %d of %d", m.status, tt.name, i, tt.count)
+				}
+			}
+			if got := m.wait(exitTimeout); got != 7 {
+				t.Errorf("master exited %d, want 7 (the workers' status)", got)
+			}
+			for _, w := range ws {
+				if got := m.file("sig", w); got != strconv.Itoa(tt.count) {
+					t.Errorf("worker %d got SIG%s %q times, want %d", w, tt.name, got, tt.count)
+				}
+			}
+		})
+	}
+}
+
+// SIGUSR1 sends --stop-signal, not SIGTERM, to every worker.
+func TestSoftStop(t *testing.T) {
+	t.Parallel()
+	m := startRun(t, "", `trap 'echo QUIT >> "$d/sig.$$"; exit 5' QUIT
+trap 'echo TERM >> "$d/sig.$$"' TERM
+`+idle, "-n", "2", "--stop-signal", "QUIT", "--stop-timeout", "5s")
+	ws := m.waitWorkers(2)
+	m.signal(syscall.SIGUSR1)
+	if got := m.wait(exitTimeout); got != 5 {
+		t.Errorf("master exited %d, want 5 (the workers' status after QUIT)", got)
+	}
+	for _, w := range ws {
+		if got := m.file("sig", w); got != "QUIT" {
+			t.Errorf("worker %d received %q, want exactly QUIT", w, got)
+		}
+	}
+}
+
+// stopOnTerm is a worker that notes SIGTERM in stopped.<pid> and exits 0.
+const stopOnTerm = `trap 'echo TERM > "$d/stopped.$$"; exit 0' TERM
+` + idle
+
+// waitReplaced waits until the master has n live workers, none of them in
+// old, and no child of old is left, and returns the new workers.
+func (m *master) waitReplaced(old []int, n int) []int {
+	m.t.Helper()
+	var ws []int
+	waitFor(m.t, 10*time.Second, "a new generation replacing "+pidsText(old), func() bool {
+		if m.exited() {
+			m.t.Fatalf("master exited %d during a reload", m.status)
+		}
+		ws = m.workers()
+		if len(ws) != n {
+			return false
+		}
+		for _, p := range old {
+			if _, ok := readStat(p); ok || slices.Contains(ws, p) {
+				return false
+			}
+		}
+		return true
+	})
+	return ws
+}
+
+func pidsText(pids []int) string {
+	s := make([]string, len(pids))
+	for i, p := range pids {
+		s[i] = strconv.Itoa(p)
+	}
+	return "[" + strings.Join(s, " ") + "]"
+}
+
+// SIGUSR2 and SIGHUP reload: same master pid, every worker replaced by one
+// of a newer generation, the old ones stopped, and "-sf <old pids>" on the
+// master's new command line.
+func TestReload(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		sig  syscall.Signal
+	}{{"USR2", syscall.SIGUSR2}, {"HUP", syscall.SIGHUP}} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m := startRun(t, "", stopOnTerm, "-n", "2", "--stop-timeout", "5s")
+			old := m.waitWorkers(2)
+			m.signal(tt.sig)
+			fresh := m.waitReplaced(old, 2)
+
+			args := argv(m.pid)
+			if got := sfList(args); !slices.Equal(got, old) {
+				t.Errorf("master's command line %q: -sf %v, want the old workers %v", args, got, old)
+			}
+			if i := slices.Index(args, "--"); i < 0 || !slices.Equal(args[i+1:], []string{"/bin/sh", filepath.Join(m.dir, "worker.sh"), m.dir}) {
+				t.Errorf("master's command line %q lost the worker's command", args)
+			}
+			for _, p := range old {
+				if m.file("stopped", p) != "TERM" {
+					t.Errorf("old worker %d was not stopped with SIGTERM", p)
+				}
+			}
+			oldGen, _ := strconv.Atoi(m.file("gen", old[0]))
+			for _, p := range fresh {
+				if g, _ := strconv.Atoi(m.file("gen", p)); g <= oldGen {
+					t.Errorf("new worker %d has generation %q, want > %d", p, m.file("gen", p), oldGen)
+				}
+			}
+			m.signal(syscall.SIGTERM)
+			if got := m.wait(exitTimeout); got != 0 {
+				t.Errorf("master exited %d after SIGTERM, want 0", got)
+			}
+		})
+	}
+}
+
+// A reload whose exec fails (the binary at the start path is no longer
+// executable) leaves the master running with the same workers; it still
+// reloads once the binary is back, and still obeys SIGTERM.
+func TestReexecFailure(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name  string
+		spoil func(path string) error
+	}{
+		{"chmod -x", func(p string) error { return os.Chmod(p, 0o644) }},
+		{"replaced by a text file", func(p string) error {
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+			return os.WriteFile(p, []byte("not a program\n"), 0o644)
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			bin := filepath.Join(t.TempDir(), "mworker")
+			copyFile(t, mworkerBinary(t), bin)
+			m := startRun(t, bin, stopOnTerm, "-n", "2", "--stop-timeout", "5s")
+			old := m.waitWorkers(2)
+			argsBefore := argv(m.pid)
+			if err := tt.spoil(bin); err != nil {
+				t.Fatal(err)
+			}
+			from := len(m.logText())
+			m.signal(syscall.SIGUSR2)
+			line := m.waitLog(from, "exec", "fail")
+			t.Logf("master logged: %s", line)
+			if m.exited() {
+				t.Fatalf("master exited %d after a failed exec", m.status)
+			}
+			if got := m.workers(); !slices.Equal(got, old) {
+				t.Errorf("workers after a failed exec: %v, want the same %v", got, old)
+			}
+			if got := m.spawned(); len(got) != 2 {
+				t.Errorf("spawned %v after a failed exec, want only the first 2", got)
+			}
+			if got := argv(m.pid); !slices.Equal(got, argsBefore) {
+				t.Errorf("command line changed to %q after a failed exec", got)
+			}
+
+			copyFile(t, mworkerBinary(t), bin)
+			m.signal(syscall.SIGUSR2)
+			m.waitReplaced(old, 2)
+
+			m.signal(syscall.SIGTERM)
+			if got := m.wait(exitTimeout); got != 0 {
+				t.Errorf("master exited %d after SIGTERM, want 0", got)
+			}
+		})
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	src, err := os.Open(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	// A new file, never the running one rewritten in place (ETXTBSY).
+	os.Remove(to)
+	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// 100 reload signals in one second: the master survives, settles on
+// exactly N workers of one generation with no zombie, and still obeys
+// SIGTERM.
+func TestReloadStorm(t *testing.T) {
+	t.Parallel()
+	const n = 3
+	m := startRun(t, "", stopOnTerm, "-n", strconv.Itoa(n), "--stop-timeout", "2s")
+	m.waitWorkers(n)
+	tick := time.NewTicker(10 * time.Millisecond)
+	for range 100 {
+		<-tick.C
+		m.signal(syscall.SIGUSR2)
+	}
+	tick.Stop()
+	waitFor(t, 30*time.Second, "the storm to settle on one generation", func() bool {
+		if m.exited() {
+			t.Fatalf("master exited %d during the storm", m.status)
+		}
+		ws := m.workers()
+		if len(ws) != n || len(children(m.pid)) != n {
+			return false
+		}
+		gen := m.file("gen", ws[0])
+		for _, w := range ws {
+			if g := m.file("gen", w); g == "" || g != gen {
+				return false
+			}
+		}
+		return true
+	})
+	if strings.Contains(m.logText(), "panic") {
+		t.Errorf("master log mentions a panic")
+	}
+	m.signal(syscall.SIGTERM)
+	if got := m.wait(exitTimeout); got != 0 {
+		t.Errorf("master exited %d after SIGTERM, want 0", got)
+	}
+}
+
+// Orphans of a worker are reparented to the master, which reaps them.
+func TestOrphansReaped(t *testing.T) {
+	t.Parallel()
+	m := startRun(t, "", `for i in 1 2 3 4 5; do
+	(sleep 1 & echo $! >> "$d/orphans")
+done
+`+stopOnTerm)
+	var orphans []int
+	waitFor(t, 5*time.Second, "5 orphans", func() bool {
+		orphans = readPids(filepath.Join(m.dir, "orphans"))
+		return len(orphans) == 5
+	})
+	for _, o := range orphans {
+		p, ok := readStat(o)
+		if !ok {
+			t.Fatalf("orphan %d ended before it could be observed", o)
+		}
+		if p.ppid != m.pid {
+			t.Errorf("orphan %d has parent %d, want the master %d (child subreaper)", o, p.ppid, m.pid)
+		}
+	}
+	waitFor(t, 10*time.Second, "every orphan reaped", func() bool {
+		for _, o := range orphans {
+			if _, ok := readStat(o); ok {
+				return false
+			}
+		}
+		return true
+	})
+	if z := zombies(m.pid); len(z) > 0 {
+		t.Errorf("zombies left under the master: %v", z)
+	}
+	m.signal(syscall.SIGTERM)
+	m.wait(exitTimeout)
+}
+
+// A master killed by SIGKILL takes its workers with it.
+func TestMasterKilled(t *testing.T) {
+	t.Parallel()
+	m := startRun(t, "", idle, "-n", "3")
+	ws := m.waitWorkers(3)
+	m.signal(syscall.SIGKILL)
+	m.wait(exitTimeout)
+	waitFor(t, 10*time.Second, "every worker to die with the master", func() bool {
+		for _, w := range ws {
+			if alive(w) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// A worker that fails at once is restarted with a growing delay (100 ms
+// doubling), not in a tight loop.
+func TestCrashLoopBacksOff(t *testing.T) {
+	t.Parallel()
+	m := startRun(t, "", `date +%s%N >> "$d/spawn-times"
+exit 1
+`)
+	var times []int64
+	waitFor(t, 20*time.Second, "5 spawns", func() bool {
+		times = times[:0]
+		b, _ := os.ReadFile(filepath.Join(m.dir, "spawn-times"))
+		for _, f := range strings.Fields(string(b)) {
+			ns, err := strconv.ParseInt(f, 10, 64)
+			if err == nil {
+				times = append(times, ns)
+			}
+		}
+		return len(times) >= 5
+	})
+	// Delays of 100, 200, 400 and 800 ms put at least 1.5 s between the
+	// first and the fifth spawn; a tight loop takes milliseconds.
+	span := time.Duration(times[4] - times[0])
+	if span < time.Second {
+		t.Errorf("5 spawns within %v: the restarts do not back off", span)
+	}
+	last := time.Duration(times[4] - times[3])
+	if last < 400*time.Millisecond {
+		t.Errorf("4th restart came %v after the 3rd, want about 800ms", last)
+	}
+	m.signal(syscall.SIGTERM)
+	m.wait(exitTimeout)
+}
+
+// A worker that ignores the stop signal is SIGKILLed after --stop-timeout,
+// with everything in its process group.
+func TestStopTimeoutKills(t *testing.T) {
+	t.Parallel()
+	m := startRun(t, "", `trap 'echo TERM >> "$d/sig.$$"' TERM
+`+idle, "-n", "2", "--stop-timeout", "300ms")
+	ws := m.waitWorkers(2)
+	start := time.Now()
+	m.signal(syscall.SIGTERM)
+	if got := m.wait(exitTimeout); got != 128+9 {
+		t.Errorf("master exited %d, want 137 (the workers were SIGKILLed)", got)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("master exited %v after SIGTERM, before the 300ms stop timeout", d)
+	}
+	for _, w := range ws {
+		if m.file("sig", w) != "TERM" {
+			t.Errorf("worker %d did not receive SIGTERM before SIGKILL", w)
+		}
+		for _, p := range allProcs() {
+			if p.pgid == w && p.state != 'Z' {
+				t.Errorf("process %d of worker %d's group survived the stop timeout", p.pid, w)
+			}
+		}
+	}
+}
+
+// Reloads leak no file descriptor in the master.
+func TestNoFdLeakOverReloads(t *testing.T) {
+	t.Parallel()
+	m := startRun(t, "", stopOnTerm, "-n", "2", "--stop-timeout", "2s")
+	ws := m.waitWorkers(2)
+	before, beforeList := fdCount(m.pid), fdList(m.pid)
+	for range 50 {
+		m.signal(syscall.SIGUSR2)
+		ws = m.waitReplaced(ws, 2)
+	}
+	var after int
+	if !poll(5*time.Second, func() bool { after = fdCount(m.pid); return after == before }) {
+		t.Fatalf("master has %d fds after 50 reloads, %d before\nbefore:%s\nafter: %s", after, before, beforeList, fdList(m.pid))
+	}
+	m.signal(syscall.SIGTERM)
+	if got := m.wait(exitTimeout); got != 0 {
+		t.Errorf("master exited %d after SIGTERM, want 0", got)
+	}
+}
+
+// A client command is an ordinary process: SIGINT (Ctrl-C) ends a
+// "mworker reload" that waits for an answer, although the binary also
+// holds the master, which catches every signal.
+func TestClientHearsSigint(t *testing.T) {
+	t.Parallel()
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c // held open and never answered
+		}
+	}()
+	cmd := exec.Command(mworkerBinary(t), "reload", "--control", sock, "--timeout", "1m")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-done })
+	select {
+	case c := <-accepted:
+		defer c.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client never connected")
+	}
+	// Connected is not yet waiting; keep sending until it ends.
+	waitFor(t, 5*time.Second, "the client to end on SIGINT", func() bool {
+		cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-done:
+			done <- nil
+			return true
+		default:
+			return false
+		}
+	})
+	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGINT {
+		t.Errorf("client ended with %v, want killed by SIGINT", cmd.ProcessState)
+	}
+}
+
+func TestVersionCommand(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command(mworkerBinary(t), "version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(out); got != "mworker devel\n" && !strings.HasPrefix(got, "mworker v") {
+		t.Errorf("mworker version printed %q", got)
+	}
+}
