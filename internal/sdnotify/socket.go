@@ -13,10 +13,10 @@ import (
 // Reasons a received datagram is rejected. Each wraps ErrRejected, the
 // one a receive loop tests to log the datagram at debug and carry on.
 var (
-	ErrRejected    = errors.New("notify datagram rejected")
-	ErrForeignUID  = errors.New("sender runs as another uid")
-	ErrNoCreds     = errors.New("no sender credentials")
-	ErrCarriesFDs  = errors.New("carries file descriptors")
+	ErrRejected   = errors.New("notify datagram rejected")
+	ErrForeignUID = errors.New("sender runs as another uid")
+	ErrNoCreds    = errors.New("no sender credentials")
+	ErrCarriesFDs = errors.New("carries file descriptors")
 )
 
 // Datagram is one datagram received on a Socket.
