@@ -1,0 +1,166 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/mworker/mworker/internal/listen"
+)
+
+// maxSleep bounds the ?sleep= knob.
+const maxSleep = time.Minute
+
+// drainSignals make the worker drain: any of them may be mworker's
+// --stop-signal, and SIGTERM/SIGINT are what a stop forwards.
+var drainSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR1}
+
+// Worker is `mworker demo-worker`, the demo's HTTP worker. It serves on
+// the listeners passed as systemd does (LISTEN_FDS, LISTEN_PID,
+// LISTEN_FDNAMES), sends READY=1 to NOTIFY_SOCKET when that is set, and
+// answers every request with one line:
+//
+//	generation=G slot=S pid=P
+//
+// from MWORKER_GENERATION, MWORKER_SLOT and its pid. GET /?sleep=D (a Go
+// duration up to a minute) sends the header at once and the line after D,
+// for tests and benchmarks of draining. On a stop signal it drains:
+// it stops accepting, lets in-flight requests finish, closes idle
+// keep-alive connections, and exits 0. A second stop signal cuts the
+// remaining connections and exits 1.
+func Worker(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		fmt.Fprintf(stderr, "mworker demo-worker: unexpected argument %q: it takes none; mworker demo starts it\n", args[0])
+		return 2
+	}
+	// Ask for the signals before READY=1, so a stop that follows it drains.
+	stop := make(chan os.Signal, 2)
+	signal.Notify(stop, drainSignals...)
+	defer signal.Stop(stop)
+
+	lns, err := activated()
+	if err != nil {
+		fmt.Fprintf(stderr, "mworker demo-worker: %v\n", err)
+		return 1
+	}
+	pid := os.Getpid()
+	gen, slot := os.Getenv("MWORKER_GENERATION"), os.Getenv("MWORKER_SLOT")
+	prefix := fmt.Sprintf("demo-worker pid=%d generation=%s slot=%s: ", pid, gen, slot)
+	srv := &http.Server{
+		Handler:           handler{line: fmt.Sprintf("generation=%s slot=%s pid=%d\n", gen, slot, pid)},
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          log.New(stderr, prefix, 0),
+	}
+	served := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { served <- srv.Serve(ln) }()
+	}
+	if err := notifyReady(); err != nil {
+		fmt.Fprintf(stderr, "%scannot send READY=1: %v\n", prefix, err)
+		srv.Close()
+		return 1
+	}
+
+	select {
+	case err := <-served:
+		fmt.Fprintf(stderr, "%sserving stopped: %v\n", prefix, err)
+		srv.Close()
+		return 1
+	case sig := <-stop:
+		fmt.Fprintf(stderr, "%s%v: draining\n", prefix, sig)
+	}
+	drained := make(chan error, 1)
+	go func() { drained <- srv.Shutdown(context.Background()) }()
+	select {
+	case err := <-drained:
+		if err != nil {
+			fmt.Fprintf(stderr, "%sdrain: %v\n", prefix, err)
+			return 1
+		}
+		return 0
+	case sig := <-stop:
+		fmt.Fprintf(stderr, "%s%v again: closing the connections still open without draining\n", prefix, sig)
+		srv.Close()
+		return 1
+	}
+}
+
+// activated takes over the listeners passed as systemd passes them.
+func activated() ([]net.Listener, error) {
+	fds, pid := os.Getenv(listen.EnvListenFDs), os.Getenv(listen.EnvListenPID)
+	ls, err := listen.Activated()
+	if err != nil {
+		return nil, err
+	}
+	if len(ls) == 0 {
+		if fds == "" {
+			return nil, errors.New("no listener: LISTEN_FDS is not set; run it under mworker run --listen ADDR (as mworker demo does)")
+		}
+		return nil, fmt.Errorf("no listener: LISTEN_FDS=%s is for pid %s, not this process (%d)", fds, pid, os.Getpid())
+	}
+	nls := make([]net.Listener, 0, len(ls))
+	for _, l := range ls {
+		nl, err := net.FileListener(l.File) // a dup; Go's poller makes it non-blocking
+		l.File.Close()
+		if err != nil {
+			for _, nl := range nls {
+				nl.Close()
+			}
+			return nil, fmt.Errorf("listener %q (%s): %w", l.Name, l.Address, err)
+		}
+		nls = append(nls, nl)
+	}
+	return nls, nil
+}
+
+// notifyReady sends READY=1 to NOTIFY_SOCKET, a datagram socket path or
+// an abstract name starting with '@', when it is set.
+func notifyReady() error {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return nil
+	}
+	// Go maps a leading '@' to the abstract namespace itself.
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Write([]byte("READY=1"))
+	return err
+}
+
+type handler struct{ line string }
+
+func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if s := r.URL.Query().Get("sleep"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 || d > maxSleep {
+			http.Error(w, "bad sleep "+strconv.Quote(s)+": use a duration up to "+maxSleep.String()+", e.g. 200ms", http.StatusBadRequest)
+			return
+		}
+		// The header goes out first: a client then knows its request is
+		// in flight, which is what drain tests need to know.
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	io.WriteString(w, h.line)
+}
