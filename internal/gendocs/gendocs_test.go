@@ -91,7 +91,7 @@ func section(md, heading string) string {
 func TestScenePrefixMustReachItsState(t *testing.T) {
 	s := scenes()[0]
 	s.prefix = s.prefix[:1] // Start only: the new image is still awaiting readiness
-	_, err := s.start(nil)
+	_, err := s.start(nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "ends in AwaitingReady, not Running") {
 		t.Fatalf("start with a short prefix: err = %v, want one naming AwaitingReady and Running", err)
 	}

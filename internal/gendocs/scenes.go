@@ -25,9 +25,15 @@ type scene struct {
 	pids map[int]string // role of each pid the prefix created: current, old, new
 	gens map[int]string // role of each generation
 
-	pending     *slot // a spawn still in flight after the prefix
 	unready     []int // started workers not yet ready
 	restartable bool  // a current worker's exit arms a restart timer here
+
+	// spawning is a prefix to the same state that ends with a Spawn whose
+	// outcome the machine awaits (for pending). A spawn's outcome is
+	// reported before any other event (see fsm.Spawn), so only the
+	// WorkerStarted and SpawnFailed rows use it.
+	spawning []fsm.Event
+	pending  slot
 }
 
 type slot struct{ gen, slot int }
@@ -83,15 +89,12 @@ func scenes() []*scene {
 		fsm.WorkerReady{Pid: 101},
 		fsm.WorkerReady{Pid: 102},
 	}
-	resumed := []fsm.Event{
+	spawning := []fsm.Event{
 		fsm.Start{},
 		fsm.WorkerStarted{Generation: 3, Slot: 0, Pid: 301},
 	}
-	promoted := append(slices.Clone(resumed),
-		fsm.WorkerStarted{Generation: 3, Slot: 1, Pid: 302},
-		fsm.WorkerReady{Pid: 301},
-		fsm.WorkerReady{Pid: 302},
-	)
+	resumed := append(slices.Clone(spawning), fsm.WorkerStarted{Generation: 3, Slot: 1, Pid: 302})
+	promoted := append(slices.Clone(resumed), fsm.WorkerReady{Pid: 301}, fsm.WorkerReady{Pid: 302})
 	return []*scene{
 		{
 			sub:   "Running",
@@ -120,28 +123,28 @@ func scenes() []*scene {
 			sub:   "AwaitingReady",
 			title: "Reloading / AwaitingReady (the new image)",
 			about: "`mworker reload` (control request #5) made the old image re-execute; the new image " +
-				"started from its handover (Config.Resume): generation 2 " +
-				"(201, 202) is still current, worker 101 of generation 1 is old and stopping, and the new " +
-				"generation 3 is being readied: 301 has started but is not ready, slot 1 is still being spawned.",
+				"started from its handover (Config.Resume): generation 2 (201, 202) is still current, " +
+				"worker 101 of generation 1 is old and stopping, and the new generation 3 (301, 302) " +
+				"has started but is not ready yet.",
 			cfg:         resumedConfig(),
 			prefix:      resumed,
-			pids:        map[int]string{101: "old", 201: "current", 202: "current", 301: "new"},
+			pids:        map[int]string{101: "old", 201: "current", 202: "current", 301: "new", 302: "new"},
 			gens:        map[int]string{1: "old", 2: "current", 3: "new"},
-			pending:     &slot{3, 1},
-			unready:     []int{301},
+			unready:     []int{301, 302},
 			restartable: true,
+			spawning:    spawning,
+			pending:     slot{3, 1},
 		},
 		{
 			sub:   "Exiting",
 			title: "Exiting",
-			about: "SIGTERM arrived during the reload above: the reload was aborted and every worker " +
-				"(old 101, current 201 and 202, new 301) was sent TERM; slot 1 of generation 3 is still being spawned.",
+			about: "SIGTERM arrived during the reload above: the reload was aborted, request #5 answered " +
+				"with an error, and every worker (old 101, current 201 and 202, new 301 and 302) was sent TERM.",
 			cfg:     resumedConfig(),
 			prefix:  append(slices.Clone(resumed), fsm.SignalReceived{Signal: fsm.SIGTERM}),
-			pids:    map[int]string{101: "old", 201: "current", 202: "current", 301: "new"},
+			pids:    map[int]string{101: "old", 201: "current", 202: "current", 301: "new", 302: "new"},
 			gens:    map[int]string{1: "old", 2: "current", 3: "new"},
-			pending: &slot{3, 1},
-			unready: []int{301},
+			unready: []int{301, 302},
 		},
 	}
 }
@@ -188,28 +191,39 @@ func (s *scene) restartSetup() ([]fsm.Event, fsm.Timer) {
 		fsm.Timer{Kind: fsm.TimerRestart, Generation: cur / 100, Slot: cur%100 - 1}
 }
 
-// spawnInFlight returns a (generation, slot) whose spawn is under way,
-// after setup events if the prefix left none.
-func (s *scene) spawnInFlight() (setup []fsm.Event, sl slot, pid int, note string, ok bool) {
-	if s.pending != nil {
-		return nil, *s.pending, s.pending.gen*100 + s.pending.slot + 1, "", true
-	}
-	if !s.restartable {
-		return nil, slot{}, 0, "", false
-	}
-	setup, t := s.restartSetup()
-	setup = append(setup, fsm.TimerFired{Timer: t})
-	return setup, slot{t.Generation, t.Slot}, t.Generation*100 + 50 + t.Slot + 1,
-		"after a current worker exited and its restart timer fired", true
+// feed is what a row feeds to a fresh machine.
+type feed struct {
+	prefix []fsm.Event // replaces the scene's prefix when not nil
+	setup  []fsm.Event // fed after the prefix; their actions are not shown
+	ev     fsm.Event   // the event of the row
+	note   string      // what setup did, or why the event cannot happen here
 }
 
-// row is one kind of event. make returns the event to feed, the events
-// that prepare it (fed first, their actions not shown), and a note for the
-// reader; ok false when the event cannot occur in the scene.
+// spawnOutcome returns a feed that leaves a Spawn awaiting its outcome,
+// and the (generation, slot, pid) of that spawn.
+func (s *scene) spawnOutcome() (f feed, sl slot, pid int, ok bool) {
+	if s.spawning != nil {
+		return feed{prefix: s.spawning, note: "the second Spawn of the new generation"},
+			s.pending, s.pending.gen*100 + s.pending.slot + 1, true
+	}
+	if !s.restartable {
+		return feed{note: "nothing is spawned in this state"}, slot{}, 0, false
+	}
+	setup, t := s.restartSetup()
+	return feed{setup: append(setup, fsm.TimerFired{Timer: t}), note: "after a current worker exited and its restart timer fired"},
+		slot{t.Generation, t.Slot}, t.Generation*100 + 50 + t.Slot + 1, true
+}
+
+// row is one kind of event. make returns what to feed; ok false when the
+// event cannot occur in the scene (feed.note says why).
 type row struct {
 	label  string
-	make   func(s *scene) (setup []fsm.Event, ev fsm.Event, note string, ok bool)
+	make   func(s *scene) (f feed, ok bool)
 	config func(*fsm.Config) // changes the scene's config for this row, or nil
+}
+
+func event(ev fsm.Event) func(*scene) (feed, bool) {
+	return func(*scene) (feed, bool) { return feed{ev: ev}, true }
 }
 
 func signalRow(route fsm.Route, sig fsm.Signal) row {
@@ -223,15 +237,13 @@ func signalRow(route fsm.Route, sig fsm.Signal) row {
 	if route == fsm.RouteForward {
 		label = "signal " + sig.String() + " (" + route.String() + ": every signal not listed elsewhere"
 	}
-	return row{label + ")", func(*scene) ([]fsm.Event, fsm.Event, string, bool) {
-		return nil, fsm.SignalReceived{Signal: sig}, "", true
-	}, nil}
+	return row{label + ")", event(fsm.SignalReceived{Signal: sig}), nil}
 }
 
 func timerRow(kind fsm.TimerKind, label string, pick func(s *scene) ([]fsm.Event, fsm.Timer, string)) row {
-	return row{"TimerFired " + kind.String() + " (" + label + ")", func(s *scene) ([]fsm.Event, fsm.Event, string, bool) {
+	return row{"TimerFired " + kind.String() + " (" + label + ")", func(s *scene) (feed, bool) {
 		setup, t, note := pick(s)
-		return setup, fsm.TimerFired{Timer: t}, note, true
+		return feed{setup: setup, ev: fsm.TimerFired{Timer: t}, note: note}, true
 	}, nil}
 }
 
@@ -240,9 +252,7 @@ func control(id fsm.RequestID, cmd fsm.Command) row {
 	if _, known := fsm.ParseCommand(cmd.String()); !known {
 		label = "ControlRequest of an unknown command"
 	}
-	return row{label, func(*scene) ([]fsm.Event, fsm.Event, string, bool) {
-		return nil, fsm.ControlRequest{ID: id, Command: cmd}, "", true
-	}, nil}
+	return row{label, event(fsm.ControlRequest{ID: id, Command: cmd}), nil}
 }
 
 func childExited(role string, st fsm.ExitStatus) row {
@@ -250,12 +260,12 @@ func childExited(role string, st fsm.ExitStatus) row {
 	if strings.ContainsRune("aeiou", rune(role[0])) {
 		article = "an "
 	}
-	return row{"ChildExited of " + article + role + " worker (" + st.String() + ")", func(s *scene) ([]fsm.Event, fsm.Event, string, bool) {
+	return row{"ChildExited of " + article + role + " worker (" + st.String() + ")", func(s *scene) (feed, bool) {
 		pid := s.first(role)
 		if pid == 0 {
-			return nil, nil, "no " + role + " worker in this state", false
+			return feed{note: "no " + role + " worker in this state"}, false
 		}
-		return nil, fsm.ChildExited{Pid: pid, Status: st}, "", true
+		return feed{ev: fsm.ChildExited{Pid: pid, Status: st}}, true
 	}, nil}
 }
 
@@ -266,73 +276,61 @@ func rows() []row {
 		signalRow(fsm.RouteTerminate, fsm.SIGTERM),
 		signalRow(fsm.RouteForward, fsm.SIGWINCH),
 		signalRow(fsm.RouteIgnore, fsm.SIGURG),
-		{"WorkerStarted (a spawn in flight)", func(s *scene) ([]fsm.Event, fsm.Event, string, bool) {
-			setup, sl, pid, note, ok := s.spawnInFlight()
-			if !ok {
-				return nil, nil, "no spawn in flight in this state", false
-			}
-			return setup, fsm.WorkerStarted{Generation: sl.gen, Slot: sl.slot, Pid: pid}, note, true
+		{"WorkerStarted (the outcome of a Spawn)", func(s *scene) (feed, bool) {
+			f, sl, pid, ok := s.spawnOutcome()
+			f.ev = fsm.WorkerStarted{Generation: sl.gen, Slot: sl.slot, Pid: pid}
+			return f, ok
 		}, nil},
-		{"SpawnFailed (a spawn in flight, command not found)", func(s *scene) ([]fsm.Event, fsm.Event, string, bool) {
-			setup, sl, _, note, ok := s.spawnInFlight()
-			if !ok {
-				return nil, nil, "no spawn in flight in this state", false
-			}
-			return setup, fsm.SpawnFailed{Generation: sl.gen, Slot: sl.slot, Status: fsm.ExitStatus{Code: 127}, Err: "server: not found"}, note, true
+		{"SpawnFailed (the outcome of a Spawn: command not found)", func(s *scene) (feed, bool) {
+			f, sl, _, ok := s.spawnOutcome()
+			f.ev = fsm.SpawnFailed{Generation: sl.gen, Slot: sl.slot, Status: fsm.ExitStatus{Code: 127}, Err: "server: not found"}
+			return f, ok
 		}, nil},
-		{"WorkerReady (a started worker, not the last one)", func(s *scene) ([]fsm.Event, fsm.Event, string, bool) {
+		{"WorkerReady (a started worker, not the last one)", func(s *scene) (feed, bool) {
 			if len(s.unready) > 0 {
-				return nil, fsm.WorkerReady{Pid: s.unready[0]}, "", true
+				return feed{ev: fsm.WorkerReady{Pid: s.unready[0]}}, true
 			}
-			setup, sl, pid, note, ok := s.spawnInFlight()
-			if !ok || s.pending != nil {
-				return nil, nil, "no worker waits to be ready in this state", false
+			f, sl, pid, ok := s.spawnOutcome()
+			if !ok || f.prefix != nil {
+				return feed{note: "no worker waits to be ready in this state"}, false
 			}
-			setup = append(setup, fsm.WorkerStarted{Generation: sl.gen, Slot: sl.slot, Pid: pid})
-			return setup, fsm.WorkerReady{Pid: pid}, note + " and the worker started", true
+			f.setup = append(f.setup, fsm.WorkerStarted{Generation: sl.gen, Slot: sl.slot, Pid: pid})
+			f.ev, f.note = fsm.WorkerReady{Pid: pid}, f.note+" and the worker started"
+			return f, true
 		}, nil},
-		{"WorkerReady (the last worker of the new generation)", func(s *scene) ([]fsm.Event, fsm.Event, string, bool) {
-			if s.sub != "AwaitingReady" || s.pending == nil || len(s.unready) == 0 {
-				return nil, nil, "no new generation is being readied", false
+		{"WorkerReady (the last worker of the new generation)", func(s *scene) (feed, bool) {
+			if s.sub != "AwaitingReady" || len(s.unready) < 2 {
+				return feed{note: "no new generation is being readied"}, false
 			}
-			p := s.pending.gen*100 + s.pending.slot + 1
-			setup := []fsm.Event{
-				fsm.WorkerStarted{Generation: s.pending.gen, Slot: s.pending.slot, Pid: p},
-				fsm.WorkerReady{Pid: p},
-			}
-			return setup, fsm.WorkerReady{Pid: s.unready[0]}, "after the other new worker started and became ready", true
+			return feed{
+				setup: []fsm.Event{fsm.WorkerReady{Pid: s.unready[1]}},
+				ev:    fsm.WorkerReady{Pid: s.unready[0]},
+				note:  "the other new worker is ready already",
+			}, true
 		}, nil},
 		childExited("current", fsm.ExitStatus{Code: 1}),
-		{"ChildExited of a current worker (exit:3) under --restart no", func(s *scene) ([]fsm.Event, fsm.Event, string, bool) {
-			return nil, fsm.ChildExited{Pid: s.first("current"), Status: fsm.ExitStatus{Code: 3}}, "", true
+		{"ChildExited of a current worker (exit:3) under --restart no", func(s *scene) (feed, bool) {
+			return feed{ev: fsm.ChildExited{Pid: s.first("current"), Status: fsm.ExitStatus{Code: 3}}}, true
 		}, func(c *fsm.Config) { c.Restart = fsm.RestartNo }},
 		childExited("old", fsm.ExitStatus{Code: 0}),
 		childExited("new", fsm.ExitStatus{Code: 1}),
-		{"ChildExited of the last child (signal:TERM)", func(s *scene) ([]fsm.Event, fsm.Event, string, bool) {
+		{"ChildExited of the last child (signal:TERM)", func(s *scene) (feed, bool) {
 			if s.sub != "Exiting" {
-				return nil, nil, "only while exiting", false
+				return feed{note: "only while exiting"}, false
 			}
 			last := s.first("current")
 			var setup []fsm.Event
-			if s.pending != nil {
-				setup = append(setup, fsm.SpawnFailed{Generation: s.pending.gen, Slot: s.pending.slot, Status: fsm.ExitStatus{Code: 1}, Err: "aborted"})
-			}
 			for _, p := range slices.Sorted(maps.Keys(s.pids)) {
 				if p != last {
 					setup = append(setup, fsm.ChildExited{Pid: p, Status: fsm.ExitStatus{Code: 0}})
 				}
 			}
-			return setup, fsm.ChildExited{Pid: last, Status: fsm.ExitStatus{Signal: fsm.SIGTERM}}, "a current worker, after every other child was reaped", true
+			return feed{setup: setup, ev: fsm.ChildExited{Pid: last, Status: fsm.ExitStatus{Signal: fsm.SIGTERM}},
+				note: "a current worker, after every other child was reaped"}, true
 		}, nil},
-		{"ChildExited of an unknown pid (an orphan reaped)", func(*scene) ([]fsm.Event, fsm.Event, string, bool) {
-			return nil, fsm.ChildExited{Pid: unknownPid, Status: fsm.ExitStatus{Code: 0}}, "", true
-		}, nil},
-		{"NoChildren (wait4 said ECHILD)", func(*scene) ([]fsm.Event, fsm.Event, string, bool) {
-			return nil, fsm.NoChildren{}, "", true
-		}, nil},
-		{"ExecFailed", func(*scene) ([]fsm.Event, fsm.Event, string, bool) {
-			return nil, fsm.ExecFailed{Err: "permission denied"}, "", true
-		}, nil},
+		{"ChildExited of an unknown pid (an orphan reaped)", event(fsm.ChildExited{Pid: unknownPid, Status: fsm.ExitStatus{Code: 0}}), nil},
+		{"NoChildren (wait4 said ECHILD)", event(fsm.NoChildren{}), nil},
+		{"ExecFailed", event(execFailed), nil},
 		timerRow(fsm.TimerRestart, "slot 0 of the current generation", func(s *scene) ([]fsm.Event, fsm.Timer, string) {
 			if s.restartable {
 				setup, t := s.restartSetup()

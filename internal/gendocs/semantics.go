@@ -23,7 +23,12 @@ type machine struct {
 	sub   string
 }
 
-func (s *scene) start(config func(*fsm.Config)) (*machine, error) {
+// start replays prefix, or the scene's own when nil, on a fresh machine
+// built from the scene's config as changed by config.
+func (s *scene) start(config func(*fsm.Config), prefix []fsm.Event) (*machine, error) {
+	if prefix == nil {
+		prefix = s.prefix
+	}
 	cfg := s.cfg
 	if config != nil {
 		config(&cfg)
@@ -39,7 +44,7 @@ func (s *scene) start(config func(*fsm.Config)) (*machine, error) {
 		}
 	}
 	mm.sub = "Idle"
-	mm.feed(s.prefix...)
+	mm.feed(prefix...)
 	if mm.sub != s.sub {
 		return nil, fmt.Errorf("gendocs: the prefix of scene %s ends in %s, not %s: fix the script in internal/gendocs/semantics.go", s.sub, mm.sub, s.sub)
 	}
@@ -105,22 +110,23 @@ type result struct {
 }
 
 func (s *scene) run(r row) (result, error) {
-	m, err := s.start(r.config)
+	f, ok := r.make(s)
+	res := result{event: r.label}
+	if !ok {
+		res.now = outcome{actions: "n/a: " + f.note}
+		return res, nil
+	}
+	m, err := s.start(r.config, f.prefix)
 	if err != nil {
 		return result{}, err
 	}
-	setup, ev, note, ok := r.make(s)
-	res := result{event: r.label}
-	if !ok {
-		res.now = outcome{actions: "n/a: " + note}
-		return res, nil
-	}
-	m.feed(setup...)
+	m.feed(f.setup...)
 	if m.sub != s.sub {
 		return result{}, fmt.Errorf("gendocs: scene %s, row %q: the setup left the machine in %s", s.sub, r.label, m.sub)
 	}
-	if note != "" {
-		res.event += ", " + note
+	ev := f.ev
+	if f.note != "" {
+		res.event += ", " + f.note
 	}
 	if tf, ok := ev.(fsm.TimerFired); ok && !m.armed[tf.Timer] {
 		res.event += " — not armed in this state"
@@ -149,7 +155,7 @@ var execFailed = fsm.ExecFailed{Err: "permission denied"}
 // execFailedAlone returns what ExecFailed does with nothing held, so that
 // the rows show only what the replay of their held event adds.
 func (s *scene) execFailedAlone() ([]fsm.Action, error) {
-	m, err := s.start(nil)
+	m, err := s.start(nil, nil)
 	if err != nil {
 		return nil, err
 	}
