@@ -20,7 +20,7 @@ type fakeOS struct {
 	calls  []string // every call, in order, for sequence assertions
 	kills  []fakeKill
 	spawns []fakeSpawn
-	waits  []fakeWait // results of the next Wait4 calls
+	waits  []fakeWait   // results of the next Wait4 calls
 	live   map[int]bool // spawned and not yet reaped: wait4 says 0, not ECHILD
 	execs  []fakeExec
 	// execErr is what Exec returns; nil means "the image was replaced".
@@ -57,7 +57,9 @@ func newFakeOS() *fakeOS {
 	return &fakeOS{pid: 4242, now: 1_000_000_000, nextPid: 100, live: map[int]bool{}, env: []string{"PATH=/bin", "HOME=/root"}}
 }
 
-func (f *fakeOS) record(format string, a ...any) { f.calls = append(f.calls, fmt.Sprintf(format, a...)) }
+func (f *fakeOS) record(format string, a ...any) {
+	f.calls = append(f.calls, fmt.Sprintf(format, a...))
+}
 
 func (f *fakeOS) os() *OS {
 	return &OS{

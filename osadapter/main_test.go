@@ -1,0 +1,120 @@
+package osadapter
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mworker/mworker/fsm"
+)
+
+// The test binary plays three parts, as tableflip's tests do: the tests,
+// a master (argv[1] == "master", configured by envTestMaster), and a worker
+// that records the signals it receives (argv[1] == "worker").
+const envTestMaster = "OSADAPTER_TEST_MASTER"
+
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "master":
+			os.Exit(runTestMaster(os.Getenv(envTestMaster)))
+		case "worker":
+			os.Exit(runTestWorker(os.Args[2]))
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// testMaster configures a master run by the test binary.
+type testMaster struct {
+	Workers     int
+	Command     []string
+	StopSignal  int
+	StopTimeout time.Duration
+	Restart     string
+	PidFile     string
+	Listen      bool // pass /dev/null as listener fd 3 (trampoline)
+}
+
+func runTestMaster(spec string) int {
+	var c testMaster
+	if err := json.Unmarshal([]byte(spec), &c); err != nil {
+		fmt.Fprintln(os.Stderr, "test master:", err)
+		return 2
+	}
+	restart, err := fsm.ParseRestartPolicy(c.Restart)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test master:", err)
+		return 2
+	}
+	var sf []int
+	for i := 2; i < len(os.Args); i++ {
+		if os.Args[i] == "-sf" {
+			for i+1 < len(os.Args) {
+				n, err := strconv.Atoi(os.Args[i+1])
+				if err != nil {
+					break
+				}
+				sf = append(sf, n)
+				i++
+			}
+		}
+	}
+	cfg := Config{
+		Machine: fsm.Config{
+			Workers: c.Workers, Restart: restart, StopPids: sf,
+			ReadyTimeout: 20 * time.Second, StopTimeout: c.StopTimeout, StopSignal: fsm.Signal(c.StopSignal),
+		},
+		Command:  c.Command,
+		PidFile:  c.PidFile,
+		LogLevel: -4,
+	}
+	if !c.Listen {
+		return Run(cfg)
+	}
+	l, err := newLoop(cfg, realOS(), signals, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	l.listen, l.listenAs = []int{int(null.Fd())}, []string{"null"}
+	return l.run()
+}
+
+// runTestWorker writes "<pid>.log" in dir: a first line with its generation
+// and slot, "badenv NAME" for each internal variable it can see, then one
+// line per signal. SIGTERM, SIGINT and SIGUSR1 end it with status 0.
+func runTestWorker(dir string) int {
+	f, err := os.OpenFile(fmt.Sprintf("%s/%d.log", dir, os.Getpid()), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return 3
+	}
+	ch := make(chan os.Signal, 16)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP, syscall.SIGWINCH)
+	fmt.Fprintf(f, "gen=%s slot=%s\n", os.Getenv(EnvGeneration), os.Getenv(EnvSlot))
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, envState+"=") || strings.HasPrefix(kv, envTrampoline+"=") || strings.HasPrefix(kv, "NOTIFY_SOCKET=") {
+			fmt.Fprintf(f, "badenv %s\n", kv)
+		}
+	}
+	for s := range ch {
+		fmt.Fprintf(f, "%s\n", fsm.Signal(s.(syscall.Signal)))
+		switch s {
+		case syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1:
+			f.Close()
+			return 0
+		}
+	}
+	return 0
+}

@@ -1,0 +1,377 @@
+package osadapter
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// These tests run real masters: the test binary re-executed in its
+// "master" part (main_test.go), with /bin/sh or the test binary's "worker"
+// part as workers.
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+type realMaster struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	dir  string
+	logs string
+	done chan struct{}
+	err  error
+}
+
+// startMaster runs bin (the test binary or a copy) as a master.
+func startMaster(t *testing.T, bin string, c testMaster) *realMaster {
+	t.Helper()
+	dir := t.TempDir()
+	if c.StopTimeout == 0 {
+		c.StopTimeout = 5 * time.Second
+	}
+	if c.StopSignal == 0 {
+		c.StopSignal = int(syscall.SIGTERM)
+	}
+	if c.Restart == "" {
+		c.Restart = "always"
+	}
+	for i, a := range c.Command {
+		c.Command[i] = strings.ReplaceAll(a, "DIR", dir)
+	}
+	c.PidFile = strings.ReplaceAll(c.PidFile, "DIR", dir)
+	spec, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &realMaster{t: t, dir: dir, logs: filepath.Join(dir, "master.log"), done: make(chan struct{})}
+	logf, err := os.Create(m.logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	m.cmd = exec.Command(bin, "master")
+	m.cmd.Env = append(os.Environ(), envTestMaster+"="+string(spec))
+	m.cmd.Stdout, m.cmd.Stderr = logf, logf
+	if err := m.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { m.err = m.cmd.Wait(); close(m.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-m.done:
+		default:
+			m.cmd.Process.Kill()
+			<-m.done
+		}
+		if t.Failed() {
+			t.Logf("master log:\n%s", m.log())
+		}
+	})
+	return m
+}
+
+func (m *realMaster) log() string {
+	b, _ := os.ReadFile(m.logs)
+	return string(b)
+}
+
+func (m *realMaster) count(substr string) int { return strings.Count(m.log(), substr) }
+
+func (m *realMaster) signal(sig syscall.Signal) {
+	m.t.Helper()
+	if err := m.cmd.Process.Signal(sig); err != nil {
+		m.t.Fatalf("signal master: %v", err)
+	}
+}
+
+// wait returns the master's exit status.
+func (m *realMaster) wait(d time.Duration) int {
+	m.t.Helper()
+	select {
+	case <-m.done:
+	case <-time.After(d):
+		m.t.Fatalf("master still running after %v", d)
+	}
+	var ee *exec.ExitError
+	if errors.As(m.err, &ee) {
+		if ws := ee.Sys().(syscall.WaitStatus); ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ee.ExitCode()
+	}
+	if m.err != nil {
+		m.t.Fatal(m.err)
+	}
+	return 0
+}
+
+// workers lists the pids of test workers that wrote a log in dir.
+func workerPids(dir string) []int {
+	ents, _ := os.ReadDir(dir)
+	var pids []int
+	for _, e := range ents {
+		if n, err := strconv.Atoi(strings.TrimSuffix(e.Name(), ".log")); err == nil && strings.HasSuffix(e.Name(), ".log") {
+			pids = append(pids, n)
+		}
+	}
+	slices.Sort(pids)
+	return pids
+}
+
+// workerLog is what test worker pid recorded: its first line, then signals.
+func workerLog(dir string, pid int) string {
+	b, _ := os.ReadFile(filepath.Join(dir, strconv.Itoa(pid)+".log"))
+	return string(b)
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
+}
+
+func testBinary(t *testing.T) string {
+	t.Helper()
+	p, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func liveCount(pids []int) int {
+	n := 0
+	for _, p := range pids {
+		if alive(p) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestRealExitStatusOfTheWorker(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		script string
+		want   int
+	}{{"exit 0", 0}, {"exit 3", 3}, {"kill -SEGV $$", 139}} {
+		m := startMaster(t, testBinary(t), testMaster{Workers: 2, Restart: "no", Command: []string{"/bin/sh", "-c", tc.script}})
+		if got := m.wait(20 * time.Second); got != tc.want {
+			t.Errorf("%q: master exited %d, want %d", tc.script, got, tc.want)
+		}
+	}
+}
+
+func TestRealOrphansAreReapedAndTermIsForwarded(t *testing.T) {
+	t.Parallel()
+	// The first worker leaves an orphan behind and exits; it is restarted
+	// and the orphan, reparented to the master (a subreaper), is reaped.
+	script := `if [ ! -e DIR/once ]; then : > DIR/once; sleep 0.3 & echo $! > DIR/orphan; exit 0; fi; echo $$ > DIR/worker; exec sleep 1000`
+	m := startMaster(t, testBinary(t), testMaster{Workers: 1, Command: []string{"/bin/sh", "-c", script}, PidFile: "DIR/pid"})
+	var orphan int
+	waitFor(t, 10*time.Second, "the orphan's pid", func() bool {
+		b, _ := os.ReadFile(filepath.Join(m.dir, "orphan"))
+		orphan, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		return orphan > 0
+	})
+	waitFor(t, 10*time.Second, "the orphan reaped", func() bool {
+		return regexp.MustCompile(`reaped unknown child" pid=` + strconv.Itoa(orphan) + `\b`).MatchString(m.log())
+	})
+	if alive(orphan) {
+		t.Errorf("orphan %d still there", orphan)
+	}
+	pidFile := filepath.Join(m.dir, "pid")
+	if b, err := os.ReadFile(pidFile); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(m.cmd.Process.Pid) {
+		t.Errorf("pid file %q %v, want %d", b, err, m.cmd.Process.Pid)
+	}
+	waitFor(t, 10*time.Second, "the restarted worker", func() bool {
+		_, err := os.Stat(filepath.Join(m.dir, "worker"))
+		return err == nil
+	})
+	m.signal(syscall.SIGTERM)
+	if got := m.wait(20 * time.Second); got != 128+int(syscall.SIGTERM) {
+		t.Errorf("master exited %d after SIGTERM, want 143 (the worker's status)", got)
+	}
+	if _, err := os.Stat(pidFile); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pid file left behind: %v", err)
+	}
+}
+
+func TestRealWorkersSurviveRepeatedReexecs(t *testing.T) {
+	t.Parallel()
+	const reloads = 20
+	bin := testBinary(t)
+	m := startMaster(t, bin, testMaster{Workers: 2, StopSignal: int(syscall.SIGUSR1), Command: []string{bin, "worker", "DIR"}})
+	waitFor(t, 20*time.Second, "2 workers", func() bool { return len(workerPids(m.dir)) == 2 })
+	for i := 1; i <= reloads; i++ {
+		m.signal(syscall.SIGUSR2)
+		// Each new worker has its signal handler in place before the next
+		// reload tells it to stop (a Go program drops SIGUSR1 before that).
+		waitFor(t, 20*time.Second, "reload "+strconv.Itoa(i), func() bool {
+			return m.count("reload complete") == i && len(workerPids(m.dir)) == 2*(i+1)
+		})
+	}
+	pids := workerPids(m.dir)
+	if len(pids) != 2*(reloads+1) {
+		t.Fatalf("%d workers started over %d reloads, want %d", len(pids), reloads, 2*(reloads+1))
+	}
+	waitFor(t, 20*time.Second, "exactly 2 live workers", func() bool { return liveCount(pids) == 2 })
+	cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(m.cmd.Process.Pid) + "/cmdline")
+	if !strings.Contains(string(cmdline), "\x00-sf\x00") {
+		t.Errorf("master cmdline %q lacks -sf", cmdline)
+	}
+	for _, pid := range pids {
+		l := workerLog(m.dir, pid)
+		if strings.Contains(l, "badenv") {
+			t.Errorf("worker %d saw internal variables:\n%s", pid, l)
+		}
+		// SIGTERM would be the parent-death signal: a re-exec killed the
+		// thread that forked this worker.
+		if strings.Contains(l, "TERM") {
+			t.Errorf("worker %d got SIGTERM across a re-exec:\n%s", pid, l)
+		}
+		if alive(pid) == strings.Contains(l, "USR1") {
+			t.Errorf("worker %d: alive=%v, log:\n%s", pid, alive(pid), l)
+		}
+	}
+	var windows []string
+	for _, mm := range regexp.MustCompile(`window_us=(\d+)`).FindAllStringSubmatch(m.log(), -1) {
+		windows = append(windows, mm[1])
+	}
+	t.Logf("execve to signal.Notify, µs, %d re-execs: %s", len(windows), strings.Join(windows, " "))
+	if len(windows) != reloads {
+		t.Errorf("%d exec windows logged, want %d", len(windows), reloads)
+	}
+
+	m.signal(syscall.SIGTERM)
+	if got := m.wait(20 * time.Second); got != 0 {
+		t.Errorf("master exited %d, want 0 (workers exit 0 on SIGTERM)", got)
+	}
+	if n := liveCount(pids); n != 0 {
+		t.Errorf("%d workers alive after the master exited", n)
+	}
+}
+
+func TestRealExecFailureKeepsWorkers(t *testing.T) {
+	t.Parallel()
+	// The master runs from a copy of the test binary; the copy then loses
+	// its execute bit, as when a broken package replaced the binary.
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "mworker")
+	copyFile(t, testBinary(t), bin)
+	m := startMaster(t, bin, testMaster{Workers: 2, Command: []string{"/bin/sh", "-c", "echo $$ >> DIR/workers; exec sleep 1000"}})
+	waitFor(t, 10*time.Second, "2 workers", func() bool { return m.count("worker started") == 2 })
+	if err := os.Chmod(bin, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 2; i++ {
+		m.signal(syscall.SIGUSR2)
+		waitFor(t, 10*time.Second, "reload failure "+strconv.Itoa(i), func() bool {
+			return m.count("reload failed: the master could not re-execute") == i
+		})
+	}
+	if !strings.Contains(m.log(), "permission denied") {
+		t.Errorf("the failure does not say why")
+	}
+	if n := m.count("worker started"); n != 2 {
+		t.Errorf("%d workers started, want the first 2 kept", n)
+	}
+	m.signal(syscall.SIGTERM)
+	if got := m.wait(20 * time.Second); got != 143 {
+		t.Errorf("master exited %d after SIGTERM, want 143", got)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	src, err := os.Open(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRealMasterKilledStopsWorkers(t *testing.T) {
+	t.Parallel()
+	bin := testBinary(t)
+	m := startMaster(t, bin, testMaster{Workers: 2, Command: []string{bin, "worker", "DIR"}})
+	waitFor(t, 20*time.Second, "2 workers", func() bool { return len(workerPids(m.dir)) == 2 && m.count("all workers ready") == 1 })
+	// One reload first: the workers then belong to an image that was
+	// itself started by execve.
+	m.signal(syscall.SIGUSR2)
+	waitFor(t, 20*time.Second, "the reload", func() bool {
+		return m.count("reload complete") == 1 && len(workerPids(m.dir)) == 4
+	})
+	pids := workerPids(m.dir)
+	waitFor(t, 20*time.Second, "the old workers gone", func() bool { return liveCount(pids) == 2 })
+	m.signal(syscall.SIGKILL)
+	m.wait(10 * time.Second)
+	waitFor(t, 10*time.Second, "workers gone after the master's SIGKILL", func() bool { return liveCount(pids) == 0 })
+	for _, pid := range pids[2:] {
+		if l := workerLog(m.dir, pid); !strings.Contains(l, "TERM") {
+			t.Errorf("worker %d did not get the parent-death signal:\n%s", pid, l)
+		}
+	}
+}
+
+func TestRealTrampolineSetsListenPid(t *testing.T) {
+	t.Parallel()
+	script := `echo "$$ $LISTEN_PID $LISTEN_FDS $LISTEN_FDNAMES" > DIR/listen.$$.tmp; test -e /proc/$$/fd/3 && echo fd3 >> DIR/listen.$$.tmp; env > DIR/env.$$; mv DIR/listen.$$.tmp DIR/listen.$$; exec sleep 1000`
+	m := startMaster(t, testBinary(t), testMaster{Workers: 2, Listen: true, Command: []string{"/bin/sh", "-c", script}})
+	var files []string
+	waitFor(t, 10*time.Second, "2 workers", func() bool {
+		files, _ = filepath.Glob(filepath.Join(m.dir, "listen.*[0-9]"))
+		return len(files) == 2
+	})
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		fields := strings.Fields(string(b))
+		if len(fields) != 5 || fields[0] != fields[1] || fields[2] != "1" || fields[3] != "null" || fields[4] != "fd3" {
+			t.Errorf("worker saw %q, want \"<pid> <same pid> 1 null fd3\"", b)
+		}
+		env, _ := os.ReadFile(filepath.Join(m.dir, "env."+fields[0]))
+		if strings.Contains(string(env), "MWORKER_TRAMPOLINE") || strings.Contains(string(env), envTestMaster+"=x") {
+			t.Errorf("worker env has the trampoline's variable:\n%s", env)
+		}
+		if !strings.Contains(string(env), "MWORKER_GENERATION=1") {
+			t.Errorf("worker env lacks MWORKER_GENERATION=1")
+		}
+	}
+	m.signal(syscall.SIGINT)
+	if got := m.wait(20 * time.Second); got != 128+int(syscall.SIGINT) {
+		t.Errorf("master exited %d after SIGINT, want 130", got)
+	}
+}
