@@ -58,10 +58,12 @@ func resumeAndSpawnNext(ctx context.Context, _ ...any) error {
 	m.addGen(m.next)
 	m.log(LevelInfo, "re-executed; starting the new generation", "generation", m.next,
 		"serving", m.cur, "adopted", len(m.byPid))
+	// The timer first: with immediate readiness the generation may be
+	// promoted while the spawns are still being carried out.
+	m.setTimer(Timer{Kind: TimerReadyTimeout, Generation: m.next}, m.cfg.ReadyTimeout)
 	for slot := range m.cfg.Workers {
 		m.startWorker(m.next, slot)
 	}
-	m.setTimer(Timer{Kind: TimerReadyTimeout, Generation: m.next}, m.cfg.ReadyTimeout)
 	return nil
 }
 
@@ -297,27 +299,8 @@ func reapOrphan(ctx context.Context, _ ...any) error {
 	return nil
 }
 
-func checkNoChildren(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	if len(m.byPid) > 0 {
-		m.log(LevelWarn, "wait4 reports no children, but workers are still known: exits were not reported", "known", len(m.byPid))
-	}
-	return nil
-}
-
-// forgetLostWorkers handles ECHILD while stopping: the workers still known
-// can never be reaped (their exits were lost), so waiting for them would
-// hang the master forever. Forget them and let it exit.
-func forgetLostWorkers(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	lost := m.livePids(nil)
-	if len(lost) == 0 {
-		return nil
-	}
-	m.log(LevelWarn, "wait4 reports no children while stopping: forgetting workers whose exits were not reported", "pids", lost)
-	for _, pid := range lost {
-		m.dropGenIfEmpty(m.removeWorker(m.byPid[pid]))
-	}
+func noteNoChildren(ctx context.Context, _ ...any) error {
+	machineOf(ctx).log(LevelDebug, "no child left")
 	return nil
 }
 

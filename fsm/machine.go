@@ -47,6 +47,8 @@ const (
 	trigRunEnded         trigger = "RunEnded"
 	trigAllGone          trigger = "AllChildrenGone"
 	trigNoChildren       trigger = "NoChildren"
+	trigStopAgain        trigger = "SoftStopAgain"
+	trigTerminateAgain   trigger = "TerminateAgain"
 	trigExecFailed       trigger = "ExecFailed"
 	trigRestart          trigger = "RestartDue"
 	trigStable           trigger = "WorkerStable"
@@ -169,6 +171,18 @@ func (m *Machine) step(ev Event) {
 			return
 		}
 	}
+	if _, ok := ev.(NoChildren); ok && len(m.byPid) > 0 {
+		// wait4 is the authority: a worker it cannot find is dead and its
+		// exit was never reported. Step that exit (status unknown: 255) so
+		// that restarts, rollbacks and the exit status follow the usual path.
+		lost := m.livePids(nil)
+		m.log(LevelWarn, "wait4 reports no children, but workers are still known: their exits were lost; treating them as exited with status 255", "pids", lost)
+		for _, pid := range lost {
+			m.step(ChildExited{Pid: pid, Status: ExitStatus{Code: 255}})
+		}
+		m.step(ev)
+		return
+	}
 	m.ev = ev
 	t := m.classify(ev)
 	if tf, ok := ev.(TimerFired); ok {
@@ -225,6 +239,18 @@ func (m *Machine) fire(t stateless.Trigger) {
 	}
 }
 
+// again names a stop that arrives while the machine is already exiting:
+// its own edge, so that the graph does not show the entry actions on it.
+func (m *Machine) again(t trigger) stateless.Trigger {
+	if m.state != stateExiting {
+		return t
+	}
+	if t == trigTerminate {
+		return trigTerminateAgain
+	}
+	return trigStopAgain
+}
+
 // classify turns an event into the trigger the table routes on, updating
 // nothing.
 func (m *Machine) classify(ev Event) stateless.Trigger {
@@ -236,9 +262,9 @@ func (m *Machine) classify(ev Event) stateless.Trigger {
 		case RouteReload:
 			return trigReload
 		case RouteSoftStop:
-			return trigSoftStop
+			return m.again(trigSoftStop)
 		case RouteTerminate:
-			return trigTerminate
+			return m.again(trigTerminate)
 		case RouteForward:
 			return trigForward
 		}
@@ -292,7 +318,7 @@ func (m *Machine) classify(ev Event) stateless.Trigger {
 		case CmdReload:
 			return trigReload
 		case CmdStop:
-			return trigSoftStop
+			return m.again(trigSoftStop)
 		case CmdStatus:
 			return trigStatus
 		}
@@ -345,7 +371,7 @@ func buildTable() *stateless.StateMachine {
 		InternalTransition(trigReady, markReady).
 		InternalTransition(trigExited, workerExited).
 		InternalTransition(trigOrphan, reapOrphan).
-		InternalTransition(trigNoChildren, checkNoChildren).
+		InternalTransition(trigNoChildren, noteNoChildren).
 		InternalTransition(trigRestart, restartSlot).
 		InternalTransition(trigStable, resetBackoff).
 		InternalTransition(trigKillDue, killStragglers).
@@ -383,15 +409,15 @@ func buildTable() *stateless.StateMachine {
 		OnEntryFrom(trigTerminate, beginTerminate).
 		OnEntryFrom(trigRunEnded, endRun).
 		Permit(trigAllGone, stateExited).
-		InternalTransition(trigTerminate, forwardToAll).
-		InternalTransition(trigSoftStop, repeatSoftStop).
+		InternalTransition(trigTerminateAgain, forwardToAll).
+		InternalTransition(trigStopAgain, repeatSoftStop).
 		InternalTransition(trigReload, refuseReload).
 		InternalTransition(trigForward, forwardToCurrent).
 		InternalTransition(trigSpawned, stopLateWorker).
 		InternalTransition(trigSpawnFailed, dropSpawn).
 		InternalTransition(trigExited, workerExitedWhileExiting).
 		InternalTransition(trigOrphan, reapOrphan).
-		InternalTransition(trigNoChildren, forgetLostWorkers).
+		InternalTransition(trigNoChildren, noteNoChildren).
 		InternalTransition(trigKillDue, killStragglers).
 		InternalTransition(trigStatus, replyStatus).
 		InternalTransition(trigBadRequest, refuseRequest).
