@@ -27,7 +27,7 @@ package fsm
 // Config.TermPids, as the command line would parse them. A header may also
 // describe the handover of a previous image (Config.Resume):
 //
-//	resume: gen=1 max=1 reloads=0 failed=0 announced
+//	resume: gen=1 max=1 reloads=0 failed=0 exit=0 announced
 //	resume-worker: pid=101 gen=1 slot=0 ready stopping   (repeatable)
 //	resume-timer: kill gen=1                              (repeatable; Timer.String form)
 //	resume-request: 7                                     (repeatable)
@@ -266,6 +266,8 @@ func goldenConfig(header []string) (Config, error) {
 					r.Reloads, err = strconv.Atoi(v)
 				case "failed":
 					r.FailedReloads, err = strconv.Atoi(v)
+				case "exit":
+					r.ExitStatus, err = strconv.Atoi(v)
 				case "announced":
 					r.Announced = true
 				default:
@@ -576,8 +578,8 @@ func (d *goldenDriver) reexec(where string) string {
 	d.m = m
 	var b strings.Builder
 	fmt.Fprintf(&b, "new image: sf=%v st=%v\n", cfg.StopPids, cfg.TermPids)
-	fmt.Fprintf(&b, "handover: gen=%d max=%d reloads=%d failed=%d announced=%t requests=%v failures=%v sf=%v st=%v\n",
-		h.Generation, h.MaxGeneration, h.Reloads, h.FailedReloads, h.Announced, h.Requests, h.Failures, h.StopPids, h.TermPids)
+	fmt.Fprintf(&b, "handover: gen=%d max=%d reloads=%d failed=%d exit=%d announced=%t requests=%v failures=%v sf=%v st=%v\n",
+		h.Generation, h.MaxGeneration, h.Reloads, h.FailedReloads, h.ExitStatus, h.Announced, h.Requests, h.Failures, h.StopPids, h.TermPids)
 	for _, w := range h.Workers {
 		fmt.Fprintf(&b, "handover worker: pid=%d gen=%d slot=%d ready=%t stopping=%t\n", w.Pid, w.Generation, w.Slot, w.Ready, w.Stopping)
 	}
