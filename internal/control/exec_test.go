@@ -16,8 +16,9 @@ import (
 )
 
 // The exec test runs this test binary as a small master: phase "before"
-// takes a reload request and re-execs itself with the handoff; phase
-// "after" answers it from the new image, then serves one status request.
+// takes a reload request (waiting for its outcome) and a status request
+// (read, not yet given to the machine), and re-execs itself with the
+// handoff; phase "after" answers both from the new image, then one more.
 const (
 	envPhase = "CONTROL_TEST_PHASE"
 	envSock  = "CONTROL_TEST_SOCK"
@@ -41,12 +42,21 @@ func phaseBefore(path string) int {
 	}
 	reqs := make(chan Request)
 	go l.Serve(reqs)
-	r := <-reqs
-	if r.Command != fsm.CmdReload {
-		fmt.Fprintf(os.Stderr, "before: got %v\n", r.Command)
+	pending = map[fsm.RequestID]*Conn{}
+	var queued []Request
+	for range 2 {
+		r := <-reqs
+		if r.Command == fsm.CmdReload {
+			pending[r.ID] = r.Conn
+		} else {
+			queued = append(queued, r)
+		}
+	}
+	if len(pending) != 1 || len(queued) != 1 {
+		fmt.Fprintf(os.Stderr, "before: want a reload and a status, got %v and %v\n", pending, queued)
 		return 3
 	}
-	h, err := l.PrepareExec(map[fsm.RequestID]*Conn{r.ID: r.Conn})
+	h, err := l.PrepareExec(pending, queued)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "before: PrepareExec: %v\n", err)
 		return 3
@@ -86,10 +96,16 @@ func phaseAfter(path string) int {
 	reqs := make(chan Request)
 	go l.Serve(reqs)
 	r := <-reqs
+	if r.Command != fsm.CmdStatus {
+		return fail("first request after the exec is %v, want the queued status", r.Command)
+	}
+	last = max(last, r.ID)
+	Respond(r.Conn, fsm.Reply{ID: r.ID, OK: true, Status: &fsm.Status{State: "running", Generation: 2, Reloads: 1}}, Facts{MasterPid: os.Getpid()})
+	r = <-reqs
 	if r.ID <= last {
 		return fail("request id %d reuses one given out before the exec (last %d)", r.ID, last)
 	}
-	Respond(r.Conn, fsm.Reply{ID: r.ID, OK: true, Status: &fsm.Status{State: "running", Generation: 2, Reloads: 1}}, Facts{MasterPid: os.Getpid()})
+	Respond(r.Conn, fsm.Reply{ID: r.ID, OK: true}, Facts{})
 	l.Close()
 	return 0
 }
@@ -131,17 +147,32 @@ func TestReloadClientSurvivesExec(t *testing.T) {
 		return err == nil
 	})
 
-	code, out, errText := client("reload", "--control", path)
-	if code != 0 || out != "reload succeeded\n" {
-		t.Fatalf("reload across exec: exit %d, out %q, err %q; child stderr: %s", code, out, errText, stderr.String())
+	type result struct {
+		code     int
+		out, err string
 	}
-	code, out, errText = client("status", "--control", path, "--json")
+	reload, status := make(chan result, 1), make(chan result, 1)
+	go func() {
+		code, out, err := client("reload", "--control", path)
+		reload <- result{code, out, err}
+	}()
+	go func() {
+		code, out, err := client("status", "--control", path, "--json")
+		status <- result{code, out, err}
+	}()
+	if r := <-reload; r.code != 0 || r.out != "reload succeeded\n" {
+		t.Fatalf("reload across exec: exit %d, out %q, err %q; child stderr: %s", r.code, r.out, r.err, stderr.String())
+	}
+	r := <-status
 	var a Answer
-	if code != 0 || json.Unmarshal([]byte(out), &a) != nil || a.Master == nil {
-		t.Fatalf("status from the new image: exit %d, out %q, err %q; child stderr: %s", code, out, errText, stderr.String())
+	if r.code != 0 || json.Unmarshal([]byte(r.out), &a) != nil || a.Master == nil {
+		t.Fatalf("status queued across exec: exit %d, out %q, err %q; child stderr: %s", r.code, r.out, r.err, stderr.String())
 	}
 	if a.Master.Pid != cmd.Process.Pid || a.Master.Generation != 2 {
 		t.Fatalf("status from pid %d gen %d, want the same pid %d after exec, gen 2", a.Master.Pid, a.Master.Generation, cmd.Process.Pid)
+	}
+	if code, out, errText := client("stop", "--control", path); code != 0 || out != "stopping\n" {
+		t.Fatalf("stop after exec: exit %d, out %q, err %q; child stderr: %s", code, out, errText, stderr.String())
 	}
 	select {
 	case err := <-exited:
@@ -168,16 +199,26 @@ func TestUndoRestoresCloseOnExec(t *testing.T) {
 	c.Write([]byte("reload\n"))
 	r := <-reqs
 	defer r.Conn.Close()
-	h, err := l.PrepareExec(map[fsm.RequestID]*Conn{r.ID: r.Conn})
+	c2, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c2.Write([]byte("status\n"))
+	q := <-reqs
+	defer q.Conn.Close()
+	h, err := l.PrepareExec(map[fsm.RequestID]*Conn{r.ID: r.Conn}, []Request{q})
 	if err != nil {
 		t.Fatal(err)
 	}
 	lfd, _ := rawFD(l.ln)
 	cfd, _ := rawFD(r.Conn.c)
+	qfd, _ := rawFD(q.Conn.c)
 	want := []string{
 		fmt.Sprintf("%s=%d", EnvListenerFD, lfd),
 		fmt.Sprintf("%s=%d:%d", EnvPending, r.ID, cfd),
-		fmt.Sprintf("%s=%d", EnvNextID, r.ID),
+		fmt.Sprintf("%s=%d:%d:status", EnvQueued, q.ID, qfd),
+		fmt.Sprintf("%s=%d", EnvNextID, q.ID),
 	}
 	if strings.Join(h.Env, " ") != strings.Join(want, " ") {
 		t.Fatalf("Env %q, want %q", h.Env, want)
@@ -189,13 +230,13 @@ func TestUndoRestoresCloseOnExec(t *testing.T) {
 		}
 		return flags&syscall.FD_CLOEXEC != 0
 	}
-	if cloexec(lfd) || cloexec(cfd) {
+	if cloexec(lfd) || cloexec(cfd) || cloexec(qfd) {
 		t.Fatal("PrepareExec left close-on-exec set")
 	}
 	if err := h.Undo(); err != nil {
 		t.Fatal(err)
 	}
-	if !cloexec(lfd) || !cloexec(cfd) {
+	if !cloexec(lfd) || !cloexec(cfd) || !cloexec(qfd) {
 		t.Fatal("Undo did not restore close-on-exec")
 	}
 }

@@ -24,13 +24,16 @@ const (
 	// EnvPending lists the waiting reload clients as ID:FD pairs joined by
 	// commas, e.g. "4:9,5:10".
 	EnvPending = "MWORKER_CONTROL_PENDING"
+	// EnvQueued lists requests read but not yet given to the machine, as
+	// ID:FD:COMMAND entries joined by commas, e.g. "6:11:status".
+	EnvQueued = "MWORKER_CONTROL_QUEUED"
 	// EnvNextID is the last request ID given out, so that the new image
 	// never reuses one the machine may still answer.
 	EnvNextID = "MWORKER_CONTROL_LAST_ID"
 )
 
 // EnvNames are every variable this package puts in the environment.
-var EnvNames = []string{EnvListenerFD, EnvPending, EnvNextID}
+var EnvNames = []string{EnvListenerFD, EnvPending, EnvQueued, EnvNextID}
 
 // Handoff is the control socket's part of a re-exec: the variables to add
 // to the new image's environment, and the fds made inheritable for it.
@@ -40,12 +43,14 @@ type Handoff struct {
 	fds []int
 }
 
-// PrepareExec makes the listener and the pending clients' connections
-// survive execve (it clears their close-on-exec flag) and names them in
-// Handoff.Env. Call it just before execve, with the clients of the
-// requests in fsm.Handover.Requests; any other client is closed by the
-// exec. If execve fails, call Undo.
-func (l *Listener) PrepareExec(pending map[fsm.RequestID]*Conn) (*Handoff, error) {
+// PrepareExec makes the listener and the clients' connections survive
+// execve (it clears their close-on-exec flag) and names them in
+// Handoff.Env. Call it just before execve, with pending: the clients of
+// the requests in fsm.Handover.Requests, and queued: the requests Serve
+// has sent that the machine has not seen (drain the channel first; the new
+// image's Serve sends them again, same IDs). Any other client is closed
+// by the exec. If execve fails, call Undo.
+func (l *Listener) PrepareExec(pending map[fsm.RequestID]*Conn, queued []Request) (*Handoff, error) {
 	h := &Handoff{}
 	lfd, err := rawFD(l.ln)
 	if err != nil {
@@ -66,6 +71,15 @@ func (l *Listener) PrepareExec(pending map[fsm.RequestID]*Conn) (*Handoff, error
 		fds = append(fds, fd)
 		pairs = append(pairs, strconv.FormatUint(uint64(id), 10)+":"+strconv.Itoa(fd))
 	}
+	var triples []string
+	for _, r := range queued {
+		fd, err := rawFD(r.Conn.c)
+		if err != nil {
+			return nil, err
+		}
+		fds = append(fds, fd)
+		triples = append(triples, strconv.FormatUint(uint64(r.ID), 10)+":"+strconv.Itoa(fd)+":"+r.Command.String())
+	}
 	for _, fd := range fds {
 		if err := setCloseOnExec(fd, false); err != nil {
 			h.Undo()
@@ -76,6 +90,7 @@ func (l *Listener) PrepareExec(pending map[fsm.RequestID]*Conn) (*Handoff, error
 	h.Env = []string{
 		EnvListenerFD + "=" + strconv.Itoa(lfd),
 		EnvPending + "=" + strings.Join(pairs, ","),
+		EnvQueued + "=" + strings.Join(triples, ","),
 		EnvNextID + "=" + strconv.FormatUint(l.nextID.Load(), 10),
 	}
 	return h, nil
@@ -93,12 +108,13 @@ func (h *Handoff) Undo() error {
 }
 
 // Open is Listen(path) on a fresh start. In an image started by a re-exec
-// (EnvListenerFD is set), it takes over the inherited listener and
-// returns the clients still waiting for their reload's outcome, by
-// request ID. Either way it unsets EnvNames in this process.
+// (EnvListenerFD is set), it takes over the inherited listener, returns
+// the clients still waiting for their reload's outcome, by request ID,
+// and has Serve send the queued requests before any new one. Either way
+// it unsets EnvNames in this process.
 func Open(path string) (*Listener, map[fsm.RequestID]*Conn, error) {
 	lv, inherited := os.LookupEnv(EnvListenerFD)
-	pv, nv := os.Getenv(EnvPending), os.Getenv(EnvNextID)
+	pv, qv, nv := os.Getenv(EnvPending), os.Getenv(EnvQueued), os.Getenv(EnvNextID)
 	for _, k := range EnvNames {
 		os.Unsetenv(k)
 	}
@@ -123,10 +139,19 @@ func Open(path string) (*Listener, map[fsm.RequestID]*Conn, error) {
 		l.ln.Close()
 		return nil, nil, err
 	}
-	for id := range pending {
-		if uint64(id) > l.nextID.Load() {
-			l.nextID.Store(uint64(id))
+	l.queued, err = importQueued(qv)
+	if err != nil {
+		l.ln.Close()
+		for _, c := range pending {
+			c.Close()
 		}
+		return nil, nil, err
+	}
+	for id := range pending {
+		l.nextID.Store(max(l.nextID.Load(), uint64(id)))
+	}
+	for _, r := range l.queued {
+		l.nextID.Store(max(l.nextID.Load(), uint64(r.ID)))
 	}
 	return l, pending, nil
 }
@@ -158,45 +183,75 @@ func importListener(path, v string) (*Listener, error) {
 }
 
 func importPending(v string) (map[fsm.RequestID]*Conn, error) {
-	pending := make(map[fsm.RequestID]*Conn)
-	if v == "" {
-		return pending, nil
+	reqs, err := importRequests(EnvPending, v, false)
+	if err != nil {
+		return nil, err
 	}
+	pending := make(map[fsm.RequestID]*Conn, len(reqs))
+	for _, r := range reqs {
+		pending[r.ID] = r.Conn
+	}
+	return pending, nil
+}
+
+func importQueued(v string) ([]Request, error) {
+	return importRequests(EnvQueued, v, true)
+}
+
+// importRequests takes over the client fds of ID:FD (or ID:FD:COMMAND)
+// entries; on error it closes every one it took.
+func importRequests(name, v string, withCommand bool) ([]Request, error) {
+	if v == "" {
+		return nil, nil
+	}
+	var reqs []Request
 	var errs []error
-	for pair := range strings.SplitSeq(v, ",") {
-		idText, fdText, ok := strings.Cut(pair, ":")
-		id, err := strconv.ParseUint(idText, 10, 64)
+	for entry := range strings.SplitSeq(v, ",") {
+		fields := strings.Split(entry, ":")
+		var cmd fsm.Command
+		ok := len(fields) == 2 && !withCommand
+		if withCommand && len(fields) == 3 {
+			cmd, ok = fsm.ParseCommand(fields[2])
+		}
+		id, err := strconv.ParseUint(fields[0], 10, 64)
 		if !ok || err != nil || id == 0 {
-			errs = append(errs, fmt.Errorf("control: bad pair %q in %s=%q", pair, EnvPending, v))
+			errs = append(errs, fmt.Errorf("control: bad entry %q in %s=%q", entry, name, v))
 			continue
 		}
-		fd, err := parseFD(EnvPending, fdText)
+		fd, err := parseFD(name, fields[1])
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		f := os.NewFile(uintptr(fd), "control client")
-		c, err := net.FileConn(f) // dups fd, close-on-exec
-		f.Close()
+		c, err := importConn(fd)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("control: inherited client fd %d: %w", fd, err))
+			errs = append(errs, err)
 			continue
 		}
-		uc, ok := c.(*net.UnixConn)
-		if !ok {
-			c.Close()
-			errs = append(errs, fmt.Errorf("control: inherited client fd %d is not a unix socket", fd))
-			continue
-		}
-		pending[fsm.RequestID(id)] = &Conn{c: uc}
+		reqs = append(reqs, Request{ID: fsm.RequestID(id), Command: cmd, Conn: c})
 	}
 	if len(errs) > 0 {
-		for _, c := range pending {
-			c.Close()
+		for _, r := range reqs {
+			r.Conn.Close()
 		}
 		return nil, errors.Join(errs...)
 	}
-	return pending, nil
+	return reqs, nil
+}
+
+func importConn(fd int) (*Conn, error) {
+	f := os.NewFile(uintptr(fd), "control client")
+	c, err := net.FileConn(f) // dups fd, close-on-exec
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("control: inherited client fd %d: %w", fd, err)
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("control: inherited client fd %d is not a unix socket", fd)
+	}
+	return &Conn{c: uc}, nil
 }
 
 func parseFD(name, v string) (int, error) {

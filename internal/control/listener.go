@@ -50,6 +50,7 @@ type Listener struct {
 	uid      int    // the only peer uid served: the master's euid
 	dev, ino uint64 // of the socket file, to remove only our own on Close
 	nextID   atomic.Uint64
+	queued   []Request // handed over by the previous image; Serve sends them first
 	done     chan struct{}
 	once     sync.Once
 }
@@ -186,6 +187,18 @@ func (l *Listener) Close() error {
 // It answers by itself: peers of another uid, bad and oversized requests.
 // It returns nil after Close, or the error that stopped it accepting.
 func (l *Listener) Serve(out chan<- Request) error {
+	queued := l.queued
+	l.queued = nil
+	for i, r := range queued {
+		select {
+		case out <- r:
+		case <-l.done:
+			for _, r := range queued[i:] {
+				r.Conn.Close()
+			}
+			return nil
+		}
+	}
 	var pause time.Duration
 	for {
 		c, err := l.ln.AcceptUnix()
