@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -53,11 +52,13 @@ func TestExitStatusPassThrough(t *testing.T) {
 func TestExitStatusOfTheWorkerThatEndedTheRun(t *testing.T) {
 	t.Parallel()
 	m := startRun(t, "", `trap 'exit 0' TERM
+announce
 if mkdir "$d/first" 2>/dev/null; then
 	while [ "$(wc -l < "$d/spawned")" -lt 3 ]; do sleep 0.05; done
 	exit 9
 fi
-`+idle, "-n", "3", "--restart", "no", "--stop-timeout", "5s")
+while :; do sleep 0.5; done
+`, "-n", "3", "--restart", "no", "--stop-timeout", "5s")
 	if got := m.wait(exitTimeout); got != 9 {
 		t.Errorf("master exited %d, want 9 (the status of the worker whose exit ended the run)", got)
 	}
@@ -267,24 +268,16 @@ func TestReexecFailure(t *testing.T) {
 	}
 }
 
+// copyFile installs a copy of from at to with cp(1), never by writing it
+// from this process: a file open for writing here leaks, for an instant,
+// into any child that another parallel test forks, and executing the file
+// then fails with ETXTBSY.
 func copyFile(t *testing.T, from, to string) {
 	t.Helper()
-	src, err := os.Open(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
 	// A new file, never the running one rewritten in place (ETXTBSY).
 	os.Remove(to)
-	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		t.Fatal(err)
-	}
-	if err := dst.Close(); err != nil {
-		t.Fatal(err)
+	if out, err := exec.Command("cp", from, to).CombinedOutput(); err != nil {
+		t.Fatalf("cp %s %s: %v %s", from, to, err, out)
 	}
 }
 

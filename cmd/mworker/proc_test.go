@@ -88,17 +88,23 @@ type master struct {
 	status int           // its exit status (128+n when killed by signal n)
 }
 
-// workerScript is the start of every worker: it records its pid in
-// "spawned" and its generation in gen.<pid>, in the directory given as $1.
+// workerScript is the start of every worker. Its announce records the
+// worker's pid in "spawned" and its generation in gen.<pid>, in the
+// directory given as $1; a worker calls it once its traps are set, so that
+// a test which saw it may signal the worker.
 const workerScript = `d="$1"
-echo $$ >> "$d/spawned"
-echo "$MWORKER_GENERATION" > "$d/gen.$$"
+announce() {
+	echo "$MWORKER_GENERATION" > "$d/gen.$$"
+	echo $$ >> "$d/spawned"
+}
 `
 
-// idle is the end of a worker that runs until told otherwise. The sleep
-// is in the foreground: a signal to the worker's group ends it at once,
-// and a sleep left behind by a killed shell ends soon.
-const idle = `while :; do sleep 0.5; done
+// idle is the end of a worker that runs until told otherwise: it
+// announces itself and sleeps. The sleep is in the foreground: a signal
+// to the worker's group ends it at once, and a sleep left behind by a
+// killed shell ends soon.
+const idle = `announce
+while :; do sleep 0.5; done
 `
 
 // startRun writes script (after workerScript) as the worker and starts
