@@ -1,0 +1,355 @@
+package sdnotify
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// envChild makes the test binary a child that sends its argument to
+// NOTIFY_SOCKET and exits (the tests re-run it through TestMain).
+const envChild = "SDNOTIFY_TEST_SEND"
+
+func TestMain(m *testing.M) {
+	if state, ok := os.LookupEnv(envChild); ok {
+		if err := Notify(state); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func listenIn(t *testing.T, addr string) *Socket {
+	t.Helper()
+	s, err := Listen(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func pathSocket(t *testing.T) *Socket {
+	t.Helper()
+	return listenIn(t, filepath.Join(t.TempDir(), "w.sock"))
+}
+
+func abstractSocket(t *testing.T) *Socket {
+	t.Helper()
+	return listenIn(t, fmt.Sprintf("@mworker-test/%d/%s", os.Getpid(), t.Name()))
+}
+
+// receive runs Receive with a deadline so that a lost datagram fails the
+// test instead of hanging it.
+func receive(t *testing.T, s *Socket) (Datagram, error) {
+	t.Helper()
+	type result struct {
+		d   Datagram
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		d, err := s.Receive()
+		ch <- result{d, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.d, r.err
+	case <-time.After(10 * time.Second):
+		t.Fatal("no datagram within 10s")
+		return Datagram{}, nil
+	}
+}
+
+func TestReadyFromSameUIDAccepted(t *testing.T) {
+	s := pathSocket(t)
+	if err := Send(s.Addr(), "READY=1"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := receive(t, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.Message.Ready || d.PID != os.Getpid() || d.UID != os.Getuid() || d.GID != os.Getgid() {
+		t.Errorf("got %+v, want READY from pid %d uid %d", d, os.Getpid(), os.Getuid())
+	}
+}
+
+func TestReadyFromChildProcessCarriesItsPid(t *testing.T) {
+	s := pathSocket(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), EnvNotifySocket+"="+s.Addr(), envChild+"=READY=1\nSTATUS=child up")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	d, err := receive(t, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, _ := d.Message.Status()
+	if !d.Message.Ready || status != "child up" || d.PID != cmd.Process.Pid {
+		t.Errorf("got %+v, want READY and STATUS from pid %d", d, cmd.Process.Pid)
+	}
+}
+
+func TestSendExactBytes(t *testing.T) {
+	for name, s := range map[string]*Socket{"path": pathSocket(t), "abstract": abstractSocket(t)} {
+		state := Join(ReloadingAt(42), Status("reloading: generation 3"), "X_EXTRA=é")
+		if err := Send(s.Addr(), state); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		d, err := receive(t, s)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if string(d.Payload) != state {
+			t.Errorf("%s: received %q, sent %q", name, d.Payload, state)
+		}
+		if !d.Message.Reloading || d.Message.MonotonicUsec != 42 {
+			t.Errorf("%s: parsed %+v", name, d.Message)
+		}
+	}
+}
+
+func TestNotifyFollowsEnvironment(t *testing.T) {
+	s := abstractSocket(t)
+	t.Setenv(EnvNotifySocket, s.Addr())
+	if err := Notify(Stopping()); err != nil {
+		t.Fatal(err)
+	}
+	d, err := receive(t, s)
+	if err != nil || !d.Message.Stopping || string(d.Payload) != "STOPPING=1" {
+		t.Fatalf("received %+v, %v", d, err)
+	}
+	t.Setenv(EnvNotifySocket, "")
+	if err := Notify(Stopping()); err != nil {
+		t.Errorf("Notify without NOTIFY_SOCKET = %v, want nil", err)
+	}
+	os.Unsetenv(EnvNotifySocket)
+	if err := Notify(Stopping()); err != nil {
+		t.Errorf("Notify with NOTIFY_SOCKET unset = %v, want nil", err)
+	}
+}
+
+func TestSendErrors(t *testing.T) {
+	if err := Send("relative/path", "READY=1"); err == nil || !strings.Contains(err.Error(), "use an absolute path or an abstract @NAME") {
+		t.Errorf("Send to a relative path = %v", err)
+	}
+	missing := filepath.Join(t.TempDir(), "nobody.sock")
+	if err := Send(missing, "READY=1"); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("Send to a missing socket = %v, want ENOENT", err)
+	}
+	if err := Send("@x", strings.Repeat("x", MaxSize+1)); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("Send of MaxSize+1 bytes = %v, want ErrTooLarge", err)
+	}
+}
+
+// sendRaw sends payload with control data oob from a fresh socket.
+func sendRaw(t *testing.T, addr string, payload, oob []byte) error {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	return unix.Sendmsg(fd, payload, oob, &unix.SockaddrUnix{Name: addr}, 0)
+}
+
+func TestGarbageRejectedAndSocketCarriesOn(t *testing.T) {
+	s := pathSocket(t)
+	for _, bad := range []string{"hello", "READY=0", "ready=1", "STATUS=\xff"} {
+		if err := sendRaw(t, s.Addr(), []byte(bad), nil); err != nil {
+			t.Fatal(err)
+		}
+		d, err := receive(t, s)
+		if !errors.Is(err, ErrRejected) || !errors.Is(err, ErrMalformed) {
+			t.Errorf("%q: Receive = %v, want ErrRejected and ErrMalformed", bad, err)
+		}
+		if d.PID != os.Getpid() || string(d.Payload) != bad || d.Message.Fields != nil {
+			t.Errorf("%q: rejected datagram %+v, want its pid and payload and no message", bad, d)
+		}
+		if !strings.Contains(err.Error(), "datagram from pid "+strconv.Itoa(os.Getpid())) {
+			t.Errorf("error %q does not name the sender", err)
+		}
+	}
+	if err := sendRaw(t, s.Addr(), []byte(strings.Repeat("x", MaxSize+100)), nil); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := receive(t, s); !errors.Is(err, ErrRejected) || !errors.Is(err, ErrTooLarge) || len(d.Payload) != MaxSize {
+		t.Errorf("oversized: %d bytes kept, %v; want ErrTooLarge", len(d.Payload), err)
+	}
+	if err := Send(s.Addr(), "READY=1"); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := receive(t, s); err != nil || !d.Message.Ready {
+		t.Errorf("after rejections: %+v, %v", d, err)
+	}
+}
+
+func TestForeignUIDRejected(t *testing.T) {
+	s := pathSocket(t)
+	s.uid = os.Getuid() + 1 // as if the master ran as another user
+	if err := Send(s.Addr(), "READY=1"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := receive(t, s)
+	if !errors.Is(err, ErrRejected) || !errors.Is(err, ErrForeignUID) {
+		t.Fatalf("Receive = %v, want ErrForeignUID", err)
+	}
+	if d.UID != os.Getuid() || d.PID != os.Getpid() || d.Message.Ready {
+		t.Errorf("rejected datagram %+v", d)
+	}
+}
+
+func TestForgedCredentialsRejected(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("sending another uid in SCM_CREDENTIALS needs CAP_SETUID; TestForeignUIDRejected covers the check")
+	}
+	s := pathSocket(t)
+	creds := unix.UnixCredentials(&unix.Ucred{Pid: int32(os.Getpid()), Uid: 65534, Gid: 65534})
+	if err := sendRaw(t, s.Addr(), []byte("READY=1"), creds); err != nil {
+		t.Fatalf("sendmsg with uid 65534: %v", err)
+	}
+	d, err := receive(t, s)
+	if !errors.Is(err, ErrForeignUID) || d.UID != 65534 {
+		t.Fatalf("Receive = %+v, %v; want uid 65534 rejected", d, err)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func TestDescriptorsRejectedAndClosed(t *testing.T) {
+	s := pathSocket(t)
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	before := openFDs(t)
+	rights := unix.UnixRights(int(f.Fd()), int(f.Fd()), int(f.Fd()))
+	if err := sendRaw(t, s.Addr(), []byte("FDSTORE=1"), rights); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := receive(t, s); !errors.Is(err, ErrCarriesFDs) {
+		t.Fatalf("Receive = %v, want ErrCarriesFDs", err)
+	}
+	if after := openFDs(t); after != before {
+		t.Errorf("%d descriptors open before, %d after: received ones leaked", before, after)
+	}
+}
+
+func TestCloseWakesReceiveAndRemovesFile(t *testing.T) {
+	s, err := Listen(filepath.Join(t.TempDir(), "w.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Receive()
+		done <- err
+	}()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) || errors.Is(err, ErrRejected) {
+			t.Errorf("Receive after Close = %v, want net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Receive still blocked 10s after Close")
+	}
+	if _, err := os.Lstat(s.Addr()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket file after Close: %v", err)
+	}
+}
+
+func TestFileHandsOverQueuedDatagrams(t *testing.T) {
+	for _, s := range []*Socket{pathSocket(t), abstractSocket(t)} {
+		if err := Send(s.Addr(), "READY=1"); err != nil {
+			t.Fatal(err)
+		}
+		f, err := s.File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		next, err := FromFile(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next.Addr() != s.Addr() {
+			t.Errorf("taken over socket at %q, want %q", next.Addr(), s.Addr())
+		}
+		s.conn.Close() // the old image is gone; its file stays for next
+		d, err := receive(t, next)
+		if err != nil || !d.Message.Ready {
+			t.Errorf("%s: queued datagram after the handover: %+v, %v", s.Addr(), d, err)
+		}
+		next.Close()
+	}
+}
+
+func TestFromFileRefusesOtherSockets(t *testing.T) {
+	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "stream.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	f, err := l.(*net.UnixListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := FromFile(f); err == nil {
+		t.Error("FromFile took over a stream listener")
+	}
+}
+
+func TestListenRefusesBadAddresses(t *testing.T) {
+	for _, addr := range []string{"", "@", "relative.sock", "/" + strings.Repeat("x", 120)} {
+		if s, err := Listen(addr); err == nil || !strings.HasPrefix(err.Error(), "sdnotify: ") {
+			if s != nil {
+				s.Close()
+			}
+			t.Errorf("Listen(%.20q) = %v", addr, err)
+		}
+	}
+	s := pathSocket(t)
+	if _, err := Listen(s.Addr()); !errors.Is(err, unix.EADDRINUSE) {
+		t.Errorf("Listen on a taken path = %v, want EADDRINUSE", err)
+	}
+}
+
+func TestMakeDirIsPrivate(t *testing.T) {
+	dir, err := MakeDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 || !fi.IsDir() {
+		t.Errorf("MakeDir made %v", fi.Mode())
+	}
+}
