@@ -30,10 +30,13 @@ type Master struct {
 
 // Worker is one live worker in a status answer.
 type Worker struct {
-	Pid           int     `json:"pid"`
-	Generation    int     `json:"generation"`
-	Slot          int     `json:"slot"`
-	Current       bool    `json:"current"`
+	Pid        int  `json:"pid"`
+	Generation int  `json:"generation"`
+	Slot       int  `json:"slot"`
+	Current    bool `json:"current"`
+	// Role is "current" (the serving generation), "new" (starting during
+	// a reload) or "old" (an earlier generation, stopping or rolled over).
+	Role          string  `json:"role"`
 	Ready         bool    `json:"ready"`
 	Stopping      bool    `json:"stopping"`
 	UptimeSeconds float64 `json:"uptime_seconds"`
@@ -63,12 +66,22 @@ func NewAnswer(r fsm.Reply, f Facts) Answer {
 		for _, w := range s.Workers {
 			a.Workers = append(a.Workers, Worker{
 				Pid: w.Pid, Generation: w.Generation, Slot: w.Slot,
-				Current: w.Current, Ready: w.Ready, Stopping: w.Stopping,
+				Current: w.Current, Role: role(w, s.Generation), Ready: w.Ready, Stopping: w.Stopping,
 				UptimeSeconds: math.Round(f.Uptime[w.Pid].Seconds()*1000) / 1000,
 			})
 		}
 	}
 	return a
+}
+
+func role(w fsm.WorkerStatus, serving int) string {
+	switch {
+	case w.Current:
+		return "current"
+	case w.Generation > serving:
+		return "new"
+	}
+	return "old"
 }
 
 // Respond writes the answer to r as one JSON object and a newline, and

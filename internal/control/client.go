@@ -164,9 +164,12 @@ func WriteStatus(w io.Writer, a Answer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PID\tGEN\tSLOT\tROLE\tREADY\tUPTIME")
 	for _, wk := range a.Workers {
-		role := "old"
-		if wk.Current {
-			role = "current"
+		role := wk.Role
+		if role == "" { // an older master
+			role = "old"
+			if wk.Current {
+				role = "current"
+			}
 		}
 		if wk.Stopping {
 			role += ",stopping"

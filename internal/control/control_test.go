@@ -214,6 +214,12 @@ func TestRequestsRoundTrip(t *testing.T) {
 		t.Fatalf("failed reload: exit %d, stderr %q", code, stderr)
 	}
 
+	answer(fsm.CmdReload, fsm.Reply{Error: "cannot reload: mworker is stopping"})
+	if code, out, stderr := client("reload", "--control", path, "--json"); code != 1 ||
+		out != `{"ok":false,"error":"cannot reload: mworker is stopping"}`+"\n" || stderr != "mworker reload: failed: cannot reload: mworker is stopping\n" {
+		t.Fatalf("failed reload --json: exit %d, out %q, stderr %q", code, out, stderr)
+	}
+
 	answer(fsm.CmdStop, fsm.Reply{OK: true})
 	if code, out, stderr := client("stop", "--control", path); code != 0 || out != "stopping\n" {
 		t.Fatalf("stop: exit %d, out %q, err %q", code, out, stderr)
@@ -232,8 +238,8 @@ func TestRequestsRoundTrip(t *testing.T) {
 	answer(fsm.CmdStatus, fsm.Reply{OK: true, Status: status})
 	code, out, stderr = client("status", "--control", path, "--json")
 	wantJSON := `{"ok":true,"master":{"pid":42,"state":"running","generation":3,"reloads":2,"failed_reloads":1},` +
-		`"workers":[{"pid":101,"generation":3,"slot":0,"current":true,"ready":true,"stopping":false,"uptime_seconds":61.5},` +
-		`{"pid":99,"generation":2,"slot":0,"current":false,"ready":true,"stopping":true,"uptime_seconds":3600}]}` + "\n"
+		`"workers":[{"pid":101,"generation":3,"slot":0,"current":true,"role":"current","ready":true,"stopping":false,"uptime_seconds":61.5},` +
+		`{"pid":99,"generation":2,"slot":0,"current":false,"role":"old","ready":true,"stopping":true,"uptime_seconds":3600}]}` + "\n"
 	if code != 0 || out != wantJSON {
 		t.Fatalf("status --json: exit %d, err %q, out:\n%s\nwant:\n%s", code, stderr, out, wantJSON)
 	}
@@ -366,5 +372,32 @@ func TestClientReportsNoAnswer(t *testing.T) {
 	code, _, stderr = client("reload", "--control", path)
 	if code != 1 || !strings.Contains(stderr, "closed the connection without an answer") {
 		t.Fatalf("dropped: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// BenchmarkStatusRoundTrip is one client connection: connect, peer check,
+// request line, a status of 8 workers as JSON, close.
+func BenchmarkStatusRoundTrip(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "c.sock")
+	l, err := Listen(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	reqs := make(chan Request)
+	go l.Serve(reqs)
+	st := &fsm.Status{State: "running", Generation: 1}
+	for i := range 8 {
+		st.Workers = append(st.Workers, fsm.WorkerStatus{Pid: 100 + i, Generation: 1, Slot: i, Current: true, Ready: true})
+	}
+	go func() {
+		for r := range reqs {
+			Respond(r.Conn, fsm.Reply{ID: r.ID, OK: true, Status: st}, Facts{MasterPid: 1})
+		}
+	}()
+	for b.Loop() {
+		if _, a, err := ask(path, "status", time.Minute); err != nil || len(a.Workers) != 8 {
+			b.Fatalf("%v %+v", err, a)
+		}
 	}
 }
