@@ -118,8 +118,7 @@ func benchReload(b *testing.B, n int) {
 			b.Fatal(err)
 		}
 		m = nm
-		acts = m.Step(fsm.Start{})
-		gen := acts[1].(fsm.Spawn).Generation
+		gen := spawnedGeneration(b, m.Step(fsm.Start{}))
 		for slot := range n {
 			m.Step(fsm.WorkerStarted{Generation: gen, Slot: slot, Pid: next + slot})
 		}
@@ -136,6 +135,16 @@ func benchReload(b *testing.B, n int) {
 	if m.State() != "running" {
 		b.Fatalf("state %s after the reloads", m.State())
 	}
+}
+
+func spawnedGeneration(b *testing.B, acts []fsm.Action) int {
+	for _, a := range acts {
+		if s, ok := a.(fsm.Spawn); ok {
+			return s.Generation
+		}
+	}
+	b.Fatalf("no spawn in %v", acts)
+	return 0
 }
 
 func mallocs() uint64 {
