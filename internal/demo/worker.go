@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mworker/mworker/internal/listen"
+	"github.com/mworker/mworker/internal/sdnotify"
 )
 
 // maxSleep bounds the ?sleep= knob.
@@ -65,7 +66,7 @@ func Worker(args []string, stdout, stderr io.Writer) int {
 	for _, ln := range lns {
 		go func() { served <- srv.Serve(ln) }()
 	}
-	if err := notifyReady(); err != nil {
+	if err := sdnotify.Notify("READY=1"); err != nil {
 		fmt.Fprintf(stderr, "%scannot send READY=1: %v\n", prefix, err)
 		srv.Close()
 		return 1
@@ -121,23 +122,6 @@ func activated() ([]net.Listener, error) {
 		nls = append(nls, nl)
 	}
 	return nls, nil
-}
-
-// notifyReady sends READY=1 to NOTIFY_SOCKET, a datagram socket path or
-// an abstract name starting with '@', when it is set.
-func notifyReady() error {
-	addr := os.Getenv("NOTIFY_SOCKET")
-	if addr == "" {
-		return nil
-	}
-	// Go maps a leading '@' to the abstract namespace itself.
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_, err = c.Write([]byte("READY=1"))
-	return err
 }
 
 type handler struct{ line string }
