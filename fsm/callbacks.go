@@ -37,6 +37,12 @@ func resumeAndSpawnNext(ctx context.Context, _ ...any) error {
 			continue
 		}
 		g := m.addGen(hw.Generation)
+		if hw.Slot < len(g.slots) && g.slots[hw.Slot] != nil {
+			// A slot holds one worker: a second one would be known by pid
+			// but listed nowhere, so never signalled nor forgotten.
+			m.log(LevelWarn, "handover names two workers for one slot; not adopting the second", "pid", hw.Pid, "generation", hw.Generation, "slot", hw.Slot)
+			continue
+		}
 		g.retired = g.retired || hw.Stopping
 		w := &worker{pid: hw.Pid, gen: hw.Generation, slot: hw.Slot, ready: hw.Ready}
 		g.put(w)

@@ -79,3 +79,33 @@ func TestRegressionExitStatusSurvivesExec(t *testing.T) {
 		t.Fatalf("exit %v, want status 1 of the last current worker reaped", exits)
 	}
 }
+
+// A handover naming two live workers for one (generation, slot) left the
+// first one known by pid but in no slot: it could never be listed, killed
+// or forgotten, and a NoChildren then recursed until the stack overflowed.
+// The duplicate is not adopted.
+func TestRegressionHandoverDuplicateSlot(t *testing.T) {
+	cfg := baseConfig(1)
+	cfg.Resume = &fsm.Handover{Generation: 1, MaxGeneration: 1, Workers: []fsm.HandoverWorker{
+		{Pid: 1001, Generation: 1, Slot: 0, Ready: true},
+		{Pid: 1002, Generation: 1, Slot: 0, Ready: true},
+	}}
+	m := mustNew(t, cfg)
+	m.Step(fsm.Start{})
+	var status *fsm.Status
+	for _, r := range only[fsm.Reply](m.Step(fsm.ControlRequest{ID: 1, Command: fsm.CmdStatus})) {
+		status = r.Status
+	}
+	if status == nil || len(status.Workers) != 1 || status.Workers[0].Pid != 1001 {
+		t.Fatalf("status %v, want only pid 1001 adopted", status)
+	}
+	kills := only[fsm.Kill](m.Step(fsm.SignalReceived{Signal: fsm.SIGTERM}))
+	if len(kills) != 1 || len(kills[0].Pids) != 1 || kills[0].Pids[0] != 1001 {
+		t.Fatalf("terminate: %v, want kill of 1001 only", kills)
+	}
+	m.Step(fsm.SpawnFailed{Generation: 2, Slot: 0, Status: fsm.ExitStatus{Code: 127}})
+	exits := only[fsm.Exit](m.Step(fsm.NoChildren{}))
+	if len(exits) != 1 {
+		t.Fatalf("NoChildren while stopping: %v, want Exit", exits)
+	}
+}
