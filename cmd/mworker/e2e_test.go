@@ -281,6 +281,37 @@ func copyFile(t *testing.T, from, to string) {
 	}
 }
 
+// A command that is gone when a reload re-executes the master fails the
+// new generation, not the master: the reload is rolled back and the
+// serving workers stay.
+func TestReloadWithCommandGone(t *testing.T) {
+	t.Parallel()
+	m := startRun(t, "", stopOnTerm, "-n", "2", "--ready", "300ms", "--ready-timeout", "5s",
+		"--", "{dir}/worker.sh", "{dir}")
+	old := m.waitWorkers(2)
+	if err := os.Rename(filepath.Join(m.dir, "worker.sh"), filepath.Join(m.dir, "worker.sh.away")); err != nil {
+		t.Fatal(err)
+	}
+	from := len(m.logText())
+	m.signal(syscall.SIGUSR2)
+	t.Logf("master logged: %s", m.waitLog(from, "reload", "roll"))
+	if m.exited() {
+		t.Fatalf("master exited %d after the reload", m.status)
+	}
+	if got := m.workers(); !slices.Equal(got, old) {
+		t.Errorf("workers after a failed reload: %v, want the serving ones %v", got, old)
+	}
+	for _, p := range old {
+		if m.file("stopped", p) != "" {
+			t.Errorf("serving worker %d was told to stop by a reload that failed", p)
+		}
+	}
+	m.signal(syscall.SIGTERM)
+	if got := m.wait(exitTimeout); got != 0 {
+		t.Errorf("master exited %d after SIGTERM, want 0", got)
+	}
+}
+
 // 100 reload signals in one second: the master survives, settles on
 // exactly N workers of one generation with no zombie, and still obeys
 // SIGTERM.

@@ -107,8 +107,10 @@ const idle = `announce
 while :; do sleep 0.5; done
 `
 
-// startRun writes script (after workerScript) as the worker and starts
-// "binary run OPTIONS -- /bin/sh script dir". binary "" is the built one.
+// startRun writes script (after workerScript) as the executable
+// worker.sh in a new directory and starts "binary run OPTIONS -- /bin/sh
+// DIR/worker.sh DIR"; binary "" is the built one. Options that contain
+// "--" give the command themselves, with {dir} standing for DIR.
 func startRun(t *testing.T, binary, script string, options ...string) *master {
 	t.Helper()
 	if binary == "" {
@@ -116,8 +118,15 @@ func startRun(t *testing.T, binary, script string, options ...string) *master {
 	}
 	dir := t.TempDir()
 	sh := filepath.Join(dir, "worker.sh")
-	if err := os.WriteFile(sh, []byte(workerScript+script), 0o644); err != nil {
+	if err := os.WriteFile(sh, []byte("#!/bin/sh\n"+workerScript+script), 0o755); err != nil {
 		t.Fatal(err)
+	}
+	args := []string{"run"}
+	for _, o := range options {
+		args = append(args, strings.ReplaceAll(o, "{dir}", dir))
+	}
+	if !slices.Contains(args, "--") {
+		args = append(args, "--", "/bin/sh", sh, dir)
 	}
 	m := &master{t: t, dir: dir, log: filepath.Join(dir, "master.log"), done: make(chan struct{})}
 	logFile, err := os.Create(m.log)
@@ -125,8 +134,6 @@ func startRun(t *testing.T, binary, script string, options ...string) *master {
 		t.Fatal(err)
 	}
 	defer logFile.Close()
-	args := append([]string{"run"}, options...)
-	args = append(args, "--", "/bin/sh", sh, dir)
 	m.cmd = exec.Command(binary, args...)
 	m.cmd.Stdout, m.cmd.Stderr = logFile, logFile
 	// Its own group, so that nothing sent to the test's group reaches it.
@@ -244,11 +251,9 @@ func (m *master) waitLog(from int, words ...string) string {
 	m.t.Helper()
 	var found string
 	waitFor(m.t, 10*time.Second, fmt.Sprintf("a log line with %q", words), func() bool {
+		exited := m.exited() // before reading: its last words are then in the log
 		text := m.logText()
-		if from > len(text) {
-			from = len(text)
-		}
-		for _, line := range strings.Split(text[from:], "\n") {
+		for _, line := range strings.Split(text[min(from, len(text)):], "\n") {
 			low := strings.ToLower(withoutPaths(line))
 			ok := true
 			for _, w := range words {
@@ -258,6 +263,9 @@ func (m *master) waitLog(from int, words ...string) string {
 				found = line
 				return true
 			}
+		}
+		if exited {
+			m.t.Fatalf("master exited %d without logging %q", m.status, words)
 		}
 		return false
 	})

@@ -15,14 +15,30 @@ func runMaster(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, runManual())
 		return 0
 	}
-	if err == nil {
-		cfg.Command[0], err = findCommand(cfg.Command[0], os.Getenv("PATH"))
-	}
 	if err != nil {
+		return report(stderr, err)
+	}
+	// After a reload's re-exec a vanished command is no reason to exit:
+	// that would stop the serving workers. The new generation fails to
+	// start instead, and the reload is rolled back.
+	path, err := findCommand(cfg.Command[0], os.Getenv("PATH"))
+	switch {
+	case err == nil:
+		cfg.Command[0] = path
+	case !reexecuted():
 		return report(stderr, err)
 	}
 	cfg.Stderr = stderr
 	return startMaster(cfg)
+}
+
+// reexecuted says whether this image was started by a reload's re-exec
+// of a running master rather than by an operator: the handover the
+// adapter leaves in the environment for the new image (see osadapter's
+// state.go) is present.
+func reexecuted() bool {
+	_, ok := os.LookupEnv("MWORKER_STATE")
+	return ok
 }
 
 // report writes err as the one line bad input gets and returns its status.
