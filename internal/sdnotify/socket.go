@@ -151,9 +151,10 @@ func (s *Socket) Close() error {
 }
 
 // Receive waits for the next datagram. A datagram that is too large,
-// malformed, carries descriptors (closed at once), lacks credentials or
-// comes from another uid gives an error wrapping ErrRejected, with the
-// credentials in the Datagram when known: log it and call Receive again.
+// malformed, carries descriptors (closed at once; only "BARRIER=1" may
+// carry one, see isBarrier), lacks credentials or comes from another uid
+// gives an error wrapping ErrRejected, with the credentials in the
+// Datagram when known: log it and call Receive again.
 // Any other error (net.ErrClosed after Close) ends the socket's use.
 // Receive is not safe for concurrent use on one Socket.
 func (s *Socket) Receive() (Datagram, error) {
@@ -173,8 +174,6 @@ func (s *Socket) Receive() (Datagram, error) {
 		return d, s.reject(d, ErrNoCreds)
 	case d.UID != s.uid:
 		return d, s.reject(d, fmt.Errorf("%w %d, not %d", ErrForeignUID, d.UID, s.uid))
-	case len(fds) > 0 || flags&unix.MSG_CTRUNC != 0:
-		return d, s.reject(d, ErrCarriesFDs)
 	case flags&unix.MSG_TRUNC != 0 || n > MaxSize:
 		return d, s.reject(d, ErrTooLarge)
 	}
@@ -182,8 +181,19 @@ func (s *Socket) Receive() (Datagram, error) {
 	if err != nil {
 		return d, s.reject(d, err)
 	}
+	if (len(fds) > 0 || flags&unix.MSG_CTRUNC != 0) && !(isBarrier(m) && len(fds) == 1) {
+		return d, s.reject(d, ErrCarriesFDs)
+	}
 	d.Message = m
 	return d, nil
+}
+
+// isBarrier reports whether m is sd_notify_barrier(3)'s "BARRIER=1". It
+// comes with one descriptor, the write end of a pipe, and the sender
+// waits until the receiver has closed it: Receive closes it at once, so
+// the barrier returns once every earlier datagram has been received.
+func isBarrier(m Message) bool {
+	return len(m.Fields) == 1 && m.Fields[0] == Field{Key: "BARRIER", Value: "1"}
 }
 
 func (s *Socket) reject(d Datagram, why error) error {

@@ -3,6 +3,7 @@ package sdnotify
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -254,6 +255,56 @@ func TestDescriptorsRejectedAndClosed(t *testing.T) {
 	}
 	if after := openFDs(t); after != before {
 		t.Errorf("%d descriptors open before, %d after: received ones leaked", before, after)
+	}
+}
+
+// sd_notify_barrier(3), which systemd-notify --ready sends after its
+// message: "BARRIER=1" with the write end of a pipe; the sender waits for
+// EOF on the read end, so the receiver must close that descriptor.
+func TestBarrierAcceptedAndReleased(t *testing.T) {
+	s := pathSocket(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	before := openFDs(t)
+	err = sendRaw(t, s.Addr(), []byte("BARRIER=1"), unix.UnixRights(int(w.Fd())))
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := receive(t, s)
+	if err != nil || d.Message.Fields[0] != (Field{"BARRIER", "1"}) {
+		t.Fatalf("barrier: %+v, %v", d, err)
+	}
+	r.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := r.Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
+		t.Errorf("barrier pipe read = %d, %v; want EOF (the receiver closed its end)", n, err)
+	}
+	if after := openFDs(t); after != before-1 {
+		t.Errorf("%d descriptors open before (with our write end), %d after; want one fewer", before, after)
+	}
+	for _, tt := range []struct {
+		payload string
+		fds     int
+	}{{"BARRIER=1", 2}, {"READY=1", 1}, {"BARRIER=1\nREADY=1", 1}} {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fds := make([]int, tt.fds)
+		for i := range fds {
+			fds[i] = int(f.Fd())
+		}
+		err = sendRaw(t, s.Addr(), []byte(tt.payload), unix.UnixRights(fds...))
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := receive(t, s); !errors.Is(err, ErrCarriesFDs) {
+			t.Errorf("%q with %d descriptors: %v, want ErrCarriesFDs", tt.payload, tt.fds, err)
+		}
 	}
 }
 
