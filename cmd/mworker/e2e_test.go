@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
@@ -540,5 +541,90 @@ func TestVersionCommand(t *testing.T) {
 	}
 	if got := string(out); got != "mworker devel\n" && !strings.HasPrefix(got, "mworker v") {
 		t.Errorf("mworker version printed %q", got)
+	}
+}
+
+// -sf and -st as HAProxy has them: once the first generation is ready,
+// foreign processes get --stop-signal (-sf) or SIGTERM (-st).
+func TestForeignPidsStopped(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		flag, want string
+	}{{"-sf", "QUIT"}, {"-st", "TERM"}} {
+		t.Run(tt.flag, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			mark := filepath.Join(dir, "foreign")
+			foreign := exec.Command("/bin/sh", "-c", `trap 'echo TERM > "$1"; exit 0' TERM
+trap 'echo QUIT > "$1"; exit 0' QUIT
+echo up > "$1.up"
+while :; do sleep 0.2; done`, "sh", mark)
+			if err := foreign.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{})
+			go func() { foreign.Wait(); close(done) }()
+			t.Cleanup(func() { foreign.Process.Kill(); <-done })
+			waitFor(t, 5*time.Second, "the foreign process to set its traps", func() bool {
+				_, err := os.Stat(mark + ".up")
+				return err == nil
+			})
+
+			m := startRun(t, "", stopOnTerm, "--stop-signal", "QUIT", tt.flag, strconv.Itoa(foreign.Process.Pid))
+			m.waitWorkers(1)
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("foreign process %d still running", foreign.Process.Pid)
+			}
+			if b, _ := os.ReadFile(mark); strings.TrimSpace(string(b)) != tt.want {
+				t.Errorf("foreign process got %q, want %s", strings.TrimSpace(string(b)), tt.want)
+			}
+			if m.exited() {
+				t.Errorf("master exited %d after stopping a foreign process", m.status)
+			}
+		})
+	}
+}
+
+// --pidfile holds the master's pid, across a reload, until it exits.
+func TestPidFile(t *testing.T) {
+	t.Parallel()
+	m := startRun(t, "", stopOnTerm, "--pidfile", "{dir}/master.pid")
+	pidFile := filepath.Join(m.dir, "master.pid")
+	want := strconv.Itoa(m.pid)
+	read := func() string { b, _ := os.ReadFile(pidFile); return strings.TrimSpace(string(b)) }
+	waitFor(t, 5*time.Second, "the pid file", func() bool { return read() == want })
+	old := m.waitWorkers(1)
+	m.signal(syscall.SIGUSR2)
+	m.waitReplaced(old, 1)
+	if got := read(); got != want {
+		t.Errorf("pid file holds %q after a reload, want %s", got, want)
+	}
+	m.signal(syscall.SIGTERM)
+	m.wait(exitTimeout)
+	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
+		t.Errorf("pid file still there after the master exited: %v", err)
+	}
+}
+
+// --log-format json: every line the master writes is one JSON object.
+func TestJSONLogs(t *testing.T) {
+	t.Parallel()
+	m := startRun(t, "", "exec 2>/dev/null\n"+stopOnTerm, "--log-format", "json", "-n", "2")
+	old := m.waitWorkers(2)
+	m.signal(syscall.SIGUSR2)
+	m.waitReplaced(old, 2)
+	m.signal(syscall.SIGTERM)
+	m.wait(exitTimeout)
+	lines := strings.Split(strings.TrimSpace(m.logText()), "\n")
+	if len(lines) < 4 {
+		t.Fatalf("only %d log lines", len(lines))
+	}
+	for _, line := range lines {
+		var v map[string]any
+		if err := json.Unmarshal([]byte(line), &v); err != nil || v["msg"] == nil {
+			t.Errorf("log line is not a JSON object with msg: %q", line)
+		}
 	}
 }
