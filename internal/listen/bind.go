@@ -62,7 +62,10 @@ func Close(ls []Listener) error {
 	return errors.Join(errs...)
 }
 
-// Bind binds and listens on every spec, in order. On error it closes what
+// Bind binds and listens on every spec, in order. TCP sockets get
+// SO_REUSEADDR; an empty host (":8080") takes every IPv6 and IPv4 address
+// whatever net.ipv6.bindv6only says, while "[::]:8080" follows it; a host
+// name is resolved once, to its first IPv4 address if it has one. On error it closes what
 // it had bound, removes the socket files it had created, and returns one
 // line naming the address, the reason and the fix, wrapping the errno
 // (errors.Is(err, unix.EADDRINUSE) and so on).

@@ -301,3 +301,30 @@ func TestBindRefusesNonSocketPath(t *testing.T) {
 		t.Errorf("regular file changed: %q", b)
 	}
 }
+
+func TestBindEmptyHostTakesIPv4Too(t *testing.T) {
+	ls := mustBind(t, ":0")
+	_, port, err := net.SplitHostPort(ls[0].Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.HasPrefix(ls[0].Address, "[::]:") {
+		v6only, err := unix.GetsockoptInt(int(ls[0].File.Fd()), unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
+		if err != nil || v6only != 0 {
+			t.Errorf("IPV6_V6ONLY = %d, %v; want 0 for an empty host", v6only, err)
+		}
+	} else if !strings.HasPrefix(ls[0].Address, "0.0.0.0:") {
+		t.Fatalf(":0 bound %s, want [::] or, without IPv6, 0.0.0.0", ls[0].Address)
+	}
+	serveOnce(t, ls[0], "v4")
+	if got := dialRead(t, "tcp4", net.JoinHostPort("127.0.0.1", port)); got != "v4" {
+		t.Errorf("read %q over IPv4", got)
+	}
+}
+
+func TestBindResolvesHostNameToIPv4First(t *testing.T) {
+	ls := mustBind(t, "localhost:0")
+	if !strings.HasPrefix(ls[0].Address, "127.") {
+		t.Fatalf("localhost:0 bound %s, want the IPv4 loopback", ls[0].Address)
+	}
+}
