@@ -90,6 +90,7 @@ type Machine struct {
 	stopSignal            Signal // signal for workers that start while exiting
 	reloads, failedReload int
 	stopPids, termPids    []int
+	gone                  []int // workers wait4 cannot find, while their exits are stepped
 }
 
 type generation struct {
@@ -177,9 +178,14 @@ func (m *Machine) step(ev Event) {
 		// that restarts, rollbacks and the exit status follow the usual path.
 		lost := m.livePids(nil)
 		m.log(LevelWarn, "wait4 reports no children, but workers are still known: their exits were lost; treating them as exited with status 255", "pids", lost)
+		// While their exits are stepped, the ones not stepped yet are
+		// dead too: signal none of them (its group may be reused) and hold
+		// a queued reload, whose -sf list would name them.
+		m.gone = lost
 		for _, pid := range lost {
 			m.step(ChildExited{Pid: pid, Status: ExitStatus{Code: 255}})
 		}
+		m.gone = nil
 		m.step(ev)
 		return
 	}
@@ -213,7 +219,7 @@ func (m *Machine) settle() {
 			m.fireDerived(trigRunEnded)
 		case m.state == stateRunning && !m.announced && m.genReady(m.cur):
 			m.fireDerived(trigFirstReady)
-		case m.state == stateRunning && m.pendingReload && len(m.inflight) == 0:
+		case m.state == stateRunning && m.pendingReload && len(m.inflight) == 0 && m.gone == nil:
 			m.fireDerived(trigReload)
 		case m.state == stateExiting && len(m.byPid) == 0 && len(m.inflight) == 0:
 			m.fireDerived(trigAllGone)
@@ -542,6 +548,9 @@ func (m *Machine) livePids(keep func(*generation) bool) []int {
 }
 
 func (m *Machine) kill(pids []int, sig Signal) {
+	if len(m.gone) > 0 {
+		pids = slices.DeleteFunc(slices.Clone(pids), func(p int) bool { return slices.Contains(m.gone, p) })
+	}
 	if len(pids) > 0 {
 		m.emit(Kill{Pids: pids, Signal: sig})
 	}

@@ -1,6 +1,7 @@
 package proptest
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -107,5 +108,48 @@ func TestRegressionHandoverDuplicateSlot(t *testing.T) {
 	exits := only[fsm.Exit](m.Step(fsm.NoChildren{}))
 	if len(exits) != 1 {
 		t.Fatalf("NoChildren while stopping: %v, want Exit", exits)
+	}
+}
+
+// ECHILD with known workers steps their lost exits one by one. The first
+// exit's consequences signalled the others, already dead (their process
+// groups may be reused), and a queued reload exec'd with them in -sf.
+func TestRegressionNoChildrenNeitherSignalsNorListsTheDead(t *testing.T) {
+	cfg := baseConfig(2)
+	cfg.Restart = fsm.RestartNo
+	m := mustNew(t, cfg)
+	m.Step(fsm.Start{})
+	m.Step(fsm.WorkerStarted{Generation: 1, Slot: 0, Pid: 1001})
+	m.Step(fsm.WorkerStarted{Generation: 1, Slot: 1, Pid: 1002})
+	acts := m.Step(fsm.NoChildren{})
+	if kills := only[fsm.Kill](acts); len(kills) > 0 {
+		t.Errorf("restart=no, NoChildren: %v, want no signal to reaped workers", kills)
+	}
+	if exits := only[fsm.Exit](acts); len(exits) != 1 || exits[0].Status != 255 {
+		t.Errorf("restart=no, NoChildren: exit %v, want status 255", exits)
+	}
+
+	// Resumed image, reload queued while the new generation starts.
+	cfg = baseConfig(2)
+	cfg.Ready = fsm.ReadyMode{Kind: fsm.ReadyNotify}
+	cfg.Resume = &fsm.Handover{Generation: 1, MaxGeneration: 1, Workers: []fsm.HandoverWorker{
+		{Pid: 1001, Generation: 1, Slot: 0, Ready: true}, {Pid: 1002, Generation: 1, Slot: 1, Ready: true}}}
+	m = mustNew(t, cfg)
+	m.Step(fsm.Start{})
+	m.Step(fsm.WorkerStarted{Generation: 2, Slot: 0, Pid: 1003})
+	m.Step(fsm.WorkerStarted{Generation: 2, Slot: 1, Pid: 1004})
+	m.Step(fsm.SignalReceived{Signal: fsm.SIGUSR2})
+	acts = m.Step(fsm.NoChildren{})
+	if kills := only[fsm.Kill](acts); len(kills) > 0 {
+		t.Errorf("NoChildren during a reload: %v, want no signal to reaped workers", kills)
+	}
+	execs := only[fsm.Exec](acts)
+	if len(execs) != 1 {
+		t.Errorf("NoChildren then queued reload: %d execs, want the queued reload to run", len(execs))
+	}
+	for _, e := range execs {
+		if len(e.Handover.Workers) > 0 || slices.Contains(e.Argv, "-sf") {
+			t.Errorf("NoChildren then queued reload: exec %v with workers %v, want none listed", e.Argv, e.Handover.Workers)
+		}
 	}
 }
