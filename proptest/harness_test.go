@@ -1,0 +1,778 @@
+package proptest
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/mworker/mworker/fsm"
+	"pgregory.net/rapid"
+)
+
+const (
+	maxEvents  = 200 // events per sequence, final drain included
+	orphanBase = 50000
+	foreignPid = 70000 // -sf/-st pids of another master: 70001..70003
+)
+
+// counters of what the default run really exercised, logged by TestMachine.
+var stats struct {
+	sequences, events, maxLen, execOK, execFailed, promotions, rollbacks, exits atomic.Int64
+}
+
+// segment is the life of one Machine: its config and every step, kept to
+// replay it on a fresh Machine (invariant 8).
+type segment struct {
+	cfg     fsm.Config
+	events  []fsm.Event
+	actions [][]fsm.Action
+}
+
+// harness drives one Machine (or a chain of them across successful execs)
+// with events drawn by rapid and checks every step against the model.
+type harness struct {
+	t      *rapid.T
+	base   fsm.Config
+	m      *fsm.Machine
+	model  *model
+	seg    *segment
+	eager  bool // spawn outcomes reported right after the Spawn, as the adapter must
+	events int
+	nextID fsm.RequestID
+	exits  int
+}
+
+func drawConfig(t *rapid.T) fsm.Config {
+	argvs := [][]string{
+		{"mworker", "run", "--", "srv"},
+		{"mworker", "run", "-n", "3", "-sf", "11", "12", "--", "srv", "-sf", "1", "--"},
+		{"mworker", "run", "-st", "-1", "--stop-signal", "QUIT", "--", "sh", "-c", "srv -st 5"},
+		{"mworker", "run", "/sf", "-sfx", "-stop-signal", "TERM", "-sf"},
+		{"mworker", "-sf", "--", "-sf", "7"},
+	}
+	cfg := fsm.Config{
+		Workers:      rapid.IntRange(1, 8).Draw(t, "workers"),
+		Path:         "/usr/local/bin/mworker",
+		Argv:         rapid.SampledFrom(argvs).Draw(t, "argv"),
+		ReadyTimeout: 30 * time.Second,
+		StopTimeout:  10 * time.Second,
+		StopSignal:   rapid.SampledFrom([]fsm.Signal{fsm.SIGTERM, fsm.SIGINT, fsm.SIGQUIT, fsm.SIGUSR1, fsm.SIGHUP, fsm.SIGWINCH, 40}).Draw(t, "stopSignal"),
+		Restart:      rapid.SampledFrom([]fsm.RestartPolicy{fsm.RestartAlways, fsm.RestartOnFailure, fsm.RestartNo}).Draw(t, "restart"),
+	}
+	switch rapid.IntRange(0, 2).Draw(t, "ready") {
+	case 1:
+		cfg.Ready = fsm.ReadyMode{Kind: fsm.ReadyNotify}
+	case 2:
+		cfg.Ready = fsm.ReadyMode{Kind: fsm.ReadyAfter, After: 2 * time.Second}
+	}
+	if rapid.Bool().Draw(t, "foreign") {
+		cfg.StopPids = rapid.SliceOfNDistinct(rapid.IntRange(foreignPid+1, foreignPid+2), 1, 2, rapid.ID[int]).Draw(t, "stopPids")
+		cfg.TermPids = rapid.SliceOfN(rapid.Just(foreignPid+3), 0, 1).Draw(t, "termPids")
+	}
+	return cfg
+}
+
+func newHarness(t *rapid.T) *harness {
+	cfg := drawConfig(t)
+	h := &harness{t: t, base: cfg, model: newModel(cfg), eager: rapid.IntRange(0, 3).Draw(t, "eager") > 0, nextID: 1}
+	h.start(cfg)
+	return h
+}
+
+// start builds a Machine for cfg and feeds Start.
+func (h *harness) start(cfg fsm.Config) {
+	m, err := fsm.New(cfg)
+	if err != nil {
+		h.t.Fatalf("fsm.New(%+v): %v", cfg, err)
+	}
+	h.m = m
+	h.seg = &segment{cfg: cfg}
+	h.model.cfg = cfg
+	h.model.phase = phIdle
+	h.feed(fsm.Start{})
+}
+
+func (h *harness) fatalf(format string, a ...any) {
+	h.t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, format, a...)
+	b.WriteString("\nlast steps of this machine:\n")
+	from := max(0, len(h.seg.events)-25)
+	for i := from; i < len(h.seg.events); i++ {
+		fmt.Fprintf(&b, "  > %v\n", h.seg.events[i])
+		for _, a := range h.seg.actions[i] {
+			if _, ok := a.(fsm.Log); !ok {
+				fmt.Fprintf(&b, "      %v\n", a)
+			}
+		}
+	}
+	h.t.Fatal(b.String())
+}
+
+// feed steps the machine with ev, checks the step, and plays the world's
+// answer to what the machine asked for (spawn outcomes, the exec).
+func (h *harness) feed(ev fsm.Event) {
+	h.t.Helper()
+	h.events++
+	prePhase, preCur := h.model.phase, h.model.cur
+	x := h.model.event(ev)
+	acts := h.m.Step(ev)
+	h.seg.events = append(h.seg.events, ev)
+	h.seg.actions = append(h.seg.actions, acts)
+	exec := h.check(ev, x, acts, prePhase, preCur)
+	if exec != nil {
+		h.afterExec(exec)
+		return
+	}
+	if h.eager {
+		h.resolveSpawns()
+	}
+}
+
+func (h *harness) resolveSpawns() {
+	for len(h.model.spawns) > 0 && h.model.phase != phExecPending {
+		h.resolveSpawn(h.spawnKeys()[0])
+	}
+}
+
+func (h *harness) spawnKeys() [][2]int {
+	var keys [][2]int
+	for k := range h.model.spawns {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b [2]int) int {
+		if a[0] != b[0] {
+			return a[0] - b[0]
+		}
+		return a[1] - b[1]
+	})
+	return keys
+}
+
+func (h *harness) resolveSpawn(k [2]int) {
+	if rapid.IntRange(0, 9).Draw(h.t, "spawnFails") == 0 {
+		st := rapid.SampledFrom([]int{1, 126, 127}).Draw(h.t, "spawnStatus")
+		h.feed(fsm.SpawnFailed{Generation: k[0], Slot: k[1], Status: fsm.ExitStatus{Code: st}, Err: "cannot start"})
+		return
+	}
+	h.model.nextPid++
+	h.feed(fsm.WorkerStarted{Generation: k[0], Slot: k[1], Pid: h.model.nextPid})
+}
+
+// check compares one step with the model and the invariants. It returns the
+// Exec action when there is one.
+func (h *harness) check(ev fsm.Event, x *expectation, acts []fsm.Action, prePhase phase, preCur int) *fsm.Exec {
+	h.t.Helper()
+	mo := h.model
+	if prePhase == phExited && len(acts) > 0 {
+		h.fatalf("invariant 1: %v after Exit returned %v", ev, acts)
+	}
+	var (
+		spawns          [][2]int
+		kills, sigPids  []sigPid
+		notifies        []fsm.NotifyState
+		timers          []fsm.SetTimer
+		replies         = map[fsm.RequestID]bool{}
+		execA           *fsm.Exec
+		exitA           *fsm.Exit
+		onlyLogs        = true
+		servingSignaled []int
+	)
+	forwarded := fsm.Signal(0)
+	if s, ok := ev.(fsm.SignalReceived); ok && signalRoute(s.Signal) == fsm.RouteForward {
+		forwarded = s.Signal
+	}
+	for i, a := range acts {
+		if _, ok := a.(fsm.Log); !ok {
+			onlyLogs = false
+		}
+		switch a := a.(type) {
+		case fsm.Spawn:
+			spawns = append(spawns, [2]int{a.Generation, a.Slot})
+		case fsm.Kill:
+			if len(a.Pids) == 0 {
+				h.fatalf("kill with no pid: %v", a)
+			}
+			for _, p := range a.Pids {
+				c := mo.workers[p]
+				if p <= 0 || c == nil {
+					h.fatalf("invariant 2: %v targets pid %d, not a live child the machine knows (step %v)", a, p, ev)
+				}
+				if mo.lost[p] {
+					h.fatalf("invariant 2: %v targets pid %d, which wait4 just reported gone (step %v)", a, p, ev)
+				}
+				if c.gen == preCur && a.Signal != forwarded {
+					servingSignaled = append(servingSignaled, p)
+				}
+				kills = append(kills, sigPid{a.Signal, p})
+			}
+		case fsm.SignalPids:
+			for _, p := range a.Pids {
+				if p <= foreignPid || p > foreignPid+3 || mo.workers[p] != nil || mo.signalled[p] {
+					h.fatalf("invariant 4: %v signals pid %d, not a pending -sf/-st pid of another master", a, p)
+				}
+				mo.signalled[p] = true
+				sigPids = append(sigPids, sigPid{a.Signal, p})
+			}
+		case fsm.Exec:
+			if i != len(acts)-1 {
+				h.fatalf("invariant 5: actions after Exec in one step: %v", acts[i+1:])
+			}
+			execA = &a
+		case fsm.Exit:
+			if i != len(acts)-1 {
+				h.fatalf("invariant 1: actions after Exit: %v", acts[i+1:])
+			}
+			if h.exits > 0 {
+				h.fatalf("invariant 1: a second Exit")
+			}
+			if len(mo.workers) > 0 || len(mo.spawns) > 0 {
+				h.fatalf("invariant 1: Exit while children %v and spawns %v are alive", mo.pids(nil), mo.spawnsList())
+			}
+			h.exits++
+			exitA = &a
+		case fsm.SetTimer:
+			mo.armed[a.Timer] = true
+			if a.Timer.Kind == fsm.TimerRestart || a.Timer.Kind == fsm.TimerReadyTimeout {
+				timers = append(timers, a)
+			}
+		case fsm.CancelTimer:
+			delete(mo.armed, a.Timer)
+			mo.stale = append(mo.stale, a.Timer)
+		case fsm.Notify:
+			notifies = append(notifies, a.State)
+		case fsm.Reply:
+			if !mo.open[a.ID] {
+				h.fatalf("invariant 3: %v answers request %d, which is not waiting for an answer", a, a.ID)
+			}
+			delete(mo.open, a.ID)
+			if !a.OK && a.Error == "" {
+				h.fatalf("reply %d failed without a reason", a.ID)
+			}
+			replies[a.ID] = a.OK
+			if want := x.status[a.ID]; want != nil {
+				got := a.Status
+				if got == nil {
+					h.fatalf("status reply %d without status", a.ID)
+				}
+				g := *got
+				g.Workers = slices.Clone(g.Workers)
+				sort.Slice(g.Workers, func(i, j int) bool { return g.Workers[i].Pid < g.Workers[j].Pid })
+				if !reflect.DeepEqual(&g, want) {
+					h.fatalf("status differs from the model (invariants 4, 6):\n got %v\nwant %v", &g, want)
+				}
+			}
+		case fsm.Log:
+		default:
+			h.fatalf("unknown action %T", a)
+		}
+	}
+
+	if x.noise {
+		if !onlyLogs {
+			h.fatalf("%v should be ignored in %v, got %v", ev, prePhase, acts)
+		}
+		return nil
+	}
+	if !sameSet(spawns, x.spawns) {
+		h.fatalf("%v: spawns %v, model wants %v", ev, spawns, x.spawns)
+	}
+	if !sameSet(kills, x.kills) {
+		h.fatalf("%v: kills %v, model wants %v", ev, kills, x.kills)
+	}
+	if !sameSet(sigPids, x.signalPids) {
+		h.fatalf("%v: signal-pids %v, model wants %v", ev, sigPids, x.signalPids)
+	}
+	if !slices.Equal(notifies, x.notifies) {
+		h.fatalf("%v: notifies %v, model wants %v", ev, notifies, x.notifies)
+	}
+	if !sameSet(timers, x.timers) {
+		h.fatalf("%v: restart/ready-timeout timers %v, model wants %v", ev, timers, x.timers)
+	}
+	if len(replies) != len(x.replies) {
+		h.fatalf("invariant 3: %v: replies %v, model wants %v", ev, replies, x.replies)
+	}
+	for id, ok := range x.replies {
+		if got, found := replies[id]; !found || got != ok {
+			h.fatalf("invariant 3: %v: replies %v, model wants %v", ev, replies, x.replies)
+		}
+	}
+	if x.exec != (execA != nil) {
+		h.fatalf("%v: exec %v, model wants exec=%v", ev, execA, x.exec)
+	}
+	if x.exit != (exitA != nil) || exitA != nil && exitA.Status != x.exitStatus {
+		h.fatalf("invariant 7: %v: exit %v, model wants exit=%v status %d", ev, exitA, x.exit, x.exitStatus)
+	}
+	if exitA != nil && len(mo.open) > 0 {
+		h.fatalf("invariant 3: Exit leaves requests %v unanswered", mo.open)
+	}
+	// Invariant 6: during a reload the serving generation hears only
+	// forwarded signals, unless the new one was promoted or everything stops.
+	if prePhase == phAwaiting && !x.promoted && !x.stopped && len(servingSignaled) > 0 {
+		h.fatalf("invariant 6: %v: serving generation %d signalled during a reload: %v", ev, preCur, servingSignaled)
+	}
+	if got, want := h.m.State(), mo.phase.String(); got != want {
+		h.fatalf("%v: machine is %s, model says %s", ev, got, want)
+	}
+	if x.promoted {
+		stats.promotions.Add(1)
+	}
+	if x.rolledBack {
+		stats.rollbacks.Add(1)
+	}
+	if exitA != nil {
+		stats.exits.Add(1)
+	}
+	return execA
+}
+
+func (m *model) spawnsList() [][2]int {
+	var out [][2]int
+	for k := range m.spawns {
+		out = append(out, k)
+	}
+	return out
+}
+
+// sameSet compares two lists as multisets.
+func sameSet[T comparable](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	n := map[T]int{}
+	for _, v := range a {
+		n[v]++
+	}
+	for _, v := range b {
+		n[v]--
+		if n[v] < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// splitArgv splits a master argv at the "--" that ends its own options.
+func splitArgv(argv []string) (head, tail []string) {
+	for i, a := range argv {
+		if i > 0 && a == "--" {
+			return argv[:i], argv[i:]
+		}
+	}
+	return argv, nil
+}
+
+func isInt(s string) bool {
+	_, err := strconv.Atoi(s)
+	return err == nil
+}
+
+// stripLists removes every -sf/-st list from an option head.
+func stripLists(head []string) []string {
+	var out []string
+	for i := 0; i < len(head); i++ {
+		if i > 0 && (head[i] == "-sf" || head[i] == "-st") {
+			for i+1 < len(head) && isInt(head[i+1]) {
+				i++
+			}
+			continue
+		}
+		out = append(out, head[i])
+	}
+	return out
+}
+
+// sfList returns the pids of the -sf lists of argv's head and how many -sf
+// and -st words it has.
+func sfList(argv []string) (pids []int, sf, st int) {
+	head, _ := splitArgv(argv)
+	for i := 1; i < len(head); i++ {
+		switch head[i] {
+		case "-st":
+			st++
+		case "-sf":
+			sf++
+			for i+1 < len(head) && isInt(head[i+1]) {
+				i++
+				p, _ := strconv.Atoi(head[i])
+				pids = append(pids, p)
+			}
+		}
+	}
+	return pids, sf, st
+}
+
+// afterExec checks the Exec against the world (invariant 4), probes the
+// machine in its exec-pending state on a replica (invariant 5), and then
+// plays the outcome: the exec fails, or a fresh machine resumes.
+func (h *harness) afterExec(a *fsm.Exec) {
+	mo := h.model
+	if len(mo.spawns) > 0 {
+		h.fatalf("invariant 4: Exec while spawns %v are in flight: their children would miss the -sf list", mo.spawnsList())
+	}
+	live := mo.pids(nil)
+	for _, p := range live {
+		if mo.lost[p] {
+			h.fatalf("invariant 4: Exec lists pid %d in -sf, which wait4 just reported gone", p)
+		}
+	}
+	head, tail := splitArgv(a.Argv)
+	oldHead, oldTail := splitArgv(h.seg.cfg.Argv)
+	pids, sf, st := sfList(a.Argv)
+	slices.Sort(pids)
+	wantSF := 0
+	if len(live) > 0 {
+		wantSF = 1
+	}
+	switch {
+	case a.Path != h.seg.cfg.Path:
+		h.fatalf("exec path %q, want %q", a.Path, h.seg.cfg.Path)
+	case !slices.Equal(tail, oldTail):
+		h.fatalf("exec argv %q changed the worker command %q", a.Argv, oldTail)
+	case sf != wantSF || st != 0:
+		h.fatalf("invariant 4: exec argv %q has %d -sf and %d -st lists, want %d and 0", a.Argv, sf, st, wantSF)
+	case !slices.Equal(pids, live):
+		h.fatalf("invariant 4: exec -sf list %v, live workers %v", pids, live)
+	case !slices.Equal(stripLists(head), stripLists(oldHead)):
+		h.fatalf("exec argv %q lost options of %q", a.Argv, h.seg.cfg.Argv)
+	case len(live) > 0 && head[len(head)-len(live)-1] != "-sf":
+		h.fatalf("exec argv %q: the -sf list is not right before --", a.Argv)
+	}
+	ho := a.Handover
+	var hw []fsm.HandoverWorker
+	for _, p := range live {
+		c := mo.workers[p]
+		hw = append(hw, fsm.HandoverWorker{Pid: p, Generation: c.gen, Slot: c.slot, Ready: c.ready, Stopping: mo.retired[c.gen]})
+	}
+	var armed []fsm.Timer
+	for t := range mo.armed {
+		armed = append(armed, t)
+	}
+	var open []fsm.RequestID
+	for id := range mo.open {
+		open = append(open, id)
+	}
+	switch {
+	case !sameSet(ho.Workers, hw):
+		h.fatalf("invariant 4: handover workers %v, model %v", ho.Workers, hw)
+	case !sameSet(ho.Timers, armed):
+		h.fatalf("handover timers %v, armed %v", ho.Timers, armed)
+	case !sameSet(ho.Requests, mo.requests) || !sameSet(ho.Requests, open):
+		h.fatalf("invariant 3: handover requests %v, model waits on %v, open %v", ho.Requests, mo.requests, open)
+	case ho.Generation != mo.cur || ho.Reloads != mo.reloads || ho.FailedReloads != mo.failedReloads || ho.Announced != mo.announced:
+		h.fatalf("handover %+v disagrees with the model (cur %d reloads %d failed %d announced %v)", ho, mo.cur, mo.reloads, mo.failedReloads, mo.announced)
+	case !sameSet(ho.StopPids, mo.foreignStop) || !sameSet(ho.TermPids, mo.foreignTerm):
+		h.fatalf("handover -sf/-st %v %v, model %v %v", ho.StopPids, ho.TermPids, mo.foreignStop, mo.foreignTerm)
+	}
+
+	h.probeExecPending()
+
+	if rapid.IntRange(0, 2).Draw(h.t, "execFails") == 0 {
+		stats.execFailed.Add(1)
+		h.feed(fsm.ExecFailed{Err: "exec format error"})
+		return
+	}
+	stats.execOK.Add(1)
+	h.replay(h.seg)
+	cfg := h.base
+	cfg.Argv = a.Argv
+	cfg.StopPids, cfg.TermPids = pids, nil
+	resume := a.Handover
+	cfg.Resume = &resume
+	h.start(cfg)
+}
+
+// probeExecPending replays this machine's steps on a replica, which must
+// agree (invariant 8) and end in the exec-pending state, then feeds it
+// random events: none may yield an action (invariant 5). ExecFailed then
+// brings it back without a panic.
+func (h *harness) probeExecPending() {
+	r := h.replay(h.seg)
+	n := rapid.IntRange(0, 4).Draw(h.t, "probeEvents")
+	for range n {
+		ev := h.anyEvent("probe")
+		if _, ok := ev.(fsm.ExecFailed); ok {
+			continue
+		}
+		if got := r.Step(ev); len(got) > 0 {
+			h.fatalf("invariant 5: %v after Exec returned %v", ev, got)
+		}
+	}
+	if r.State() != "reloading" {
+		h.fatalf("invariant 5: replica left the exec-pending state: %s", r.State())
+	}
+	r.Step(fsm.ExecFailed{Err: "probe"})
+}
+
+// replay runs seg on a fresh machine and fails unless every step yields the
+// same actions (invariant 8). It returns the replica.
+func (h *harness) replay(seg *segment) *fsm.Machine {
+	r, err := fsm.New(seg.cfg)
+	if err != nil {
+		h.fatalf("fsm.New on replay: %v", err)
+	}
+	for i, ev := range seg.events {
+		if got := r.Step(ev); !reflect.DeepEqual(got, seg.actions[i]) {
+			h.fatalf("invariant 8: step %d (%v) replayed to\n  %v\nnot\n  %v", i, ev, got, seg.actions[i])
+		}
+	}
+	return r
+}
+
+// ---- drawing events ----
+
+func (h *harness) pick(label string, pids []int) (int, bool) {
+	if len(pids) == 0 {
+		return 0, false
+	}
+	return rapid.SampledFrom(pids).Draw(h.t, label), true
+}
+
+func (h *harness) deadPids() []int {
+	var out []int
+	for p := range h.model.dead {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// drawPid picks a pid of one kind: current, old, new generation, dead,
+// unknown (an orphan), or a foreign -sf pid.
+func (h *harness) drawPid(label string) int {
+	mo := h.model
+	kinds := []string{"current", "old", "new", "dead", "unknown", "foreign"}
+	switch rapid.SampledFrom(kinds).Draw(h.t, label+"Kind") {
+	case "current":
+		if p, ok := h.pick(label, mo.pids(func(c *child) bool { return mo.isCurrent(c.gen) })); ok {
+			return p
+		}
+	case "old":
+		if p, ok := h.pick(label, mo.pids(func(c *child) bool { return mo.retired[c.gen] })); ok {
+			return p
+		}
+	case "new":
+		if p, ok := h.pick(label, mo.pids(func(c *child) bool { return c.gen != mo.cur && !mo.retired[c.gen] })); ok {
+			return p
+		}
+	case "dead":
+		if p, ok := h.pick(label, h.deadPids()); ok {
+			return p
+		}
+	case "foreign":
+		return rapid.IntRange(foreignPid+1, foreignPid+3).Draw(h.t, label)
+	}
+	return orphanBase + rapid.IntRange(0, 99).Draw(h.t, label)
+}
+
+func (h *harness) drawStatus(label string) fsm.ExitStatus {
+	if rapid.Bool().Draw(h.t, label+"Signaled") {
+		return fsm.ExitStatus{Signal: rapid.SampledFrom([]fsm.Signal{fsm.SIGKILL, fsm.SIGTERM, fsm.SIGSEGV, fsm.SIGINT, fsm.SIGQUIT}).Draw(h.t, label)}
+	}
+	return fsm.ExitStatus{Code: rapid.SampledFrom([]int{0, 0, 1, 2, 3, 42, 255}).Draw(h.t, label)}
+}
+
+func (h *harness) drawSignal(label string) fsm.Signal {
+	if rapid.IntRange(0, 3).Draw(h.t, label+"Any") == 0 {
+		return fsm.Signal(rapid.IntRange(-1, 70).Draw(h.t, label))
+	}
+	return rapid.SampledFrom([]fsm.Signal{
+		fsm.SIGHUP, fsm.SIGUSR2, fsm.SIGUSR1, fsm.SIGTERM, fsm.SIGINT,
+		fsm.SIGTTIN, fsm.SIGTTOU, fsm.SIGQUIT, fsm.SIGWINCH, fsm.SIGCHLD, fsm.SIGURG, fsm.SIGSEGV, 50,
+	}).Draw(h.t, label)
+}
+
+func (h *harness) drawTimer(label string) fsm.Timer {
+	mo := h.model
+	switch rapid.IntRange(0, 3).Draw(h.t, label+"Kind") {
+	case 0, 1:
+		var armed []fsm.Timer
+		for t := range mo.armed {
+			armed = append(armed, t)
+		}
+		if len(armed) > 0 {
+			slices.SortFunc(armed, func(a, b fsm.Timer) int { return strings.Compare(a.String(), b.String()) })
+			return rapid.SampledFrom(armed).Draw(h.t, label)
+		}
+	case 2:
+		if len(mo.stale) > 0 {
+			return rapid.SampledFrom(mo.stale).Draw(h.t, label)
+		}
+	}
+	return fsm.Timer{
+		Kind:       fsm.TimerKind(rapid.IntRange(0, 7).Draw(h.t, label+"K")),
+		Generation: rapid.IntRange(0, mo.maxGen+1).Draw(h.t, label+"G"),
+		Slot:       rapid.IntRange(0, 8).Draw(h.t, label+"S"),
+		Pid:        h.drawPid(label + "P"),
+	}
+}
+
+// anyEvent draws an event of any kind, sense or nonsense; it never answers
+// a Spawn, so it is safe to feed anywhere.
+func (h *harness) anyEvent(label string) fsm.Event {
+	switch rapid.IntRange(0, 9).Draw(h.t, label) {
+	case 0:
+		return fsm.SignalReceived{Signal: h.drawSignal(label + "Sig")}
+	case 1:
+		e := fsm.WorkerStarted{Generation: rapid.IntRange(0, 9).Draw(h.t, label+"G"), Slot: rapid.IntRange(-1, 9).Draw(h.t, label+"S"), Pid: h.drawPid(label + "P")}
+		if h.model.spawns[[2]int{e.Generation, e.Slot}] {
+			// A real outcome carries a pid the adapter forked; keep this
+			// one nonsense: a pid already in use or no pid at all.
+			e.Pid = rapid.SampledFrom(append(h.model.pids(nil), 0, -3)).Draw(h.t, label+"Dup")
+		}
+		return e
+	case 2:
+		return fsm.SpawnFailed{Generation: rapid.IntRange(0, 9).Draw(h.t, label+"G"), Slot: rapid.IntRange(-1, 9).Draw(h.t, label+"S"), Status: fsm.ExitStatus{Code: 127}}
+	case 3:
+		return fsm.WorkerReady{Pid: h.drawPid(label + "P")}
+	case 4:
+		return fsm.ChildExited{Pid: h.drawPid(label + "P"), Status: h.drawStatus(label + "St")}
+	case 5:
+		return fsm.NoChildren{}
+	case 6:
+		return fsm.TimerFired{Timer: h.drawTimer(label + "T")}
+	case 7:
+		return fsm.Start{}
+	case 8:
+		return fsm.ExecFailed{Err: "x"}
+	}
+	h.nextID++
+	return fsm.ControlRequest{ID: 1_000_000 + h.nextID, Command: fsm.Command(rapid.IntRange(0, 4).Draw(h.t, label+"C"))}
+}
+
+// ---- the state machine test ----
+
+// budget keeps a sequence, its final drain included, within maxEvents: the
+// drain needs one event per live child or spawn, and one action may start
+// a whole generation.
+func (h *harness) budget() bool {
+	return h.events+len(h.model.workers)+len(h.model.spawns)+28 < maxEvents
+}
+
+func (h *harness) actions() map[string]func(*rapid.T) {
+	return map[string]func(*rapid.T){
+		"signal": func(t *rapid.T) {
+			if h.budget() {
+				h.feed(fsm.SignalReceived{Signal: h.drawSignal("signal")})
+			}
+		},
+		"control": func(t *rapid.T) {
+			if h.budget() {
+				h.nextID++
+				cmd := rapid.SampledFrom([]fsm.Command{fsm.CmdReload, fsm.CmdStop, fsm.CmdStatus, 0, 9}).Draw(t, "command")
+				if h.model.phase == phExited {
+					return // nobody is listening any more
+				}
+				h.feed(fsm.ControlRequest{ID: h.nextID, Command: cmd})
+			}
+		},
+		"status": func(t *rapid.T) {
+			if h.budget() && h.model.phase != phExited {
+				h.nextID++
+				h.feed(fsm.ControlRequest{ID: h.nextID, Command: fsm.CmdStatus})
+			}
+		},
+		"ready": func(t *rapid.T) {
+			if h.budget() {
+				h.feed(fsm.WorkerReady{Pid: h.drawPid("ready")})
+			}
+		},
+		"exit": func(t *rapid.T) {
+			if h.budget() {
+				h.feed(fsm.ChildExited{Pid: h.drawPid("exit"), Status: h.drawStatus("status")})
+			}
+		},
+		"timer": func(t *rapid.T) {
+			if h.budget() {
+				h.feed(fsm.TimerFired{Timer: h.drawTimer("timer")})
+			}
+		},
+		"spawnOutcome": func(t *rapid.T) {
+			if h.budget() && len(h.model.spawns) > 0 {
+				h.resolveSpawn(rapid.SampledFrom(h.spawnKeys()).Draw(t, "spawn"))
+			}
+		},
+		"nonsense": func(t *rapid.T) {
+			if h.budget() {
+				ev := h.anyEvent("nonsense")
+				if _, ok := ev.(fsm.ControlRequest); ok && h.model.phase == phExited {
+					return // nobody is listening any more
+				}
+				h.feed(ev)
+			}
+		},
+		"": func(t *rapid.T) { h.invariants() },
+	}
+}
+
+// invariants are the checks that hold between any two events.
+func (h *harness) invariants() {
+	mo := h.model
+	if h.exits > 1 {
+		h.fatalf("invariant 1: %d exits", h.exits)
+	}
+	if (h.exits == 1) != (mo.phase == phExited) {
+		h.fatalf("invariant 1: exits %d in phase %v", h.exits, mo.phase)
+	}
+	if mo.phase == phExecPending {
+		h.fatalf("exec left pending between events")
+	}
+	gens := map[int]int{}
+	for pid, c := range mo.workers {
+		if g, ok := gens[pid]; ok && g != c.gen {
+			h.fatalf("invariant 4: pid %d in generations %d and %d", pid, g, c.gen)
+		}
+		gens[pid] = c.gen
+	}
+	if mo.phase == phRunning && len(mo.genPids(mo.cur)) == 0 && !mo.restartArmed() && !mo.spawning(mo.cur) {
+		h.fatalf("running with no current worker and nothing that will start one: the master serves nothing and never exits")
+	}
+}
+
+// drain stops the master the way an operator would and plays every exit:
+// the run must end in one Exit that answers every request.
+func (h *harness) drain() {
+	mo := h.model
+	if mo.phase != phExited {
+		h.feed(fsm.SignalReceived{Signal: fsm.SIGTERM})
+	}
+	for guard := 0; mo.phase != phExited && guard < 10000; guard++ {
+		if len(mo.spawns) > 0 {
+			h.resolveSpawn(h.spawnKeys()[0])
+			continue
+		}
+		pids := mo.pids(nil)
+		if len(pids) == 0 {
+			break
+		}
+		h.feed(fsm.ChildExited{Pid: pids[0], Status: fsm.ExitStatus{Signal: fsm.SIGTERM}})
+	}
+	if mo.phase != phExited || h.exits != 1 {
+		h.fatalf("invariant 1: no Exit after every child was reaped (phase %v)", mo.phase)
+	}
+	if len(mo.open) > 0 {
+		h.fatalf("invariant 3: requests %v never answered", mo.open)
+	}
+	h.feed(fsm.SignalReceived{Signal: fsm.SIGUSR2})
+	h.replay(h.seg)
+}
+
+// machineProperty is one random life of the master.
+func machineProperty(t *rapid.T) {
+	h := newHarness(t)
+	t.Repeat(h.actions())
+	h.drain()
+	stats.sequences.Add(1)
+	stats.events.Add(int64(h.events))
+	for {
+		m := stats.maxLen.Load()
+		if int64(h.events) <= m || stats.maxLen.CompareAndSwap(m, int64(h.events)) {
+			break
+		}
+	}
+}

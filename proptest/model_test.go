@@ -1,0 +1,637 @@
+package proptest
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+
+	"github.com/mworker/mworker/fsm"
+)
+
+// phase is the reference model's idea of the machine's state.
+type phase int
+
+const (
+	phIdle phase = iota
+	phRunning
+	phAwaiting    // the new image waits for its generation
+	phExecPending // Exec emitted, outcome not reported yet
+	phExiting
+	phExited
+)
+
+// String gives the name fsm.Machine.State reports for the phase.
+func (p phase) String() string {
+	return [...]string{"idle", "running", "reloading", "reloading", "exiting", "exited"}[p]
+}
+
+// child is a live worker as the model knows it.
+type child struct {
+	gen, slot int
+	ready     bool
+}
+
+// model is the dumb reference: plain sets and counters, updated from events
+// by the rules of DESIGN.md, with no transition table. It survives a
+// successful exec (the world does: children, timers and requests carry over)
+// while the Machine under test is replaced.
+type model struct {
+	cfg fsm.Config // config of the machine being driven
+
+	phase             phase
+	cur, next, maxGen int
+	workers           map[int]*child // live children the machine was told about
+	retired           map[int]bool   // generations told to stop as a whole
+	spawns            map[[2]int]bool
+	armed             map[fsm.Timer]bool
+	stale             []fsm.Timer // timers once armed, then cancelled or fired
+	failures          []int
+
+	open          map[fsm.RequestID]bool // control requests sent and not answered
+	requests      []fsm.RequestID        // reload requests waiting for this reload
+	queued        []fsm.RequestID        // reload requests for the next reload
+	pendingReload bool
+
+	announced              bool
+	reloads, failedReloads int
+	failure                bool
+	culprit                *fsm.ExitStatus
+	exitStatus             int
+	exitFixed              bool
+	stopSignal             fsm.Signal
+
+	foreignStop, foreignTerm []int // -sf/-st pids not signalled yet
+	signalled                map[int]bool
+	dead                     map[int]bool // reaped children
+	lost                     map[int]bool // declared dead by NoChildren in this step
+	reaping                  bool         // stepping the exits NoChildren implies
+	nextPid                  int
+}
+
+func newModel(cfg fsm.Config) *model {
+	return &model{
+		cfg:         cfg,
+		workers:     map[int]*child{},
+		retired:     map[int]bool{},
+		spawns:      map[[2]int]bool{},
+		armed:       map[fsm.Timer]bool{},
+		failures:    make([]int, cfg.Workers),
+		open:        map[fsm.RequestID]bool{},
+		stopSignal:  cfg.StopSignal,
+		foreignStop: slices.Clone(cfg.StopPids),
+		foreignTerm: slices.Clone(cfg.TermPids),
+		signalled:   map[int]bool{},
+		dead:        map[int]bool{},
+		nextPid:     1000,
+	}
+}
+
+type sigPid struct {
+	sig fsm.Signal
+	pid int
+}
+
+// expectation is what the model predicts for one step.
+type expectation struct {
+	noise      bool // only Log actions
+	spawns     [][2]int
+	kills      []sigPid
+	signalPids []sigPid
+	replies    map[fsm.RequestID]bool // id -> OK
+	status     map[fsm.RequestID]*fsm.Status
+	notifies   []fsm.NotifyState
+	exec       bool
+	exit       bool
+	exitStatus int
+	timers     []fsm.SetTimer // restart and ready-timeout timers
+	promoted   bool
+	rolledBack bool
+	stopped    bool // the step began the stop of everything
+}
+
+func (x *expectation) reply(id fsm.RequestID, ok bool) {
+	if x.replies == nil {
+		x.replies = map[fsm.RequestID]bool{}
+	}
+	x.replies[id] = ok
+}
+
+func (x *expectation) kill(pids []int, sig fsm.Signal) {
+	for _, p := range pids {
+		x.kills = append(x.kills, sigPid{sig, p})
+	}
+}
+
+// ---- queries ----
+
+func (m *model) isCurrent(gen int) bool { return gen == m.cur && !m.retired[gen] }
+
+func (m *model) pids(keep func(*child) bool) []int {
+	var out []int
+	for pid, c := range m.workers {
+		if keep == nil || keep(c) {
+			out = append(out, pid)
+		}
+	}
+	sort.Ints(out)
+	return out
+}
+
+func (m *model) genPids(gen int) []int {
+	return m.pids(func(c *child) bool { return c.gen == gen })
+}
+
+func (m *model) genReady(gen int) bool {
+	n := 0
+	for _, c := range m.workers {
+		if c.gen == gen && c.ready {
+			n++
+		}
+	}
+	return n >= m.cfg.Workers
+}
+
+func (m *model) restartArmed() bool {
+	for t := range m.armed {
+		if t.Kind == fsm.TimerRestart && t.Generation == m.cur {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *model) spawning(gen int) bool {
+	for k := range m.spawns {
+		if k[0] == gen {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *model) slotTaken(gen, slot int) bool {
+	for _, c := range m.workers {
+		if c.gen == gen && c.slot == slot {
+			return true
+		}
+	}
+	return m.spawns[[2]int{gen, slot}]
+}
+
+// status is what a status request must answer now.
+func (m *model) status() *fsm.Status {
+	s := &fsm.Status{State: m.phase.String(), Generation: m.cur, Reloads: m.reloads, FailedReloads: m.failedReloads}
+	for _, pid := range m.pids(nil) {
+		c := m.workers[pid]
+		s.Workers = append(s.Workers, fsm.WorkerStatus{
+			Pid: pid, Generation: c.gen, Slot: c.slot,
+			Current: m.isCurrent(c.gen), Ready: c.ready, Stopping: m.retired[c.gen],
+		})
+	}
+	return s
+}
+
+// ---- the rules ----
+
+// signalRoute is DESIGN.md's signal table, written again from the text:
+// reload, soft stop, terminate, and forward for the rest, except SIGCHLD
+// (the reaper's), signals that cannot be caught, the fault signals and
+// SIGPIPE that concern the master itself, SIGURG (the Go runtime's), and
+// numbers that are no signal at all.
+func signalRoute(s fsm.Signal) fsm.Route {
+	switch s {
+	case fsm.SIGHUP, fsm.SIGUSR2:
+		return fsm.RouteReload
+	case fsm.SIGUSR1:
+		return fsm.RouteSoftStop
+	case fsm.SIGTERM, fsm.SIGINT:
+		return fsm.RouteTerminate
+	case fsm.SIGCHLD, fsm.SIGKILL, fsm.SIGSTOP, fsm.SIGURG, fsm.SIGPIPE,
+		fsm.SIGILL, fsm.SIGTRAP, fsm.SIGABRT, fsm.SIGBUS, fsm.SIGFPE, fsm.SIGSEGV, fsm.SIGSYS:
+		return fsm.RouteIgnore
+	}
+	if s < 1 || s > 64 {
+		return fsm.RouteIgnore
+	}
+	return fsm.RouteForward
+}
+
+// event applies ev to the model and returns what the machine must do.
+func (m *model) event(ev fsm.Event) *expectation {
+	x := &expectation{}
+	m.lost = nil
+	if m.phase == phExited {
+		x.noise = true
+		return x
+	}
+	switch e := ev.(type) {
+	case fsm.Start:
+		if m.phase != phIdle {
+			x.noise = true
+			break
+		}
+		if m.cfg.Resume == nil {
+			m.phase, m.cur, m.maxGen = phRunning, 1, 1
+			for slot := range m.cfg.Workers {
+				m.spawn(x, 1, slot)
+			}
+		} else {
+			m.resume(x)
+		}
+	case fsm.SignalReceived:
+		switch signalRoute(e.Signal) {
+		case fsm.RouteReload:
+			m.reload(x, 0, false)
+		case fsm.RouteSoftStop:
+			m.softStop(x, 0, false)
+		case fsm.RouteTerminate:
+			m.terminate(x, e.Signal)
+		case fsm.RouteForward:
+			x.kill(m.pids(func(c *child) bool { return m.isCurrent(c.gen) }), e.Signal)
+		default:
+			x.noise = true
+		}
+	case fsm.ControlRequest:
+		m.open[e.ID] = true
+		switch e.Command {
+		case fsm.CmdReload:
+			m.reload(x, e.ID, true)
+		case fsm.CmdStop:
+			m.softStop(x, e.ID, true)
+		case fsm.CmdStatus:
+			x.reply(e.ID, true)
+			x.status = map[fsm.RequestID]*fsm.Status{e.ID: m.status()}
+		default:
+			x.reply(e.ID, false)
+		}
+	case fsm.WorkerStarted:
+		m.started(x, e)
+	case fsm.SpawnFailed:
+		key := [2]int{e.Generation, e.Slot}
+		if !m.spawns[key] {
+			x.noise = true
+			break
+		}
+		delete(m.spawns, key)
+		switch {
+		case m.phase == phExiting:
+		case m.phase == phAwaiting && e.Generation == m.next:
+			m.failure = true
+		case m.isCurrent(e.Generation):
+			m.afterCurrentExit(x, e.Slot, e.Status)
+		}
+	case fsm.WorkerReady:
+		m.ready(x, e.Pid)
+	case fsm.ChildExited:
+		m.exited(x, e)
+	case fsm.NoChildren:
+		// ECHILD is the kernel's word: every child the machine still knows
+		// is dead and its exit was lost. Each counts as an exit with status
+		// 255, oldest generation first, slot order, with its consequences.
+		lost := m.pids(nil)
+		slices.SortFunc(lost, func(a, b int) int {
+			ca, cb := m.workers[a], m.workers[b]
+			if ca.gen != cb.gen {
+				return ca.gen - cb.gen
+			}
+			return ca.slot - cb.slot
+		})
+		m.lost = map[int]bool{}
+		for _, pid := range lost {
+			m.lost[pid] = true
+		}
+		// Until all are counted, none of them may be signalled, and a
+		// queued reload waits (its -sf list would name the dead).
+		m.reaping = true
+		for _, pid := range lost {
+			if m.phase == phExecPending || m.phase == phExited {
+				break // the machine holds the rest; the Exec check flags it
+			}
+			m.exited(x, fsm.ChildExited{Pid: pid, Status: fsm.ExitStatus{Code: 255}})
+			m.settle(x)
+		}
+		m.reaping = false
+		x.kills = slices.DeleteFunc(x.kills, func(k sigPid) bool { return m.lost[k.pid] })
+		x.noise = len(lost) == 0
+	case fsm.ExecFailed:
+		if m.phase != phExecPending {
+			x.noise = true
+			break
+		}
+		m.phase = phRunning
+		m.failedReloads++
+		if m.announced {
+			x.notifies = append(x.notifies, fsm.NotifyReady)
+		}
+		m.answer(x, false)
+	case fsm.TimerFired:
+		m.timer(x, e.Timer)
+	}
+	m.settle(x)
+	return x
+}
+
+func (m *model) spawn(x *expectation, gen, slot int) {
+	m.spawns[[2]int{gen, slot}] = true
+	x.spawns = append(x.spawns, [2]int{gen, slot})
+}
+
+func (m *model) resume(x *expectation) {
+	h := m.cfg.Resume
+	m.phase = phAwaiting
+	m.cur = h.Generation
+	m.maxGen = max(m.maxGen, h.MaxGeneration)
+	m.maxGen++
+	m.next = m.maxGen
+	m.queued, m.pendingReload = nil, false
+	for slot := range m.cfg.Workers {
+		m.spawn(x, m.next, slot)
+	}
+	x.timers = append(x.timers, fsm.SetTimer{Timer: fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: m.next}, After: m.cfg.ReadyTimeout})
+}
+
+func (m *model) reload(x *expectation, id fsm.RequestID, ctl bool) {
+	switch m.phase {
+	case phRunning:
+		if len(m.spawns) > 0 {
+			m.pendingReload = true
+			if ctl {
+				m.queued = append(m.queued, id)
+			}
+			return
+		}
+		if ctl {
+			m.requests = append(m.requests, id)
+		}
+		m.exec(x)
+	case phAwaiting:
+		m.pendingReload = true
+		if ctl {
+			m.queued = append(m.queued, id)
+		}
+	case phExiting:
+		if ctl {
+			x.reply(id, false)
+		} else {
+			x.noise = true
+		}
+	}
+}
+
+func (m *model) exec(x *expectation) {
+	m.requests = append(m.requests, m.queued...)
+	m.queued, m.pendingReload = nil, false
+	if m.announced {
+		x.notifies = append(x.notifies, fsm.NotifyReloading)
+	}
+	m.phase = phExecPending
+	x.exec = true
+}
+
+func (m *model) softStop(x *expectation, id fsm.RequestID, ctl bool) {
+	switch m.phase {
+	case phRunning, phAwaiting:
+		m.enterExiting(x, m.cfg.StopSignal, m.pids(func(c *child) bool { return !m.retired[c.gen] }))
+		if ctl {
+			x.reply(id, true)
+		}
+	case phExiting:
+		if ctl {
+			x.reply(id, true)
+		} else {
+			x.kill(m.pids(nil), m.cfg.StopSignal)
+		}
+	}
+}
+
+func (m *model) terminate(x *expectation, sig fsm.Signal) {
+	switch m.phase {
+	case phRunning, phAwaiting:
+		m.enterExiting(x, sig, m.pids(nil))
+	case phExiting:
+		x.kill(m.pids(nil), sig)
+	}
+}
+
+func (m *model) enterExiting(x *expectation, sig fsm.Signal, pids []int) {
+	m.stopSignal = sig
+	m.cancelRestarts()
+	m.next, m.failure = 0, false
+	m.requests = append(m.requests, m.queued...)
+	m.queued, m.pendingReload = nil, false
+	m.answer(x, false)
+	x.notifies = append(x.notifies, fsm.NotifyStopping)
+	x.kill(pids, sig)
+	x.stopped = true
+	m.phase = phExiting
+}
+
+func (m *model) answer(x *expectation, ok bool) {
+	for _, id := range m.requests {
+		x.reply(id, ok)
+	}
+	m.requests = nil
+}
+
+func (m *model) started(x *expectation, e fsm.WorkerStarted) {
+	key := [2]int{e.Generation, e.Slot}
+	if !m.spawns[key] || e.Pid <= 0 || m.workers[e.Pid] != nil {
+		x.noise = true
+		return
+	}
+	delete(m.spawns, key)
+	c := &child{gen: e.Generation, slot: e.Slot}
+	m.workers[e.Pid] = c
+	switch {
+	case m.phase == phExiting:
+		x.kill([]int{e.Pid}, m.stopSignal)
+	case m.retired[e.Generation]:
+		x.kill([]int{e.Pid}, m.cfg.StopSignal)
+	default:
+		c.ready = m.cfg.Ready.Kind == fsm.ReadyImmediate
+	}
+}
+
+func (m *model) ready(x *expectation, pid int) {
+	c := m.workers[pid]
+	if c == nil || c.ready || m.retired[c.gen] || m.phase == phExiting {
+		x.noise = true
+		return
+	}
+	c.ready = true
+}
+
+func (m *model) exited(x *expectation, e fsm.ChildExited) {
+	c := m.workers[e.Pid]
+	if c == nil {
+		x.noise = true
+		return
+	}
+	delete(m.workers, e.Pid)
+	m.dead[e.Pid] = true
+	switch {
+	case m.phase == phExiting:
+		if m.isCurrent(c.gen) && !m.exitFixed {
+			m.exitStatus = e.Status.Int()
+		}
+	case m.phase == phAwaiting && c.gen == m.next:
+		m.failure = true
+	case !m.isCurrent(c.gen):
+	default:
+		m.afterCurrentExit(x, c.slot, e.Status)
+	}
+}
+
+func (m *model) afterCurrentExit(x *expectation, slot int, st fsm.ExitStatus) {
+	m.exitStatus = st.Int()
+	switch m.cfg.Restart {
+	case fsm.RestartNo:
+		m.culprit = &st
+		return
+	case fsm.RestartOnFailure:
+		if !st.Failed() {
+			if m.phase == phRunning && len(m.genPids(m.cur)) == 0 && !m.restartArmed() && !m.spawning(m.cur) {
+				m.culprit = &st
+			}
+			return
+		}
+	}
+	b := m.cfg.Backoff
+	if b == (fsm.Backoff{}) {
+		b = fsm.DefaultBackoff
+	}
+	d := b.Min
+	for i := 0; i < m.failures[slot] && d < b.Max; i++ {
+		d *= 2
+	}
+	d = min(d, b.Max)
+	if m.failures[slot] < 64 {
+		m.failures[slot]++
+	}
+	t := fsm.Timer{Kind: fsm.TimerRestart, Generation: m.cur, Slot: slot}
+	m.armed[t] = true // now, for the rest of this step's rules
+	x.timers = append(x.timers, fsm.SetTimer{Timer: t, After: d})
+}
+
+// cancelRestarts forgets the serving generation's restart timers, as the
+// machine does when it promotes a generation or stops.
+func (m *model) cancelRestarts() {
+	for t := range m.armed {
+		if t.Kind == fsm.TimerRestart && t.Generation == m.cur {
+			delete(m.armed, t)
+			m.stale = append(m.stale, t)
+		}
+	}
+}
+
+func (m *model) timer(x *expectation, t fsm.Timer) {
+	if !m.armed[t] {
+		x.noise = true
+		return
+	}
+	delete(m.armed, t)
+	m.stale = append(m.stale, t)
+	switch t.Kind {
+	case fsm.TimerRestart:
+		if m.phase != phExiting && t.Generation == m.cur && !m.slotTaken(m.cur, t.Slot) {
+			m.spawn(x, m.cur, t.Slot)
+		}
+	case fsm.TimerStable:
+		if c := m.workers[t.Pid]; m.phase != phExiting && c != nil && c.gen == m.cur {
+			m.failures[c.slot] = 0
+		}
+	case fsm.TimerReadyAfter:
+		m.ready(x, t.Pid)
+	case fsm.TimerReadyTimeout:
+		if m.phase == phAwaiting && t.Generation == m.next {
+			m.failure = true
+		}
+	case fsm.TimerKill:
+		if m.retired[t.Generation] {
+			x.kill(m.genPids(t.Generation), fsm.SIGKILL)
+		}
+	case fsm.TimerKillAll:
+		x.kill(m.pids(nil), fsm.SIGKILL)
+	}
+}
+
+// settle applies the consequences of the data, as the machine's settle does.
+func (m *model) settle(x *expectation) {
+	for {
+		switch {
+		case m.phase == phAwaiting && m.failure:
+			m.rollBack(x)
+		case m.phase == phAwaiting && m.genReady(m.next):
+			m.promote(x)
+		case (m.phase == phRunning || m.phase == phAwaiting) && m.culprit != nil:
+			st := *m.culprit
+			m.culprit = nil
+			m.exitStatus, m.exitFixed = st.Int(), true
+			m.enterExiting(x, m.cfg.StopSignal, m.pids(func(c *child) bool { return !m.retired[c.gen] }))
+		case m.phase == phRunning && !m.announced && m.genReady(m.cur):
+			m.announced = true
+			m.signalForeign(x)
+			x.notifies = append(x.notifies, fsm.NotifyReady)
+		case m.phase == phRunning && m.pendingReload && len(m.spawns) == 0 && !m.reaping:
+			m.exec(x)
+		case m.phase == phExiting && len(m.workers) == 0 && len(m.spawns) == 0:
+			m.phase = phExited
+			x.exit, x.exitStatus = true, m.exitStatus
+		default:
+			return
+		}
+	}
+}
+
+func (m *model) rollBack(x *expectation) {
+	failed := m.next
+	m.failure, m.next = false, 0
+	m.retired[failed] = true
+	x.kill(m.genPids(failed), m.cfg.StopSignal)
+	m.failedReloads++
+	if m.cfg.Restart == fsm.RestartOnFailure && len(m.genPids(m.cur)) == 0 && !m.restartArmed() && !m.spawning(m.cur) {
+		// Every serving worker exited 0 during the reload: nothing is
+		// left to serve, as when they exit 0 while running.
+		m.culprit = &fsm.ExitStatus{}
+	}
+	if m.announced {
+		x.notifies = append(x.notifies, fsm.NotifyReady)
+	}
+	m.answer(x, false)
+	m.phase = phRunning
+	x.rolledBack = true
+}
+
+func (m *model) promote(x *expectation) {
+	ng := m.next
+	m.cancelRestarts()
+	m.cur, m.next = ng, 0
+	for g := 1; g <= m.maxGen; g++ {
+		if g != ng && !m.retired[g] {
+			m.retired[g] = true
+			x.kill(m.genPids(g), m.cfg.StopSignal)
+		}
+	}
+	m.signalForeign(x)
+	m.reloads++
+	m.failures = make([]int, m.cfg.Workers)
+	m.announced = true
+	x.notifies = append(x.notifies, fsm.NotifyReady)
+	m.answer(x, true)
+	m.phase = phRunning
+	x.promoted = true
+}
+
+func (m *model) signalForeign(x *expectation) {
+	for _, p := range m.foreignStop {
+		x.signalPids = append(x.signalPids, sigPid{m.cfg.StopSignal, p})
+	}
+	for _, p := range m.foreignTerm {
+		x.signalPids = append(x.signalPids, sigPid{fsm.SIGTERM, p})
+	}
+	m.foreignStop, m.foreignTerm = nil, nil
+}
+
+func (x *expectation) String() string {
+	return fmt.Sprintf("%+v", *x)
+}
