@@ -95,6 +95,10 @@ func recordWorker(ctx context.Context, _ ...any) error {
 		m.byPid[w.pid] = w
 		m.log(LevelWarn, "worker of a retired generation started; stopping it", "pid", w.pid, "generation", w.gen)
 		m.kill([]int{w.pid}, m.cfg.StopSignal)
+		if kt := (Timer{Kind: TimerKill, Generation: g.n}); !m.armed[kt] {
+			// retire armed none if the generation had no live worker then.
+			m.setTimer(kt, m.cfg.StopTimeout)
+		}
 		return nil
 	}
 	w.ready = m.cfg.Ready.Kind == ReadyImmediate
