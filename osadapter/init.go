@@ -18,14 +18,21 @@ import (
 var signals = installSignals()
 
 var (
-	// notifiedAt is CLOCK_MONOTONIC when signal.Notify was installed.
-	notifiedAt int64
+	// notifiedAt is CLOCK_MONOTONIC when the signals whose default action
+	// would end or stop this image were caught; allNotifiedAt when every
+	// signal was.
+	notifiedAt, allNotifiedAt int64
+	// initAt is CLOCK_MONOTONIC when this package's initialization began:
+	// what comes before is the kernel's execve, the runtime and the
+	// packages osadapter depends on.
+	initAt int64
 	// startIgnored are the signals this image found at SIG_IGN. Go keeps an
 	// inherited SIG_IGN only for SIGHUP and SIGINT, so only those can be seen.
 	startIgnored []syscall.Signal
 )
 
 func installSignals() chan os.Signal {
+	initAt = monotonicNow()
 	// A worker being started through the trampoline never gets further.
 	runTrampoline()
 
@@ -41,13 +48,24 @@ func installSignals() chan os.Signal {
 		}
 	}
 	ch := make(chan os.Signal, 1024)
+	// Each signal costs the runtime a round trip to its signal thread, so
+	// the ones that would end or stop a freshly exec'd image go first.
+	signal.Notify(ch, urgentSignals...)
+	notifiedAt = monotonicNow()
 	signal.Notify(ch, catchable()...)
 	// Caught (not ignored, which workers would inherit): a write to a closed
 	// stderr then fails with EPIPE instead of killing the master.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
-	notifiedAt = monotonicNow()
+	allNotifiedAt = monotonicNow()
 	return ch
 }
+
+// urgentSignals are those a new image cannot survive before signal.Notify:
+// SIGTERM and SIGINT kill it (the runtime unblocks them), SIGQUIT makes it
+// dump goroutines and exit, the stop signals stop it (the runtime leaves
+// them at SIG_DFL).
+var urgentSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT,
+	syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU}
 
 func catchable() []os.Signal {
 	var out []os.Signal

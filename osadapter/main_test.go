@@ -103,6 +103,15 @@ func runTestWorker(dir string) int {
 	ch := make(chan os.Signal, 16)
 	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGHUP, syscall.SIGWINCH)
 	fmt.Fprintf(f, "gen=%s slot=%s\n", os.Getenv(EnvGeneration), os.Getenv(EnvSlot))
+	// The blocked signals this process started with (the runtime keeps
+	// them blocked on the main thread).
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "SigBlk:"); ok {
+				fmt.Fprintf(f, "sigblk=%s\n", strings.TrimSpace(v))
+			}
+		}
+	}
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, envState+"=") || strings.HasPrefix(kv, envTrampoline+"=") || strings.HasPrefix(kv, "NOTIFY_SOCKET=") {
 			fmt.Fprintf(f, "badenv %s\n", kv)

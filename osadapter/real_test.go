@@ -43,6 +43,12 @@ type realMaster struct {
 // startMaster runs bin (the test binary or a copy) as a master.
 func startMaster(t *testing.T, bin string, c testMaster) *realMaster {
 	t.Helper()
+	return startMasterArgv(t, []string{bin, "master"}, c)
+}
+
+// startMasterArgv runs argv, which must end up executing a test master.
+func startMasterArgv(t *testing.T, argv []string, c testMaster) *realMaster {
+	t.Helper()
 	dir := t.TempDir()
 	if c.StopTimeout == 0 {
 		c.StopTimeout = 5 * time.Second
@@ -67,7 +73,7 @@ func startMaster(t *testing.T, bin string, c testMaster) *realMaster {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	m.cmd = exec.Command(bin, "master")
+	m.cmd = exec.Command(argv[0], argv[1:]...)
 	m.cmd.Env = append(os.Environ(), envTestMaster+"="+string(spec))
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
 	if err := m.cmd.Start(); err != nil {
@@ -253,6 +259,13 @@ func TestRealWorkersSurviveRepeatedReexecs(t *testing.T) {
 		if strings.Contains(l, "TERM") {
 			t.Errorf("worker %d got SIGTERM across a re-exec:\n%s", pid, l)
 		}
+		// A worker forked after a re-exec must not inherit the SIGUSR1 and
+		// SIGUSR2 that the exec blocked.
+		if m := regexp.MustCompile(`sigblk=([0-9a-f]+)`).FindStringSubmatch(l); m == nil {
+			t.Errorf("worker %d did not record its mask:\n%s", pid, l)
+		} else if blk, _ := strconv.ParseUint(m[1], 16, 64); blk&(1<<(syscall.SIGUSR1-1)|1<<(syscall.SIGUSR2-1)) != 0 {
+			t.Errorf("worker %d started with SIGUSR1/SIGUSR2 blocked (SigBlk %s)", pid, m[1])
+		}
 		if alive(pid) == strings.Contains(l, "USR1") {
 			t.Errorf("worker %d: alive=%v, log:\n%s", pid, alive(pid), l)
 		}
@@ -373,5 +386,37 @@ func TestRealTrampolineSetsListenPid(t *testing.T) {
 	m.signal(syscall.SIGINT)
 	if got := m.wait(20 * time.Second); got != 128+int(syscall.SIGINT) {
 		t.Errorf("master exited %d after SIGINT, want 130", got)
+	}
+}
+
+// A worker starts with the dispositions mworker was started with: SIGINT
+// ignored here (as for a background job of a script), although the master
+// itself catches it.
+func TestRealWorkerInheritsIgnoredSignals(t *testing.T) {
+	t.Parallel()
+	script := `grep SigIgn /proc/$$/status > DIR/ign.$$.tmp; mv DIR/ign.$$.tmp DIR/ign.$$; exec sleep 1000`
+	m := startMasterArgv(t, []string{"/bin/sh", "-c", `trap "" INT; exec "$0" master`, testBinary(t)},
+		testMaster{Workers: 1, Command: []string{"/bin/sh", "-c", script}})
+	var files []string
+	waitFor(t, 10*time.Second, "the worker", func() bool {
+		files, _ = filepath.Glob(filepath.Join(m.dir, "ign.*[0-9]"))
+		return len(files) == 1
+	})
+	b, _ := os.ReadFile(files[0])
+	f := strings.Fields(string(b))
+	ign, err := strconv.ParseUint(f[len(f)-1], 16, 64)
+	if err != nil {
+		t.Fatalf("worker status line %q: %v", b, err)
+	}
+	if ign&(1<<(syscall.SIGINT-1)) == 0 || ign&(1<<(syscall.SIGHUP-1)) != 0 {
+		t.Errorf("worker SigIgn %#x: want SIGINT ignored and SIGHUP not", ign)
+	}
+	// The master still handles SIGINT (it forwards it; the worker ignores
+	// it), and SIGTERM ends everything.
+	m.signal(syscall.SIGINT)
+	waitFor(t, 10*time.Second, "SIGINT forwarded", func() bool { return m.count("signal=INT") > 0 })
+	m.signal(syscall.SIGTERM)
+	if got := m.wait(20 * time.Second); got != 143 {
+		t.Errorf("master exited %d, want 143", got)
 	}
 }

@@ -115,7 +115,8 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loo
 		}
 		if st.ExecAt > 0 && notifiedAt > 0 {
 			l.logf(slog.LevelDebug, "re-exec window: execve to signal.Notify",
-				"window_us", (notifiedAt-st.ExecAt)/1000)
+				"window_us", (notifiedAt-st.ExecAt)/1000, "init_us", (initAt-st.ExecAt)/1000,
+				"all_us", (allNotifiedAt-st.ExecAt)/1000)
 		}
 	} else {
 		if err := sys.SigMask(unix.SIG_BLOCK, nil, &l.mask); err != nil {

@@ -1,0 +1,36 @@
+package osadapter
+
+import (
+	"os"
+	"syscall"
+	"testing"
+)
+
+// BenchmarkSpawn measures one worker's start until it has run /bin/true and
+// been reaped, directly and through the trampoline (here the test binary,
+// whose start costs more than mworker's: it also initializes testing).
+func BenchmarkSpawn(b *testing.B) {
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer null.Close()
+	for _, tc := range []struct {
+		name   string
+		listen []int
+	}{{"direct", nil}, {"trampoline", []int{int(null.Fd())}}} {
+		b.Run(tc.name, func(b *testing.B) {
+			l := &loop{sys: realOS(), command: []string{"/bin/true"}, workerEnv: os.Environ(), listen: tc.listen}
+			for b.Loop() {
+				pid, err := l.spawn(1, 0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				var ws syscall.WaitStatus
+				if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
+					b.Fatalf("wait4: %v, status %v", err, ws)
+				}
+			}
+		})
+	}
+}
