@@ -114,6 +114,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+
+	"github.com/mworker/mworker/internal/demo"
 )
 
 func main() {
@@ -128,11 +130,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cmd, rest := args[0], args[1:]
-	if cmd != "run" && cmd != "demo" {
+	if cmd != "run" {
 		// osadapter subscribes to every signal when it is initialised,
 		// for the master's sake. Any other command is an ordinary
 		// process: Ctrl-C must end a waiting "mworker reload", and a
-		// demo worker hears only the signals it asks for.
+		// demo worker hears only the signals it asks for. (The demo
+		// execs "mworker run", which subscribes again.)
 		signal.Reset()
 	}
 	switch cmd {
@@ -142,7 +145,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runControlClient(cmd, rest, stdout, stderr)
 	case "demo":
 		return runDemo(rest, stdout, stderr)
-	case demoWorkerCommand:
+	case demo.WorkerCommand:
 		return runDemoWorker(rest, stdout, stderr)
 	case "version", "--version":
 		return printVersion(stdout)
@@ -157,10 +160,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "mworker: unknown command %q: use run, reload, status, stop, demo, version or help\n", cmd)
 	return exitUsage
 }
-
-// demoWorkerCommand is the hidden command the demo master runs as its
-// workers; it is not part of the manual.
-const demoWorkerCommand = "demo-worker"
 
 const shortUsage = `Usage:
   mworker run [options] -- COMMAND [ARG...]
