@@ -112,8 +112,9 @@ And it must report everything the machine needs to know:
     the machine knows the pid or not (an orphan reparented to a subreaper
     is reaped and ignored). Status is the exit code, or the signal that
     killed it. When wait4 says ECHILD, NoChildren: workers the machine
-    still knows then count as exited with status 255 (restarted, or the
-    run ends if it was stopping), since wait4 can never report them.
+    still knows then count as exited with status 255, with the usual
+    consequences (a restart, a rollback, the end of the run), since wait4
+    can never report them.
 
  13. Every signal the master catches: SignalReceived. Subscribe to
     [CatchableSignals]; [RouteOf] says what the machine will do with each,
