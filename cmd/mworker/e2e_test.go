@@ -118,6 +118,47 @@ trap 'n=$((n+1)); echo $n > "$d/sig.$$"; if [ $n -ge `+strconv.Itoa(tt.count)+` 
 	}
 }
 
+// SIGTERM reaches the old generation too: workers still draining after a
+// reload are terminated with the current ones.
+func TestTerminateReachesOldWorkers(t *testing.T) {
+	t.Parallel()
+	m := startRun(t, "", `trap 'echo QUIT >> "$d/sig.$$"' QUIT
+trap 'echo TERM >> "$d/sig.$$"; exit 0' TERM
+`+idle, "-n", "2", "--stop-signal", "QUIT", "--stop-timeout", "20s")
+	old := m.waitWorkers(2)
+	m.signal(syscall.SIGUSR2)
+	var fresh []int
+	waitFor(t, 10*time.Second, "a new generation beside the draining old one", func() bool {
+		ws := m.workers()
+		fresh = slices.DeleteFunc(ws, func(p int) bool { return slices.Contains(old, p) })
+		for _, p := range old {
+			if m.file("sig", p) != "QUIT" {
+				return false
+			}
+		}
+		return len(fresh) == 2
+	})
+	for _, p := range old {
+		if !alive(p) {
+			t.Fatalf("old worker %d exited on QUIT; the test needs it draining", p)
+		}
+	}
+	m.signal(syscall.SIGTERM)
+	if got := m.wait(exitTimeout); got != 0 {
+		t.Errorf("master exited %d, want 0", got)
+	}
+	for _, p := range old {
+		if got := m.file("sig", p); got != "QUIT\nTERM" {
+			t.Errorf("old worker %d received %q, want QUIT then TERM", p, got)
+		}
+	}
+	for _, p := range fresh {
+		if got := m.file("sig", p); got != "TERM" {
+			t.Errorf("new worker %d received %q, want TERM", p, got)
+		}
+	}
+}
+
 // SIGUSR1 sends --stop-signal, not SIGTERM, to every worker.
 func TestSoftStop(t *testing.T) {
 	t.Parallel()
