@@ -115,6 +115,7 @@ import (
 	"os"
 	"os/signal"
 
+	"github.com/mworker/mworker/internal/control"
 	"github.com/mworker/mworker/internal/demo"
 )
 
@@ -142,11 +143,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "run":
 		return runMaster(rest, stdout, stderr)
 	case "reload", "status", "stop":
-		return runControlClient(cmd, rest, stdout, stderr)
+		return control.RunClient(cmd, rest, stdout, stderr)
 	case "demo":
-		return runDemo(rest, stdout, stderr)
-	case demo.WorkerCommand:
-		return runDemoWorker(rest, stdout, stderr)
+		return demo.Run(rest, stdout, stderr)
+	case demo.WorkerCommand: // hidden: the demo's HTTP worker
+		return demo.Worker(rest, stdout, stderr)
 	case "version", "--version":
 		return printVersion(stdout)
 	case "help", "--help", "-h":

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/mworker/mworker/osadapter"
 )
 
 // runMaster is "mworker run": it checks the whole command line, resolves
@@ -29,7 +31,7 @@ func runMaster(args []string, stdout, stderr io.Writer) int {
 		return report(stderr, err)
 	}
 	cfg.Stderr = stderr
-	return startMaster(cfg)
+	return osadapter.Run(cfg)
 }
 
 // reexecuted says whether this image was started by a reload's re-exec
