@@ -1,0 +1,111 @@
+package osadapter
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mworker/mworker/fsm"
+)
+
+var update = flag.Bool("update", false, "rewrite the generated signal table in docs/signals.md")
+
+const (
+	tableBegin = "<!-- BEGIN signal table: generated from fsm.RouteOf by `go test ./osadapter -run TestSignalsDoc -update` -->\n"
+	tableEnd   = "<!-- END signal table -->\n"
+)
+
+// routeText says what the master does with a signal of each route.
+var routeText = map[fsm.Route]string{
+	fsm.RouteReload:    "reload: re-exec with `-sf <live pids>`, start a new generation, stop the old one once the new one is ready",
+	fsm.RouteSoftStop:  "soft stop: `--stop-signal` to every worker, wait for all, exit",
+	fsm.RouteTerminate: "the same signal to every worker (current and old), wait for all, exit; a second one is forwarded again",
+	fsm.RouteForward:   "forwarded to the current workers (each one's process group)",
+}
+
+// ignoredText says why a signal of RouteIgnore is not acted on, and what
+// actually happens when someone sends it.
+var ignoredText = map[fsm.Signal]string{
+	fsm.SIGCHLD: "internal: reap every exited child (wait4 loop)",
+	fsm.SIGURG:  "not caught: the Go runtime preempts goroutines with it; never forwarded",
+	fsm.SIGPIPE: "caught and dropped: a write to a closed stderr fails instead of killing the master",
+	fsm.SIGKILL: "cannot be caught: the master dies, the workers get SIGTERM (parent-death signal)",
+	fsm.SIGSTOP: "cannot be caught: the master stops until SIGCONT",
+}
+
+// windowText says what a signal does when it arrives between the execve of
+// a reload and the new image's signal.Notify.
+func windowText(s fsm.Signal) string {
+	switch s {
+	case fsm.SIGHUP:
+		return "discarded (SIG_IGN across the exec): that reload is lost, send it again"
+	case fsm.SIGUSR1, fsm.SIGUSR2:
+		return "held pending (blocked before execve), handled right after"
+	case fsm.SIGTERM, fsm.SIGINT:
+		return "**kills the master**; the workers get SIGTERM"
+	case fsm.SIGQUIT:
+		return "**the runtime dumps goroutines and exits 2**; the workers get SIGTERM"
+	case fsm.SIGTSTP, fsm.SIGTTIN, fsm.SIGTTOU:
+		return "stops the master until SIGCONT"
+	case fsm.SIGCHLD:
+		return "harmless: the new image reaps at start"
+	case fsm.SIGKILL, fsm.SIGSTOP:
+		return "as always"
+	case fsm.SIGILL, fsm.SIGTRAP, fsm.SIGABRT, fsm.SIGBUS, fsm.SIGFPE, fsm.SIGSEGV, fsm.SIGSYS:
+		return "as always"
+	case fsm.SIGSTKFLT:
+		return "**the runtime crashes the master (exit 2)**; the workers get SIGTERM"
+	case fsm.SIGURG, fsm.SIGPIPE, fsm.SIGCONT, fsm.SIGWINCH:
+		return "dropped"
+	}
+	return "dropped, not forwarded (in the first fraction of a millisecond, before the runtime's handlers, its default action ends the master)"
+}
+
+func signalRow(name string, s fsm.Signal) string {
+	r := fsm.RouteOf(s)
+	what := routeText[r]
+	if r == fsm.RouteIgnore {
+		what = ignoredText[s]
+		if what == "" {
+			what = "not caught: a fault of the master; the Go runtime crashes it (exit 2) and the workers get SIGTERM. Never send it"
+		}
+	}
+	return "| " + name + " | " + r.String() + " | " + what + " | " + windowText(s) + " |\n"
+}
+
+func signalTable() string {
+	var b strings.Builder
+	b.WriteString("| signal | route | what the master does | inside the re-exec window |\n")
+	b.WriteString("|---|---|---|---|\n")
+	for s := fsm.Signal(1); s <= 31; s++ {
+		b.WriteString(signalRow("SIG"+s.String()+" ("+itoa(int(s))+")", s))
+	}
+	b.WriteString(signalRow("real-time 34..64", 34))
+	return b.String()
+}
+
+func TestSignalsDocIsCurrent(t *testing.T) {
+	path := filepath.Join("..", "docs", "signals.md")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	i, j := strings.Index(doc, tableBegin), strings.Index(doc, tableEnd)
+	if i < 0 || j < i {
+		t.Fatalf("%s lacks the markers of the generated table", path)
+	}
+	want := doc[:i+len(tableBegin)] + signalTable() + doc[j:]
+	if want == doc {
+		return
+	}
+	if *update {
+		if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Errorf("%s is stale: run go test ./osadapter -run TestSignalsDoc -update", path)
+}
