@@ -22,6 +22,7 @@ package fsm
 //	backoff: 100ms 30s 60s     Backoff Min Max Reset (default DefaultBackoff)
 //	path: /usr/sbin/mworker    Config.Path (default /usr/bin/mworker)
 //	argv: mworker run -- srv   Config.Argv, split on spaces (default "mworker run -- server")
+//	caller: lax                allow scripts that break the caller's duties
 //
 // The -sf/-st lists of the argv (before "--") become Config.StopPids and
 // Config.TermPids, as the command line would parse them. A header may also
@@ -59,6 +60,12 @@ package fsm
 //
 // An event's output is the String() of each action it produced, in order,
 // then a "state:" line: the machine's internal state and its status.
+//
+// A script plays a correct caller (doc.go): after a Spawn, the next events
+// are the spawn outcomes, in order; after an Exec, only exec-failed or
+// reexec. The test fails on a script that does otherwise, unless its
+// header says "caller: lax" (bad-events.txt shows what the machine does
+// with such a caller).
 
 import (
 	"bufio"
@@ -111,7 +118,7 @@ func runGolden(t *testing.T, file string) {
 	if err != nil {
 		t.Fatalf("%s: header: %v", file, err)
 	}
-	d := &goldenDriver{t: t, base: cfg}
+	d := &goldenDriver{t: t, base: cfg, lax: slices.Contains(header, "caller: lax")}
 	d.m, err = New(cfg)
 	if err != nil {
 		t.Fatalf("%s: New: %v", file, err)
@@ -253,6 +260,10 @@ func goldenConfig(header []string) (Config, error) {
 			cfg.Path = val
 		case "argv":
 			cfg.Argv = strings.Fields(val)
+		case "caller":
+			if val != "lax" {
+				err = fmt.Errorf("%q: the only value is lax", val)
+			}
 		case "resume":
 			r := resume()
 			for _, f := range strings.Fields(val) {
@@ -512,6 +523,36 @@ type goldenDriver struct {
 	m        *Machine
 	lastExec *Exec
 	exited   bool
+	lax      bool     // the script may break the caller's duties
+	spawns   [][2]int // (generation, slot) of Spawns awaiting their outcome
+	execing  bool     // an Exec awaits exec-failed or reexec
+}
+
+// checkDuties fails a script that feeds ev where a correct caller would
+// not, and keeps track of the outcomes it owes.
+func (d *goldenDriver) checkDuties(where string, ev Event) {
+	var outcome [2]int
+	isOutcome := false
+	switch e := ev.(type) {
+	case WorkerStarted:
+		outcome, isOutcome = [2]int{e.Generation, e.Slot}, true
+	case SpawnFailed:
+		outcome, isOutcome = [2]int{e.Generation, e.Slot}, true
+	}
+	_, isExecFailed := ev.(ExecFailed)
+	switch {
+	case d.lax:
+	case d.execing && !isExecFailed:
+		d.t.Errorf("%s: %q fed after an Exec: only exec-failed or reexec may follow (or add caller: lax)", where, ev)
+	case len(d.spawns) > 0 && (!isOutcome || outcome != d.spawns[0]):
+		d.t.Errorf("%s: %q fed while spawn gen=%d slot=%d awaits its outcome (or add caller: lax)", where, ev, d.spawns[0][0], d.spawns[0][1])
+	}
+	if isOutcome && len(d.spawns) > 0 && outcome == d.spawns[0] {
+		d.spawns = d.spawns[1:]
+	}
+	if isExecFailed {
+		d.execing = false
+	}
 }
 
 func (d *goldenDriver) run(where, input string) string {
@@ -525,14 +566,18 @@ func (d *goldenDriver) run(where, input string) string {
 	if ev.String() != input {
 		d.t.Fatalf("%s: write the event as %q", where, ev.String())
 	}
+	d.checkDuties(where, ev)
 	acts := d.m.Step(ev)
 	var b strings.Builder
 	for i, a := range acts {
 		b.WriteString(a.String() + "\n")
 		last := i == len(acts)-1
 		switch a := a.(type) {
+		case Spawn:
+			d.spawns = append(d.spawns, [2]int{a.Generation, a.Slot})
 		case Exec:
 			d.lastExec = &a
+			d.execing = true
 			if !last {
 				d.t.Errorf("%s: Exec is not the last action of its step", where)
 			}
@@ -576,6 +621,7 @@ func (d *goldenDriver) reexec(where string) string {
 		d.t.Fatalf("%s: New for the new image: %v", where, err)
 	}
 	d.m = m
+	d.execing, d.spawns = false, nil
 	var b strings.Builder
 	fmt.Fprintf(&b, "new image: sf=%v st=%v\n", cfg.StopPids, cfg.TermPids)
 	fmt.Fprintf(&b, "handover: gen=%d max=%d reloads=%d failed=%d exit=%d announced=%t requests=%v failures=%v sf=%v st=%v\n",
