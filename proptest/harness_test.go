@@ -155,13 +155,20 @@ func (h *harness) spawnKeys() [][2]int {
 }
 
 func (h *harness) resolveSpawn(k [2]int) {
-	if rapid.IntRange(0, 9).Draw(h.t, "spawnFails") == 0 {
+	if rapid.IntRange(0, 15).Draw(h.t, "spawnFails") == 0 {
 		st := rapid.SampledFrom([]int{1, 126, 127}).Draw(h.t, "spawnStatus")
 		h.feed(fsm.SpawnFailed{Generation: k[0], Slot: k[1], Status: fsm.ExitStatus{Code: st}, Err: "cannot start"})
 		return
 	}
-	h.model.nextPid++
-	h.feed(fsm.WorkerStarted{Generation: k[0], Slot: k[1], Pid: h.model.nextPid})
+	pid := h.model.nextPid + 1
+	if dead := h.deadPids(); len(dead) > 0 && rapid.IntRange(0, 7).Draw(h.t, "reusePid") == 0 {
+		// The kernel recycles pids: a new worker may get a reaped one's.
+		pid = rapid.SampledFrom(dead).Draw(h.t, "reusedPid")
+		delete(h.model.dead, pid)
+	} else {
+		h.model.nextPid = pid
+	}
+	h.feed(fsm.WorkerStarted{Generation: k[0], Slot: k[1], Pid: pid})
 }
 
 // check compares one step with the model and the invariants. It returns the
@@ -679,7 +686,11 @@ func (h *harness) actions() map[string]func(*rapid.T) {
 		},
 		"ready": func(t *rapid.T) {
 			if h.budget() {
-				h.feed(fsm.WorkerReady{Pid: h.drawPid("ready")})
+				pid, ok := h.pick("unready", h.model.pids(func(c *child) bool { return !c.ready }))
+				if !ok || rapid.Bool().Draw(t, "anyPid") {
+					pid = h.drawPid("ready")
+				}
+				h.feed(fsm.WorkerReady{Pid: pid})
 			}
 		},
 		"exit": func(t *rapid.T) {
