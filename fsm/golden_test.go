@@ -63,7 +63,8 @@ package fsm
 //
 // A script plays a correct caller (doc.go): after a Spawn, the next events
 // are the spawn outcomes, in order; after an Exec, only exec-failed or
-// reexec. The test fails on a script that does otherwise, unless its
+// reexec; a timer fires only while armed (by SetTimer, or by the handover
+// of a resumed machine), once. The test fails on a script that does otherwise, unless its
 // header says "caller: lax" (bad-events.txt shows what the machine does
 // with such a caller).
 
@@ -123,6 +124,7 @@ func runGolden(t *testing.T, file string) {
 	if err != nil {
 		t.Fatalf("%s: New: %v", file, err)
 	}
+	d.armAll(cfg.Resume)
 
 	var out strings.Builder
 	for _, h := range header {
@@ -526,6 +528,7 @@ type goldenDriver struct {
 	lax      bool     // the script may break the caller's duties
 	spawns   [][2]int // (generation, slot) of Spawns awaiting their outcome
 	execing  bool     // an Exec awaits exec-failed or reexec
+	armed    map[Timer]bool
 }
 
 // checkDuties fails a script that feeds ev where a correct caller would
@@ -540,8 +543,11 @@ func (d *goldenDriver) checkDuties(where string, ev Event) {
 		outcome, isOutcome = [2]int{e.Generation, e.Slot}, true
 	}
 	_, isExecFailed := ev.(ExecFailed)
+	tf, isTimer := ev.(TimerFired)
 	switch {
 	case d.lax:
+	case isTimer && !d.armed[tf.Timer]:
+		d.t.Errorf("%s: %q fired but not armed (or add caller: lax)", where, ev)
 	case d.execing && !isExecFailed:
 		d.t.Errorf("%s: %q fed after an Exec: only exec-failed or reexec may follow (or add caller: lax)", where, ev)
 	case len(d.spawns) > 0 && (!isOutcome || outcome != d.spawns[0]):
@@ -552,6 +558,19 @@ func (d *goldenDriver) checkDuties(where string, ev Event) {
 	}
 	if isExecFailed {
 		d.execing = false
+	}
+	if isTimer {
+		delete(d.armed, tf.Timer)
+	}
+}
+
+// armAll records the timers a new machine starts with.
+func (d *goldenDriver) armAll(h *Handover) {
+	d.armed = make(map[Timer]bool)
+	if h != nil {
+		for _, t := range h.Timers {
+			d.armed[t] = true
+		}
 	}
 }
 
@@ -575,6 +594,10 @@ func (d *goldenDriver) run(where, input string) string {
 		switch a := a.(type) {
 		case Spawn:
 			d.spawns = append(d.spawns, [2]int{a.Generation, a.Slot})
+		case SetTimer:
+			d.armed[a.Timer] = true
+		case CancelTimer:
+			delete(d.armed, a.Timer)
 		case Exec:
 			d.lastExec = &a
 			d.execing = true
@@ -622,6 +645,7 @@ func (d *goldenDriver) reexec(where string) string {
 	}
 	d.m = m
 	d.execing, d.spawns = false, nil
+	d.armAll(&h)
 	var b strings.Builder
 	fmt.Fprintf(&b, "new image: sf=%v st=%v\n", cfg.StopPids, cfg.TermPids)
 	fmt.Fprintf(&b, "handover: gen=%d max=%d reloads=%d failed=%d exit=%d announced=%t requests=%v failures=%v sf=%v st=%v\n",
