@@ -7,10 +7,10 @@
 // Usage:
 //
 //	mworker run [options] -- COMMAND [ARG...]
-//	mworker reload --control PATH
-//	mworker status --control PATH [--json]
-//	mworker stop   --control PATH
-//	mworker demo   [--workers N] [--listen ADDR]
+//	mworker reload --control PATH [--timeout D]
+//	mworker status --control PATH [--json] [--timeout D]
+//	mworker stop   --control PATH [--timeout D]
+//	mworker demo   [--workers N] [--listen ADDR] [--control PATH]
 //	mworker version
 //	mworker help
 //
@@ -88,6 +88,8 @@
 // Reload waits for the outcome and exits 0 when the new generation is
 // ready, 1 when it failed and was rolled back. Status prints a table, or
 // the JSON object with --json. Stop begins a soft stop, as SIGUSR1.
+// They exit 0 on success, 1 on failure (the reason on stderr) and 2 on a
+// bad command line; --timeout bounds the wait for the answer.
 //
 // Demo runs a master with two built-in HTTP workers on 127.0.0.1:8080 and
 // prints how to reload and watch it.
@@ -164,10 +166,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 const shortUsage = `Usage:
   mworker run [options] -- COMMAND [ARG...]
-  mworker reload --control PATH
-  mworker status --control PATH [--json]
-  mworker stop   --control PATH
-  mworker demo   [--workers N] [--listen ADDR]
+  mworker reload --control PATH [--timeout D]
+  mworker status --control PATH [--json] [--timeout D]
+  mworker stop   --control PATH [--timeout D]
+  mworker demo   [--workers N] [--listen ADDR] [--control PATH]
   mworker version
 
 Run "mworker run --help" for the options, signals and exit statuses.
