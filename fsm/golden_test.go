@@ -64,9 +64,9 @@ package fsm
 // A script plays a correct caller (doc.go): after a Spawn, the next events
 // are the spawn outcomes, in order; after an Exec, only exec-failed or
 // reexec; a timer fires only while armed (by SetTimer, or by the handover
-// of a resumed machine), once. The test fails on a script that does otherwise, unless its
-// header says "caller: lax" (bad-events.txt shows what the machine does
-// with such a caller).
+// of a resumed machine), and once. The test fails on a script that does
+// otherwise, unless its header says "caller: lax" (bad-events.txt shows
+// what the machine does with such a caller).
 
 import (
 	"bufio"
