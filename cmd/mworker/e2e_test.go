@@ -356,40 +356,49 @@ func TestReloadWithCommandGone(t *testing.T) {
 
 // 100 reload signals in one second: the master survives, settles on
 // exactly N workers of one generation with no zombie, and still obeys
-// SIGTERM.
+// SIGTERM. SIGHUP must not kill the master even when it lands while the
+// master re-executes itself.
 func TestReloadStorm(t *testing.T) {
 	t.Parallel()
-	const n = 3
-	m := startRun(t, "", stopOnTerm, "-n", strconv.Itoa(n), "--stop-timeout", "2s")
-	m.waitWorkers(n)
-	tick := time.NewTicker(10 * time.Millisecond)
-	for range 100 {
-		<-tick.C
-		m.signal(syscall.SIGUSR2)
-	}
-	tick.Stop()
-	waitFor(t, 30*time.Second, "the storm to settle on one generation", func() bool {
-		if m.exited() {
-			t.Fatalf("master exited %d during the storm", m.status)
-		}
-		ws := m.workers()
-		if len(ws) != n || len(children(m.pid)) != n {
-			return false
-		}
-		gen := m.file("gen", ws[0])
-		for _, w := range ws {
-			if g := m.file("gen", w); g == "" || g != gen {
-				return false
+	for _, tt := range []struct {
+		name string
+		sig  syscall.Signal
+	}{{"USR2", syscall.SIGUSR2}, {"HUP", syscall.SIGHUP}} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			const n = 3
+			m := startRun(t, "", stopOnTerm, "-n", strconv.Itoa(n), "--stop-timeout", "2s")
+			m.waitWorkers(n)
+			tick := time.NewTicker(10 * time.Millisecond)
+			for range 100 {
+				<-tick.C
+				m.signal(tt.sig)
 			}
-		}
-		return true
-	})
-	if strings.Contains(m.logText(), "panic") {
-		t.Errorf("master log mentions a panic")
-	}
-	m.signal(syscall.SIGTERM)
-	if got := m.wait(exitTimeout); got != 0 {
-		t.Errorf("master exited %d after SIGTERM, want 0", got)
+			tick.Stop()
+			waitFor(t, 30*time.Second, "the storm to settle on one generation", func() bool {
+				if m.exited() {
+					t.Fatalf("master exited %d during the storm", m.status)
+				}
+				ws := m.workers()
+				if len(ws) != n || len(children(m.pid)) != n {
+					return false
+				}
+				gen := m.file("gen", ws[0])
+				for _, w := range ws {
+					if g := m.file("gen", w); g == "" || g != gen {
+						return false
+					}
+				}
+				return true
+			})
+			if strings.Contains(m.logText(), "panic") {
+				t.Errorf("master log mentions a panic")
+			}
+			m.signal(syscall.SIGTERM)
+			if got := m.wait(exitTimeout); got != 0 {
+				t.Errorf("master exited %d after SIGTERM, want 0", got)
+			}
+		})
 	}
 }
 
