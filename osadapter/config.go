@@ -40,6 +40,12 @@ type Config struct {
 	// actions are only logged at debug level.
 	Notifier Notifier
 	Replier  Replier
+	// PrepareExec, when set, is called just before the master re-executes
+	// itself, with the core's handover. It returns variables to add to the
+	// new image's environment (they replace variables of the same name;
+	// names should start with "MWORKER_", which workers never see) and an
+	// undo that Run calls if execve fails. An error fails the reload.
+	PrepareExec func(fsm.Handover) (env []string, undo func(), err error)
 }
 
 // Environment variables a worker sees (besides systemd's LISTEN_* and

@@ -3,6 +3,7 @@ package osadapter
 import (
 	"log/slog"
 	"os"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -62,11 +63,29 @@ func (l *loop) exec(a fsm.Exec) {
 		}
 	}
 
+	var extra []string
+	undo := func() {}
+	if l.prepareExec != nil {
+		env, u, err := l.prepareExec(a.Handover)
+		if err != nil {
+			failed(errorf("prepare the re-exec: %w", err))
+			return
+		}
+		extra = env
+		if u != nil {
+			undo = u
+		}
+	}
+	failedAfterPrepare := func(err error) {
+		undo()
+		failed(err)
+	}
+
 	var cleared []int
 	for name, fd := range l.keep {
 		if err := l.sys.SetCloexec(fd, false); err != nil {
 			l.restoreCloexec(cleared)
-			failed(errorf("keep fd %d (%s) open across exec: %w", fd, name, err))
+			failedAfterPrepare(errorf("keep fd %d (%s) open across exec: %w", fd, name, err))
 			return
 		}
 		cleared = append(cleared, fd)
@@ -76,10 +95,15 @@ func (l *loop) exec(a fsm.Exec) {
 	enc, err := st.encode()
 	if err != nil {
 		l.restoreCloexec(cleared)
-		failed(err)
+		failedAfterPrepare(err)
 		return
 	}
-	env := append(withoutVars(l.sys.Environ(), envState), envState+"="+enc)
+	names := []string{envState}
+	for _, kv := range extra {
+		name, _, _ := strings.Cut(kv, "=")
+		names = append(names, name)
+	}
+	env := append(append(withoutVars(l.sys.Environ(), names...), extra...), envState+"="+enc)
 
 	l.sys.Ignore(syscall.SIGHUP)
 	err = l.sys.Exec(a.Path, a.Argv, env)
@@ -90,7 +114,7 @@ func (l *loop) exec(a fsm.Exec) {
 	l.sys.Catch(syscall.SIGHUP)
 	l.restoreCloexec(cleared)
 	l.logf(slog.LevelDebug, "execve failed", "path", a.Path, "err", err.Error())
-	failed(&os.PathError{Op: "execve", Path: a.Path, Err: err})
+	failedAfterPrepare(&os.PathError{Op: "execve", Path: a.Path, Err: err})
 }
 
 func (l *loop) restoreCloexec(fds []int) {

@@ -32,15 +32,16 @@ type loop struct {
 	sigs   <-chan os.Signal
 	events <-chan fsm.Event
 
-	path      string           // absolute start path, handed to the next image
-	command   []string         // the worker's argv
-	workerEnv []string         // the worker's environment, less generation and slot
-	ignored   []syscall.Signal // SIG_IGN at the first start; workers get them back
-	mask      unix.Sigset_t    // the thread's mask at the first start
-	listen    []int            // listener fds, passed to workers as 3..
-	listenAs  []string         // their names (LISTEN_FDNAMES)
-	keep      map[string]int   // fds that survive a re-exec
-	pidFile   string
+	path        string           // absolute start path, handed to the next image
+	command     []string         // the worker's argv
+	workerEnv   []string         // the worker's environment, less generation and slot
+	ignored     []syscall.Signal // SIG_IGN at the first start; workers get them back
+	mask        unix.Sigset_t    // the thread's mask at the first start
+	listen      []int            // listener fds, passed to workers as 3..
+	listenAs    []string         // their names (LISTEN_FDNAMES)
+	keep        map[string]int   // fds that survive a re-exec
+	pidFile     string
+	prepareExec func(fsm.Handover) ([]string, func(), error)
 
 	timers  map[fsm.Timer]int64 // armed timers and their CLOCK_MONOTONIC deadlines
 	resumed *execState          // the previous image's state, or nil

@@ -62,7 +62,7 @@ func TestKillFallsBackToPidWhenGroupIsGone(t *testing.T) {
 func TestSpawnAttributes(t *testing.T) {
 	f := newFakeOS()
 	f.env = append(f.env, "NOTIFY_SOCKET=/run/x", "LISTEN_FDS=2", "LISTEN_PID=1", "LISTEN_FDNAMES=a:b",
-		"MWORKER_TRAMPOLINE=x", "MWORKER_GENERATION=9", "MWORKER_SLOT=9", "KEEP=1")
+		"MWORKER_TRAMPOLINE=x", "MWORKER_CONTROL_FD=5", "MWORKER_GENERATION=9", "MWORKER_SLOT=9", "KEEP=1")
 	l, _ := fakeLoop(t, f, Config{}, nil)
 	l.ignored = nil
 	l.start()
@@ -344,5 +344,40 @@ func TestStartErrors(t *testing.T) {
 		PidFile: t.TempDir() + "/no/such/dir/pid"}
 	if st := run(cfg, f.os(), nil); st != 1 || strings.Count(buf.String(), "\n") != 1 || !strings.Contains(buf.String(), "osadapter: write pid file") {
 		t.Errorf("status %d, stderr %q: want 1 and one line about the pid file", st, buf.String())
+	}
+}
+
+func TestPrepareExecAddsEnvAndIsUndoneOnFailure(t *testing.T) {
+	f := newFakeOS()
+	f.env = append(f.env, "MWORKER_CONTROL_FD=7")
+	f.execErr = syscall.ENOENT
+	undone := 0
+	var got fsm.Handover
+	cfg := Config{PrepareExec: func(h fsm.Handover) ([]string, func(), error) {
+		got = h
+		return []string{"MWORKER_CONTROL_FD=9"}, func() { undone++ }, nil
+	}}
+	l, _ := fakeLoop(t, f, cfg, nil)
+	l.start()
+	l.step(fsm.SignalReceived{Signal: fsm.SIGUSR2})
+	if len(f.execs) != 1 {
+		t.Fatalf("%d execs, want 1", len(f.execs))
+	}
+	env := f.execs[0].env
+	if !slices.Contains(env, "MWORKER_CONTROL_FD=9") || slices.Contains(env, "MWORKER_CONTROL_FD=7") {
+		t.Errorf("exec env %q: want MWORKER_CONTROL_FD=9 replacing =7", env)
+	}
+	if len(got.Workers) != 2 {
+		t.Errorf("PrepareExec got %d workers in the handover, want 2", len(got.Workers))
+	}
+	if undone != 1 {
+		t.Errorf("undo called %d times after a failed execve, want 1", undone)
+	}
+
+	// A PrepareExec error fails the reload without an execve.
+	l.prepareExec = func(fsm.Handover) ([]string, func(), error) { return nil, nil, syscall.EMFILE }
+	l.step(fsm.SignalReceived{Signal: fsm.SIGUSR2})
+	if len(f.execs) != 1 || l.m.State() != "running" {
+		t.Errorf("execs %d, state %s: want no execve and running", len(f.execs), l.m.State())
 	}
 }

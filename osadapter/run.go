@@ -87,6 +87,8 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loo
 		workerEnv: workerEnv(env),
 		timers:    make(map[fsm.Timer]int64),
 		pidFile:   cfg.PidFile,
+
+		prepareExec: cfg.PrepareExec,
 	}
 	if l.notify == nil {
 		l.notify = debugTransport{logger}

@@ -34,16 +34,22 @@ func (l *loop) spawn(gen, slot int) (int, error) {
 }
 
 // Variables of the master that a worker must not inherit: the service
-// manager's (they are the master's, not the worker's), mworker's own, and
-// those the adapter sets per worker.
-var masterOnlyEnv = []string{
-	"NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES",
-	envState, envTrampoline, EnvGeneration, EnvSlot,
-}
+// manager's (they are the master's, not the worker's), and every
+// "MWORKER_" variable: mworker's internal ones (re-exec state, trampoline,
+// control and listener hand-offs) and those the adapter sets per worker.
+var serviceManagerEnv = []string{"NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"}
 
-// workerEnv is env less masterOnlyEnv.
+const internalEnvPrefix = "MWORKER_"
+
+// workerEnv is env less the master's own variables.
 func workerEnv(env []string) []string {
-	return withoutVars(env, masterOnlyEnv...)
+	out := make([]string, 0, len(env))
+	for _, kv := range withoutVars(env, serviceManagerEnv...) {
+		if !strings.HasPrefix(kv, internalEnvPrefix) {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 func withoutVars(env []string, names ...string) []string {
