@@ -678,3 +678,41 @@ func TestJSONLogs(t *testing.T) {
 		}
 	}
 }
+
+// A worker starts with the signal mask and dispositions mworker was
+// started with, also after a reload: nothing the master blocked around its
+// re-exec (USR1, USR2) stays blocked, and an inherited SIG_IGN of SIGINT
+// (a background job of a shell) is passed on.
+func TestWorkerSignalState(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	reference := filepath.Join(dir, "reference")
+	wrapper := filepath.Join(dir, "mworker-nointr")
+	if err := os.WriteFile(wrapper, []byte(`#!/bin/sh
+trap '' INT
+grep -E '^Sig(Blk|Ign)' /proc/self/status > `+reference+`
+exec `+mworkerBinary(t)+` "$@"
+`), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := startRun(t, wrapper, `grep -E '^Sig(Blk|Ign)' /proc/self/status > "$d/mask.$$"
+`+stopOnTerm, "-n", "2")
+	old := m.waitWorkers(2)
+	m.signal(syscall.SIGUSR2)
+	fresh := m.waitReplaced(old, 2)
+	b, err := os.ReadFile(reference)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.TrimSpace(string(b))
+	if !strings.Contains(want, "SigIgn:\t0000000000000002") {
+		t.Fatalf("the wrapper did not ignore SIGINT: %q", want)
+	}
+	for _, p := range append(old, fresh...) {
+		if got := m.file("mask", p); got != want {
+			t.Errorf("worker %d (generation %s) starts with\n%s\nwant (as mworker was started)\n%s", p, m.file("gen", p), got, want)
+		}
+	}
+	m.signal(syscall.SIGTERM)
+	m.wait(exitTimeout)
+}
