@@ -29,7 +29,6 @@ func (l *loop) exec(a fsm.Exec) {
 		Path:     l.path,
 		Handover: a.Handover,
 		Mask:     l.mask.Val,
-		Fds:      l.keep,
 	}
 	for _, s := range l.ignored {
 		st.Ignored = append(st.Ignored, int(s))
@@ -63,7 +62,7 @@ func (l *loop) exec(a fsm.Exec) {
 		}
 	}
 
-	var extra []string
+	extra := append([]string(nil), l.execEnv...)
 	undo := func() {}
 	if l.prepareExec != nil {
 		env, u, err := l.prepareExec(a.Handover)
@@ -71,7 +70,7 @@ func (l *loop) exec(a fsm.Exec) {
 			failed(errorf("prepare the re-exec: %w", err))
 			return
 		}
-		extra = env
+		extra = append(extra, env...)
 		if u != nil {
 			undo = u
 		}

@@ -40,6 +40,7 @@ type loop struct {
 	listen      []int            // listener fds, passed to workers as 3..
 	listenAs    []string         // their names (LISTEN_FDNAMES)
 	keep        map[string]int   // fds that survive a re-exec
+	execEnv     []string         // variables that describe them to the next image
 	pidFile     string
 	prepareExec func(fsm.Handover) ([]string, func(), error)
 

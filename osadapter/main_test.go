@@ -39,7 +39,7 @@ type testMaster struct {
 	StopTimeout time.Duration
 	Restart     string
 	PidFile     string
-	Listen      bool // pass /dev/null as listener fd 3 (trampoline)
+	Listen      []string // --listen specs
 }
 
 func runTestMaster(spec string) int {
@@ -67,6 +67,7 @@ func runTestMaster(spec string) int {
 		}
 	}
 	cfg := Config{
+		Listen: c.Listen,
 		Machine: fsm.Config{
 			Workers: c.Workers, Restart: restart, StopPids: sf,
 			ReadyTimeout: 20 * time.Second, StopTimeout: c.StopTimeout, StopSignal: fsm.Signal(c.StopSignal),
@@ -75,21 +76,7 @@ func runTestMaster(spec string) int {
 		PidFile:  c.PidFile,
 		LogLevel: -4,
 	}
-	if !c.Listen {
-		return Run(cfg)
-	}
-	l, err := newLoop(cfg, realOS(), signals, os.Stderr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	null, err := os.Open(os.DevNull)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	l.listen, l.listenAs = []int{int(null.Fd())}, []string{"null"}
-	return l.run()
+	return Run(cfg)
 }
 
 // runTestWorker writes "<pid>.log" in dir: a first line with its generation

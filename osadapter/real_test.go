@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -360,28 +361,40 @@ func TestRealMasterKilledStopsWorkers(t *testing.T) {
 	}
 }
 
-func TestRealTrampolineSetsListenPid(t *testing.T) {
+func TestRealListenersReachWorkersAcrossReloads(t *testing.T) {
 	t.Parallel()
-	script := `echo "$$ $LISTEN_PID $LISTEN_FDS $LISTEN_FDNAMES" > DIR/listen.$$.tmp; test -e /proc/$$/fd/3 && echo fd3 >> DIR/listen.$$.tmp; env > DIR/env.$$; mv DIR/listen.$$.tmp DIR/listen.$$; exec sleep 1000`
-	m := startMaster(t, testBinary(t), testMaster{Workers: 2, Listen: true, Command: []string{"/bin/sh", "-c", script}})
+	// Each worker notes "<pid> <LISTEN_PID> <LISTEN_FDS> <LISTEN_FDNAMES>
+	// <fd 3's socket>" and its environment.
+	script := `echo "$$ $LISTEN_PID $LISTEN_FDS $LISTEN_FDNAMES $(readlink /proc/$$/fd/3)" > DIR/listen.$$.tmp; env > DIR/env.$$; mv DIR/listen.$$.tmp DIR/listen.$$; exec sleep 1000`
+	m := startMaster(t, testBinary(t), testMaster{Workers: 2, Listen: []string{"web=127.0.0.1:0"}, Command: []string{"/bin/sh", "-c", script}})
 	var files []string
 	waitFor(t, 10*time.Second, "2 workers", func() bool {
 		files, _ = filepath.Glob(filepath.Join(m.dir, "listen.*[0-9]"))
 		return len(files) == 2
 	})
+	m.signal(syscall.SIGUSR2)
+	waitFor(t, 10*time.Second, "2 more workers after a reload", func() bool {
+		files, _ = filepath.Glob(filepath.Join(m.dir, "listen.*[0-9]"))
+		return len(files) == 4 && m.count("reload complete") == 1
+	})
+	sockets := map[string]bool{}
 	for _, f := range files {
 		b, _ := os.ReadFile(f)
 		fields := strings.Fields(string(b))
-		if len(fields) != 5 || fields[0] != fields[1] || fields[2] != "1" || fields[3] != "null" || fields[4] != "fd3" {
-			t.Errorf("worker saw %q, want \"<pid> <same pid> 1 null fd3\"", b)
+		if len(fields) != 5 || fields[0] != fields[1] || fields[2] != "1" || fields[3] != "web" || !strings.HasPrefix(fields[4], "socket:[") {
+			t.Errorf("worker saw %q, want \"<pid> <same pid> 1 web socket:[...]\"", b)
+			continue
 		}
+		sockets[fields[4]] = true
 		env, _ := os.ReadFile(filepath.Join(m.dir, "env."+fields[0]))
-		if strings.Contains(string(env), "MWORKER_TRAMPOLINE") || strings.Contains(string(env), envTestMaster+"=x") {
-			t.Errorf("worker env has the trampoline's variable:\n%s", env)
+		for _, bad := range []string{"MWORKER_TRAMPOLINE", "MWORKER_LISTENERS", "MWORKER_STATE"} {
+			if strings.Contains(string(env), bad) {
+				t.Errorf("worker %s sees %s", fields[0], bad)
+			}
 		}
-		if !strings.Contains(string(env), "MWORKER_GENERATION=1") {
-			t.Errorf("worker env lacks MWORKER_GENERATION=1")
-		}
+	}
+	if len(sockets) != 1 {
+		t.Errorf("workers saw %d different sockets as fd 3, want the same one across the reload: %v", len(sockets), sockets)
 	}
 	m.signal(syscall.SIGINT)
 	if got := m.wait(20 * time.Second); got != 128+int(syscall.SIGINT) {
@@ -418,5 +431,25 @@ func TestRealWorkerInheritsIgnoredSignals(t *testing.T) {
 	m.signal(syscall.SIGTERM)
 	if got := m.wait(20 * time.Second); got != 143 {
 		t.Errorf("master exited %d, want 143", got)
+	}
+}
+
+func TestRealPortInUseIsAStartError(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	m := startMaster(t, testBinary(t), testMaster{Workers: 1, Listen: []string{busy.Addr().String()}, Command: []string{"/bin/sh", "-c", "echo started > DIR/started; exec sleep 1000"}})
+	if got := m.wait(10 * time.Second); got != 1 {
+		t.Errorf("master exited %d, want 1", got)
+	}
+	out := m.log()
+	if strings.Count(out, "\n") != 1 || !strings.Contains(out, busy.Addr().String()) {
+		t.Errorf("stderr %q: want one line naming %s", out, busy.Addr())
+	}
+	if _, err := os.Stat(filepath.Join(m.dir, "started")); err == nil {
+		t.Error("a worker started although the address could not be bound")
 	}
 }

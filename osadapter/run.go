@@ -31,25 +31,37 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mworker/mworker/fsm"
+	"github.com/mworker/mworker/internal/listen"
 )
 
 // Run supervises the workers until the core decides to exit, and returns
 // the master's exit status. A failure to start (bad config, unwritable pid
 // file) is one line on cfg.Stderr and status 1.
 func Run(cfg Config) int {
-	return run(cfg, realOS(), signals)
+	ls, err := takeListeners(cfg.Listen)
+	if err != nil {
+		fmt.Fprintln(stderrOf(cfg), err)
+		return 1
+	}
+	return run(cfg, realOS(), signals, ls)
 }
 
-func run(cfg Config, sys *OS, sigs <-chan os.Signal) int {
-	stderr := cfg.Stderr
-	if stderr == nil {
-		stderr = os.Stderr
+func stderrOf(cfg Config) io.Writer {
+	if cfg.Stderr == nil {
+		return os.Stderr
 	}
+	return cfg.Stderr
+}
+
+func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener) int {
+	stderr := stderrOf(cfg)
 	l, err := newLoop(cfg, sys, sigs, stderr)
 	if err != nil {
+		listen.Close(ls)
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	l.useListeners(ls)
 	status := l.run()
 	if l.pidFile != "" && l.exited {
 		if err := os.Remove(l.pidFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -108,7 +120,6 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loo
 		for _, s := range st.Ignored {
 			l.ignored = append(l.ignored, syscall.Signal(s))
 		}
-		l.keep = st.Fds
 		// The previous image blocked SIGUSR1/SIGUSR2 for the exec; now that
 		// signal.Notify is in place, give this thread (and so every worker
 		// it forks) the mask of the first start again.

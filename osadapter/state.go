@@ -34,8 +34,6 @@ type execState struct {
 	Mask [16]uint64
 	// Ignored are the signals that were SIG_IGN at the first start.
 	Ignored []int
-	// Fds are descriptors kept open across the exec, by name.
-	Fds map[string]int
 	// ExecAt is CLOCK_MONOTONIC (ns) just before execve.
 	ExecAt int64
 }
