@@ -204,6 +204,16 @@ func (m *master) waitReplaced(old []int, n int) []int {
 	return ws
 }
 
+// checkOwnGroups checks that each worker leads a process group of its own.
+func checkOwnGroups(t *testing.T, workers []int) {
+	t.Helper()
+	for _, p := range workers {
+		if st, ok := readStat(p); !ok || st.pgid != p {
+			t.Errorf("worker %d is in process group %d, want its own", p, st.pgid)
+		}
+	}
+}
+
 func pidsText(pids []int) string {
 	s := make([]string, len(pids))
 	for i, p := range pids {
@@ -225,6 +235,7 @@ func TestReload(t *testing.T) {
 			t.Parallel()
 			m := startRun(t, "", stopOnTerm, "-n", "2", "--stop-timeout", "5s")
 			old := m.waitWorkers(2)
+			checkOwnGroups(t, old)
 			m.signal(tt.sig)
 			fresh := m.waitReplaced(old, 2)
 
@@ -240,6 +251,7 @@ func TestReload(t *testing.T) {
 					t.Errorf("old worker %d was not stopped with SIGTERM", p)
 				}
 			}
+			checkOwnGroups(t, fresh)
 			oldGen, _ := strconv.Atoi(m.file("gen", old[0]))
 			for _, p := range fresh {
 				if g, _ := strconv.Atoi(m.file("gen", p)); g <= oldGen {
@@ -711,6 +723,55 @@ exec `+mworkerBinary(t)+` "$@"
 	for _, p := range append(old, fresh...) {
 		if got := m.file("mask", p); got != want {
 			t.Errorf("worker %d (generation %s) starts with\n%s\nwant (as mworker was started)\n%s", p, m.file("gen", p), got, want)
+		}
+	}
+	m.signal(syscall.SIGTERM)
+	m.wait(exitTimeout)
+}
+
+// A worker sees the master's environment less the master's own
+// NOTIFY_SOCKET and LISTEN_* and every internal variable, plus its
+// MWORKER_GENERATION and MWORKER_SLOT, also after a reload (the handover
+// to the new master image must not leak into its workers).
+func TestWorkerEnvironment(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	wrapper := filepath.Join(dir, "mworker-env")
+	if err := os.WriteFile(wrapper, []byte(`#!/bin/sh
+export APP_TEST_KEEP=kept NOTIFY_SOCKET=`+filepath.Join(dir, "notify")+` LISTEN_PID=1 LISTEN_FDS=1 LISTEN_FDNAMES=x
+exec `+mworkerBinary(t)+` "$@"
+`), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := startRun(t, wrapper, `env > "$d/env.$$"
+`+stopOnTerm, "-n", "2")
+	old := m.waitWorkers(2)
+	m.signal(syscall.SIGUSR2)
+	fresh := m.waitReplaced(old, 2)
+	for _, p := range append(old, fresh...) {
+		env := map[string]string{}
+		for _, kv := range strings.Split(m.file("env", p), "\n") {
+			k, v, _ := strings.Cut(kv, "=")
+			env[k] = v
+		}
+		for k := range env {
+			switch {
+			case k == "NOTIFY_SOCKET" || strings.HasPrefix(k, "LISTEN_"):
+				t.Errorf("worker %d sees the master's %s=%s", p, k, env[k])
+			case strings.HasPrefix(k, "MWORKER_") && k != "MWORKER_GENERATION" && k != "MWORKER_SLOT":
+				t.Errorf("worker %d sees the internal variable %s", p, k)
+			}
+		}
+		if env["APP_TEST_KEEP"] != "kept" {
+			t.Errorf("worker %d lost the master's environment (APP_TEST_KEEP)", p)
+		}
+		if env["MWORKER_GENERATION"] == "" || env["MWORKER_SLOT"] == "" {
+			t.Errorf("worker %d has no MWORKER_GENERATION/MWORKER_SLOT: %q", p, m.file("env", p))
 		}
 	}
 	m.signal(syscall.SIGTERM)
