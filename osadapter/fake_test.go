@@ -27,6 +27,10 @@ type fakeOS struct {
 	execErr error
 	// killErr returns the error of kill(pid, sig); nil when unset.
 	killErr func(pid int) error
+	// onSpawn and onKill, when set, play the rest of the world after a
+	// fork or a kill (they run on the loop's goroutine).
+	onSpawn func(pid int)
+	onKill  func(pid int, sig syscall.Signal)
 
 	mask unix.Sigset_t
 }
@@ -73,11 +77,17 @@ func (f *fakeOS) os() *OS {
 			f.spawns = append(f.spawns, fakeSpawn{argv0, argv, attr, pid})
 			f.live[pid] = true
 			f.record("forkexec %s", argv0)
+			if f.onSpawn != nil {
+				f.onSpawn(pid)
+			}
 			return pid, nil
 		},
 		Kill: func(pid int, sig syscall.Signal) error {
 			f.kills = append(f.kills, fakeKill{pid, sig})
 			f.record("kill %d %d", pid, sig)
+			if f.onKill != nil {
+				f.onKill(pid, sig)
+			}
 			if f.killErr != nil {
 				return f.killErr(pid)
 			}

@@ -284,7 +284,11 @@ func (l *loop) run() int {
 			l.onSignal(s.(syscall.Signal))
 		case <-wake:
 			l.fireDue()
-		case ev := <-l.events:
+		case ev, ok := <-l.events:
+			if !ok {
+				l.events = nil // a closed transport sends nothing more
+				break
+			}
 			l.step(ev)
 		}
 		timer.Stop()

@@ -1,6 +1,7 @@
 package osadapter
 
 import (
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -379,5 +380,53 @@ func TestPrepareExecAddsEnvAndIsUndoneOnFailure(t *testing.T) {
 	l.step(fsm.SignalReceived{Signal: fsm.SIGUSR2})
 	if len(f.execs) != 1 || l.m.State() != "running" {
 		t.Errorf("execs %d, state %s: want no execve and running", len(f.execs), l.m.State())
+	}
+}
+
+// The select loop itself: a crashing worker is reaped on SIGCHLD, restarted
+// when its backoff timer fires, and SIGTERM ends the run with the status of
+// the last worker.
+func TestRunLoopRestartsOnTimerAndExits(t *testing.T) {
+	f := newFakeOS()
+	sys := f.os()
+	sys.Now = monotonicNow // the loop's timer waits in real time
+	sigs := make(chan os.Signal, 16)
+	spawnedAt := map[int]time.Time{}
+	f.onSpawn = func(pid int) {
+		spawnedAt[pid] = time.Now()
+		switch pid {
+		case 100: // crashes at once
+			f.exited(100, 1)
+			sigs <- syscall.SIGCHLD
+		case 101: // runs until the operator's SIGTERM
+			sigs <- syscall.SIGTERM
+		}
+	}
+	f.onKill = func(pid int, sig syscall.Signal) {
+		if pid == -101 && sig == syscall.SIGTERM {
+			f.killed(101, syscall.SIGTERM)
+			sigs <- syscall.SIGCHLD
+		}
+	}
+	cfg := Config{Command: []string{"/bin/worker"}, LogLevel: -4, Stderr: io.Discard, Machine: fsm.Config{
+		Workers: 1, Path: "/usr/bin/mworker", Argv: []string{"mworker"},
+		ReadyTimeout: time.Second, StopTimeout: time.Second, StopSignal: fsm.SIGTERM,
+		Backoff: fsm.Backoff{Min: 100 * time.Millisecond, Max: time.Second, Reset: time.Minute},
+	}}
+	done := make(chan int, 1)
+	go func() { done <- run(cfg, sys, sigs, nil) }()
+	select {
+	case st := <-done:
+		if st != 143 {
+			t.Errorf("run returned %d, want 143", st)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return")
+	}
+	if len(spawnedAt) != 2 {
+		t.Fatalf("%d spawns, want 2", len(spawnedAt))
+	}
+	if d := spawnedAt[101].Sub(spawnedAt[100]); d < 100*time.Millisecond {
+		t.Errorf("restarted after %v, before the 100ms backoff", d)
 	}
 }
