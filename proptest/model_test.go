@@ -472,7 +472,7 @@ func (m *model) exited(x *expectation, e fsm.ChildExited) {
 	switch {
 	case m.phase == phExiting:
 		if m.isCurrent(c.gen) && !m.exitFixed {
-			m.exitStatus = e.Status.Int()
+			m.exitStatus = shellStatus(e.Status)
 		}
 	case m.phase == phAwaiting && c.gen == m.next:
 		m.failure = true
@@ -482,14 +482,23 @@ func (m *model) exited(x *expectation, e fsm.ChildExited) {
 	}
 }
 
+// shellStatus is DESIGN.md's child status: the exit code, or 128 + the
+// signal that killed it.
+func shellStatus(st fsm.ExitStatus) int {
+	if st.Signal != 0 {
+		return 128 + int(st.Signal)
+	}
+	return st.Code
+}
+
 func (m *model) afterCurrentExit(x *expectation, slot int, st fsm.ExitStatus) {
-	m.exitStatus = st.Int()
+	m.exitStatus = shellStatus(st)
 	switch m.cfg.Restart {
 	case fsm.RestartNo:
 		m.culprit = &st
 		return
 	case fsm.RestartOnFailure:
-		if !st.Failed() {
+		if shellStatus(st) == 0 {
 			if m.phase == phRunning && len(m.genPids(m.cur)) == 0 && !m.restartArmed() && !m.spawning(m.cur) {
 				m.culprit = &st
 			}
@@ -566,7 +575,7 @@ func (m *model) settle(x *expectation) {
 		case (m.phase == phRunning || m.phase == phAwaiting) && m.culprit != nil:
 			st := *m.culprit
 			m.culprit = nil
-			m.exitStatus, m.exitFixed = st.Int(), true
+			m.exitStatus, m.exitFixed = shellStatus(st), true
 			m.enterExiting(x, m.cfg.StopSignal, m.pids(func(c *child) bool { return !m.retired[c.gen] }))
 		case m.phase == phRunning && !m.announced && m.genReady(m.cur):
 			m.announced = true
