@@ -89,7 +89,10 @@ From then on the caller has a few responsibilities.
     ExecFailed{Err}: the machine stays Running with the same workers and
     answers the waiting requests with the error. Do not feed anything else
     between Exec and ExecFailed: the machine holds such events until
-    ExecFailed, and they are lost if the exec succeeds. If it succeeds, the
+    ExecFailed, and they are lost if the exec succeeds. So leave in the
+    kernel what can wait there: do not reap children in that window (the
+    new image's wait4 finds them), and hand over control requests already
+    read. If it succeeds, the
     new image builds a new Machine from its own command line (Argv is the
     Exec's argv, whose -sf list names every live worker; the CLI parses it
     into Config.StopPids as usual) with Config.Resume set to the decoded
