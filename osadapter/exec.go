@@ -13,7 +13,8 @@ import (
 
 // exec replaces the master's image (fsm.Exec). What must survive goes into
 // the environment: the core's handover, the timers' absolute deadlines, the
-// signals already read, the fds to keep. On the way:
+// signals the runtime has already delivered to the channel (drained last,
+// just before execve), the fds to keep. On the way:
 //
 //   - SIGUSR1 and SIGUSR2 are blocked on this thread, so that one arriving
 //     from now on stays pending across execve and reaches the new image
@@ -48,12 +49,7 @@ func (l *loop) exec(a fsm.Exec) {
 		l.step(fsm.ExecFailed{Err: "block SIGUSR1/SIGUSR2: " + err.Error()})
 		return
 	}
-	drained := l.drainSignals()
-	for _, s := range drained {
-		if s != syscall.SIGCHLD { // the new image sweeps anyway
-			st.Signals = append(st.Signals, int(s))
-		}
-	}
+	var drained []syscall.Signal
 	failed := func(err error) {
 		l.sys.SigMask(unix.SIG_SETMASK, &old, nil)
 		l.step(fsm.ExecFailed{Err: err.Error()})
@@ -90,22 +86,25 @@ func (l *loop) exec(a fsm.Exec) {
 		cleared = append(cleared, fd)
 	}
 
-	st.ExecAt = l.sys.Now()
 	enc, err := st.encode()
 	if err != nil {
 		l.restoreCloexec(cleared)
 		failedAfterPrepare(err)
 		return
 	}
-	names := []string{envState}
+	names := []string{envState, envCarried}
 	for _, kv := range extra {
 		name, _, _ := strings.Cut(kv, "=")
 		names = append(names, name)
 	}
-	env := append(append(withoutVars(l.sys.Environ(), names...), extra...), envState+"="+enc)
+	env := append(withoutVars(l.sys.Environ(), names...), extra...)
+	env = append(env, envState+"="+enc)
 
+	// From here to execve as little as possible: a signal the runtime
+	// catches after the drain is lost with this image.
 	l.sys.Ignore(syscall.SIGHUP)
-	err = l.sys.Exec(a.Path, a.Argv, env)
+	drained = l.drainSignals()
+	err = l.sys.Exec(a.Path, a.Argv, append(env, carried(drained, l.sys.Now())))
 	if err == nil {
 		l.replace = true // a fake OS "replaced" the image
 		return

@@ -46,6 +46,7 @@ type loop struct {
 
 	timers  map[fsm.Timer]int64 // armed timers and their CLOCK_MONOTONIC deadlines
 	resumed *execState          // the previous image's state, or nil
+	carried []syscall.Signal    // signals the previous image had not acted on
 
 	exited  bool
 	status  int
@@ -258,10 +259,8 @@ func (l *loop) start() {
 		}
 	}
 	l.step(fsm.Start{})
-	if st := l.resumed; st != nil {
-		for _, s := range st.Signals {
-			l.onSignal(syscall.Signal(s))
-		}
+	for _, s := range l.carried {
+		l.onSignal(s)
 	}
 	l.reap()
 }

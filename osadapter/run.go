@@ -126,10 +126,17 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loo
 		if err := sys.SigMask(unix.SIG_SETMASK, &l.mask, nil); err != nil {
 			return nil, errorf("restore the signal mask after re-exec: %w", err)
 		}
-		if st.ExecAt > 0 && notifiedAt > 0 {
-			l.logf(slog.LevelDebug, "re-exec window: execve to signal.Notify",
-				"window_us", (notifiedAt-st.ExecAt)/1000, "init_us", (initAt-st.ExecAt)/1000,
-				"all_us", (allNotifiedAt-st.ExecAt)/1000)
+		if v, ok := lookupEnv(env, envCarried); ok {
+			execAt, sigs, err := parseCarried(v)
+			if err != nil {
+				return nil, err
+			}
+			l.carried = sigs
+			if notifiedAt > 0 {
+				l.logf(slog.LevelDebug, "re-exec window: execve to signal.Notify",
+					"window_us", (notifiedAt-execAt)/1000, "init_us", (initAt-execAt)/1000,
+					"all_us", (allNotifiedAt-execAt)/1000)
+			}
 		}
 	} else {
 		if err := sys.SigMask(unix.SIG_BLOCK, nil, &l.mask); err != nil {

@@ -5,6 +5,9 @@ import (
 	"encoding/base64"
 	"encoding/gob"
 	"fmt"
+	"strconv"
+	"strings"
+	"syscall"
 
 	"github.com/mworker/mworker/fsm"
 )
@@ -26,16 +29,45 @@ type execState struct {
 	// Deadlines are the CLOCK_MONOTONIC deadlines (ns) of Handover.Timers,
 	// index by index, so that each timer fires at its original deadline.
 	Deadlines []int64
-	// Signals were read from the channel but not yet acted on when the
-	// exec began; the new image feeds them after Start.
-	Signals []int
 	// Mask is the signal mask of the master's thread at the first start;
 	// workers start with it.
 	Mask [16]uint64
 	// Ignored are the signals that were SIG_IGN at the first start.
 	Ignored []int
-	// ExecAt is CLOCK_MONOTONIC (ns) just before execve.
-	ExecAt int64
+}
+
+// envCarried carries what is known only in the last microseconds before
+// execve, so that it costs no encoding there: "<CLOCK_MONOTONIC ns>" then
+// ",<signal>" for each signal delivered to the channel but not acted on.
+// The new image feeds those signals after Start.
+const envCarried = "MWORKER_EXEC_CARRIED"
+
+func carried(sigs []syscall.Signal, now int64) string {
+	b := make([]byte, 0, 64)
+	b = append(b, envCarried+"="...)
+	b = strconv.AppendInt(b, now, 10)
+	for _, s := range sigs {
+		if s != syscall.SIGCHLD { // the new image sweeps anyway
+			b = append(b, ',')
+			b = strconv.AppendInt(b, int64(s), 10)
+		}
+	}
+	return string(b)
+}
+
+func parseCarried(v string) (execAt int64, sigs []syscall.Signal, err error) {
+	fields := strings.Split(v, ",")
+	if execAt, err = strconv.ParseInt(fields[0], 10, 64); err != nil {
+		return 0, nil, fmt.Errorf("osadapter: bad %s %q", envCarried, v)
+	}
+	for _, f := range fields[1:] {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 || n > 64 {
+			return 0, nil, fmt.Errorf("osadapter: bad %s %q", envCarried, v)
+		}
+		sigs = append(sigs, syscall.Signal(n))
+	}
+	return execAt, sigs, nil
 }
 
 func (s *execState) encode() (string, error) {
