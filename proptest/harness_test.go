@@ -120,7 +120,7 @@ func (h *harness) feed(ev fsm.Event) {
 	h.t.Helper()
 	h.events++
 	prePhase, preCur := h.model.phase, h.model.cur
-	x := h.model.event(ev)
+	x := h.model.step(ev)
 	acts := h.m.Step(ev)
 	h.seg.events = append(h.seg.events, ev)
 	h.seg.actions = append(h.seg.actions, acts)
@@ -179,6 +179,9 @@ func (h *harness) check(ev fsm.Event, x *expectation, acts []fsm.Action, prePhas
 	if prePhase == phExited && len(acts) > 0 {
 		h.fatalf("invariant 1: %v after Exit returned %v", ev, acts)
 	}
+	if x.silent && len(acts) > 0 {
+		h.fatalf("invariant 5: %v after Exec returned %v", ev, acts)
+	}
 	var (
 		spawns          [][2]int
 		kills, sigPids  []sigPid
@@ -207,13 +210,13 @@ func (h *harness) check(ev fsm.Event, x *expectation, acts []fsm.Action, prePhas
 			}
 			for _, p := range a.Pids {
 				c := mo.workers[p]
-				if p <= 0 || c == nil {
+				if p <= 0 || c == nil && !mo.seen[p] {
 					h.fatalf("invariant 2: %v targets pid %d, not a live child the machine knows (step %v)", a, p, ev)
 				}
 				if mo.lost[p] {
 					h.fatalf("invariant 2: %v targets pid %d, which wait4 just reported gone (step %v)", a, p, ev)
 				}
-				if c.gen == preCur && a.Signal != forwarded {
+				if c != nil && c.gen == preCur && a.Signal != forwarded {
 					servingSignaled = append(servingSignaled, p)
 				}
 				kills = append(kills, sigPid{a.Signal, p})
@@ -480,6 +483,13 @@ func (h *harness) afterExec(a *fsm.Exec) {
 	h.probeExecPending()
 
 	if rapid.IntRange(0, 2).Draw(h.t, "execFails") == 0 {
+		// Events that arrive before the exec's outcome are held by the
+		// machine (no action: invariant 5) and replayed after ExecFailed.
+		for range rapid.IntRange(0, 3).Draw(h.t, "held") {
+			if ev := h.anyEvent("held"); !isExecFailed(ev) {
+				h.feed(ev)
+			}
+		}
 		stats.execFailed.Add(1)
 		h.feed(fsm.ExecFailed{Err: "exec format error"})
 		return
@@ -491,7 +501,14 @@ func (h *harness) afterExec(a *fsm.Exec) {
 	cfg.StopPids, cfg.TermPids = pids, nil
 	resume := a.Handover
 	cfg.Resume = &resume
+	held := h.model.deferred
+	h.model.deferred = nil
 	h.start(cfg)
+	// What the old image held unseen reaches the new one: signals stay
+	// pending across the exec, the adapter hands requests over.
+	for _, ev := range held {
+		h.feed(ev)
+	}
 }
 
 // probeExecPending replays this machine's steps on a replica, which must
@@ -503,7 +520,7 @@ func (h *harness) probeExecPending() {
 	n := rapid.IntRange(0, 4).Draw(h.t, "probeEvents")
 	for range n {
 		ev := h.anyEvent("probe")
-		if _, ok := ev.(fsm.ExecFailed); ok {
+		if isExecFailed(ev) {
 			continue
 		}
 		if got := r.Step(ev); len(got) > 0 {
@@ -514,6 +531,11 @@ func (h *harness) probeExecPending() {
 		h.fatalf("invariant 5: replica left the exec-pending state: %s", r.State())
 	}
 	r.Step(fsm.ExecFailed{Err: "probe"})
+}
+
+func isExecFailed(ev fsm.Event) bool {
+	_, ok := ev.(fsm.ExecFailed)
+	return ok
 }
 
 // replay runs seg on a fresh machine and fails unless every step yields the

@@ -65,6 +65,8 @@ type model struct {
 	dead                     map[int]bool // reaped children
 	lost                     map[int]bool // declared dead by NoChildren in this step
 	reaping                  bool         // stepping the exits NoChildren implies
+	deferred                 []fsm.Event  // events the machine holds while the exec is pending
+	seen                     map[int]bool // children alive at some point of this step
 	nextPid                  int
 }
 
@@ -107,6 +109,62 @@ type expectation struct {
 	promoted   bool
 	rolledBack bool
 	stopped    bool // the step began the stop of everything
+	silent     bool // held by the machine: no action at all, not even a log
+}
+
+// merge adds the expectation of an event the machine replays within the
+// same step (events held while the exec was pending).
+func (x *expectation) merge(y *expectation) {
+	x.noise = x.noise && y.noise
+	x.spawns = append(x.spawns, y.spawns...)
+	x.kills = append(x.kills, y.kills...)
+	x.signalPids = append(x.signalPids, y.signalPids...)
+	for id, ok := range y.replies {
+		x.reply(id, ok)
+	}
+	for id, st := range y.status {
+		if x.status == nil {
+			x.status = map[fsm.RequestID]*fsm.Status{}
+		}
+		x.status[id] = st
+	}
+	x.notifies = append(x.notifies, y.notifies...)
+	x.exec = x.exec || y.exec
+	if y.exit {
+		x.exit, x.exitStatus = true, y.exitStatus
+	}
+	x.timers = append(x.timers, y.timers...)
+	x.promoted = x.promoted || y.promoted
+	x.rolledBack = x.rolledBack || y.rolledBack
+	x.stopped = x.stopped || y.stopped
+}
+
+// step is event as the machine's Step sees it: while the exec is pending
+// every event but ExecFailed is held, and replayed after ExecFailed.
+func (m *model) step(ev fsm.Event) *expectation {
+	m.seen = map[int]bool{}
+	for pid := range m.workers {
+		m.seen[pid] = true
+	}
+	if _, ok := ev.(fsm.ExecFailed); m.phase == phExecPending && !ok {
+		m.deferred = append(m.deferred, ev)
+		return &expectation{noise: true, silent: true}
+	}
+	x := m.event(ev)
+	if m.phase != phExecPending && m.phase != phExited && len(m.deferred) > 0 {
+		held := m.deferred
+		m.deferred = nil
+		lost := m.lost
+		defer func() { m.lost = lost }() // the order of kills and NoChildren is lost in a merged step
+		for _, e := range held {
+			if _, ok := e.(fsm.ExecFailed); m.phase == phExecPending && !ok {
+				m.deferred = append(m.deferred, e)
+				continue
+			}
+			x.merge(m.event(e))
+		}
+	}
+	return x
 }
 
 func (x *expectation) reply(id fsm.RequestID, ok bool) {
@@ -442,6 +500,7 @@ func (m *model) started(x *expectation, e fsm.WorkerStarted) {
 	delete(m.spawns, key)
 	c := &child{gen: e.Generation, slot: e.Slot}
 	m.workers[e.Pid] = c
+	m.seen[e.Pid] = true
 	switch {
 	case m.phase == phExiting:
 		x.kill([]int{e.Pid}, m.stopSignal)
