@@ -5,6 +5,9 @@ import (
 	"os/signal"
 	"runtime"
 	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mworker/mworker/fsm"
 )
@@ -26,8 +29,11 @@ var (
 	// what comes before is the kernel's execve, the runtime and the
 	// packages osadapter depends on.
 	initAt int64
-	// startIgnored are the signals this image found at SIG_IGN. Go keeps an
-	// inherited SIG_IGN only for SIGHUP and SIGINT, so only those can be seen.
+	// startIgnored are the signals this image found at SIG_IGN. The Go
+	// runtime has replaced the dispositions of most signals before any
+	// package initializes; it leaves an inherited SIG_IGN in place only for
+	// SIGHUP and SIGINT, and does not touch the stop signals until
+	// signal.Notify, so those are the ones that can be seen.
 	startIgnored []syscall.Signal
 )
 
@@ -42,8 +48,8 @@ func installSignals() chan os.Signal {
 	// thread its parent-death signal is tied to.
 	runtime.LockOSThread()
 
-	for _, s := range []syscall.Signal{syscall.SIGHUP, syscall.SIGINT} {
-		if signal.Ignored(s) {
+	for _, s := range []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU} {
+		if isIgnored(s) {
 			startIgnored = append(startIgnored, s)
 		}
 	}
@@ -66,6 +72,16 @@ func installSignals() chan os.Signal {
 // them at SIG_DFL).
 var urgentSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT,
 	syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU}
+
+// isIgnored reads sig's disposition from the kernel: os/signal's Ignored
+// only knows about SIGHUP and SIGINT.
+func isIgnored(sig syscall.Signal) bool {
+	// struct sigaction as the kernel takes it; the handler comes first on
+	// every architecture mworker supports.
+	var old [4]uint64
+	_, _, errno := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), 0, uintptr(unsafe.Pointer(&old)), 8, 0, 0)
+	return errno == 0 && old[0] == 1 // SIG_IGN
+}
 
 func catchable() []os.Signal {
 	var out []os.Signal

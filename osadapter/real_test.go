@@ -403,12 +403,12 @@ func TestRealListenersReachWorkersAcrossReloads(t *testing.T) {
 }
 
 // A worker starts with the dispositions mworker was started with: SIGINT
-// ignored here (as for a background job of a script), although the master
-// itself catches it.
+// and SIGTTOU ignored here (as for a background job of a script), although
+// the master itself catches them.
 func TestRealWorkerInheritsIgnoredSignals(t *testing.T) {
 	t.Parallel()
 	script := `grep SigIgn /proc/$$/status > DIR/ign.$$.tmp; mv DIR/ign.$$.tmp DIR/ign.$$; exec sleep 1000`
-	m := startMasterArgv(t, []string{"/bin/sh", "-c", `trap "" INT; exec "$0" master`, testBinary(t)},
+	m := startMasterArgv(t, []string{"/bin/sh", "-c", `trap "" INT TTOU; exec "$0" master`, testBinary(t)},
 		testMaster{Workers: 1, Command: []string{"/bin/sh", "-c", script}})
 	var files []string
 	waitFor(t, 10*time.Second, "the worker", func() bool {
@@ -421,8 +421,9 @@ func TestRealWorkerInheritsIgnoredSignals(t *testing.T) {
 	if err != nil {
 		t.Fatalf("worker status line %q: %v", b, err)
 	}
-	if ign&(1<<(syscall.SIGINT-1)) == 0 || ign&(1<<(syscall.SIGHUP-1)) != 0 {
-		t.Errorf("worker SigIgn %#x: want SIGINT ignored and SIGHUP not", ign)
+	bit := func(s syscall.Signal) uint64 { return 1 << (s - 1) }
+	if ign&bit(syscall.SIGINT) == 0 || ign&bit(syscall.SIGTTOU) == 0 || ign&(bit(syscall.SIGHUP)|bit(syscall.SIGTTIN)) != 0 {
+		t.Errorf("worker SigIgn %#x: want SIGINT and SIGTTOU ignored, SIGHUP and SIGTTIN not", ign)
 	}
 	// The master still handles SIGINT (it forwards it; the worker ignores
 	// it), and SIGTERM ends everything.
