@@ -351,10 +351,16 @@ func TestRealMasterKilledStopsWorkers(t *testing.T) {
 	})
 	pids := workerPids(m.dir)
 	waitFor(t, 20*time.Second, "the old workers gone", func() bool { return liveCount(pids) == 2 })
+	var current []int
+	for _, p := range pids {
+		if alive(p) {
+			current = append(current, p)
+		}
+	}
 	m.signal(syscall.SIGKILL)
 	m.wait(10 * time.Second)
 	waitFor(t, 10*time.Second, "workers gone after the master's SIGKILL", func() bool { return liveCount(pids) == 0 })
-	for _, pid := range pids[2:] {
+	for _, pid := range current {
 		if l := workerLog(m.dir, pid); !strings.Contains(l, "TERM") {
 			t.Errorf("worker %d did not get the parent-death signal:\n%s", pid, l)
 		}
