@@ -67,6 +67,8 @@ type model struct {
 	reaping                  bool         // stepping the exits NoChildren implies
 	deferred                 []fsm.Event  // events the machine holds while the exec is pending
 	seen                     map[int]bool // children alive at some point of this step
+	armedNow                 map[fsm.Timer]bool
+	firedNow                 map[fsm.Timer]int
 	nextPid                  int
 }
 
@@ -142,6 +144,7 @@ func (x *expectation) merge(y *expectation) {
 // step is event as the machine's Step sees it: while the exec is pending
 // every event but ExecFailed is held, and replayed after ExecFailed.
 func (m *model) step(ev fsm.Event) *expectation {
+	m.armedNow, m.firedNow = map[fsm.Timer]bool{}, map[fsm.Timer]int{}
 	m.seen = map[int]bool{}
 	for pid := range m.workers {
 		m.seen[pid] = true
@@ -578,6 +581,7 @@ func (m *model) afterCurrentExit(x *expectation, slot int, st fsm.ExitStatus) {
 	}
 	t := fsm.Timer{Kind: fsm.TimerRestart, Generation: m.cur, Slot: slot}
 	m.armed[t] = true // now, for the rest of this step's rules
+	m.armedNow[t] = true
 	x.timers = append(x.timers, fsm.SetTimer{Timer: t, After: d})
 }
 
@@ -599,6 +603,11 @@ func (m *model) timer(x *expectation, t fsm.Timer) {
 	}
 	delete(m.armed, t)
 	m.stale = append(m.stale, t)
+	if m.armedNow[t] {
+		// Set and fired within one step (a held event replayed after
+		// ExecFailed): the SetTimer among this step's actions is spent.
+		m.firedNow[t]++
+	}
 	switch t.Kind {
 	case fsm.TimerRestart:
 		if m.phase != phExiting && t.Generation == m.cur && !m.slotTaken(m.cur, t.Slot) {
