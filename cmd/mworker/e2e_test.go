@@ -777,3 +777,65 @@ exec `+mworkerBinary(t)+` "$@"
 	m.signal(syscall.SIGTERM)
 	m.wait(exitTimeout)
 }
+
+// --listen: every worker gets the socket as fd 3 with LISTEN_PID (its own
+// pid), LISTEN_FDS and LISTEN_FDNAMES; a reload keeps the same socket.
+func TestListen(t *testing.T) {
+	t.Parallel()
+	m := startRun(t, "", `echo "$LISTEN_PID $LISTEN_FDS $LISTEN_FDNAMES $(readlink /proc/$$/fd/3)" > "$d/listen.$$"
+`+stopOnTerm, "-n", "2", "--listen", "web=127.0.0.1:0")
+	old := m.waitWorkers(2)
+	m.signal(syscall.SIGUSR2)
+	fresh := m.waitReplaced(old, 2)
+	var socket string
+	for _, p := range append(old, fresh...) {
+		f := strings.Fields(m.file("listen", p))
+		if len(f) != 4 || f[0] != strconv.Itoa(p) || f[1] != "1" || f[2] != "web" || !strings.HasPrefix(f[3], "socket:[") {
+			t.Errorf("worker %d: LISTEN_PID LISTEN_FDS LISTEN_FDNAMES fd3 = %q, want %d 1 web socket:[...]", p, m.file("listen", p), p)
+			continue
+		}
+		if socket == "" {
+			socket = f[3]
+		} else if f[3] != socket {
+			t.Errorf("worker %d has %s as fd 3, others %s: the listener changed", p, f[3], socket)
+		}
+	}
+	m.signal(syscall.SIGTERM)
+	m.wait(exitTimeout)
+}
+
+// An address that cannot be bound is a start failure: status 1, one line,
+// no worker started. A malformed one is a bad command line: status 2.
+func TestListenFailures(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, tt := range []struct {
+		addr   string
+		status int
+		want   string
+	}{
+		{busy.Addr().String(), 1, busy.Addr().String()},
+		{"tcp://127.0.0.1:99999", 2, "mworker: \"tcp://127.0.0.1:99999\": bad --listen value"},
+	} {
+		t.Run(tt.addr, func(t *testing.T) {
+			dir := t.TempDir()
+			cmd := exec.Command(mworkerBinary(t), "run", "--listen", tt.addr, "--", "/bin/sh", "-c", `echo started > "$0"`, filepath.Join(dir, "started"))
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			if got := cmd.ProcessState.ExitCode(); got != tt.status {
+				t.Errorf("exit status %d (%v), want %d; stderr %q", got, err, tt.status, stderr.String())
+			}
+			if strings.Count(stderr.String(), "\n") != 1 || !strings.Contains(stderr.String(), tt.want) {
+				t.Errorf("stderr %q, want one line naming %q", stderr.String(), tt.want)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "started")); err == nil {
+				t.Errorf("a worker was started")
+			}
+		})
+	}
+}

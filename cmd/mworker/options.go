@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mworker/mworker/fsm"
+	"github.com/mworker/mworker/internal/listen"
 	"github.com/mworker/mworker/osadapter"
 )
 
@@ -62,10 +63,7 @@ var runOptions = []option{
 	{long: "--listen", arg: "[NAME=]ADDR",
 		help: "repeatable; tcp://HOST:PORT, HOST:PORT or unix:///PATH, passed to workers as fd 3..",
 		set: func(c *osadapter.Config, v string) error {
-			if v == "" {
-				return usagef("empty --listen: use an address such as :8080, tcp://127.0.0.1:8080 or unix:///run/app.sock")
-			}
-			c.Listen = append(c.Listen, v)
+			c.Listen = append(c.Listen, v) // checked as a whole below
 			return nil
 		}},
 	{long: "--ready", arg: "MODE", def: "immediate",
@@ -209,6 +207,11 @@ func parseRunArgs(args []string) (osadapter.Config, error) {
 	cfg.Command = args[i+1:]
 	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
 		return cfg, usagef("missing command after \"--\": write mworker run [options] -- COMMAND [ARG...]")
+	}
+	// Only the syntax: binding is the adapter's, and a port in use is a
+	// start failure (status 1), not a bad command line.
+	if _, err := listen.ParseSpecs(cfg.Listen); err != nil {
+		return cfg, usagef("%s", strings.TrimPrefix(err.Error(), "listen: "))
 	}
 	// The machine checks its own configuration again; a value the parser
 	// let through but the core refuses is still bad input, not a crash.
