@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -80,6 +81,30 @@ func Files(ls []Listener) []*os.File {
 		files[i] = l.File
 	}
 	return files
+}
+
+// Dup returns a close-on-exec duplicate of c's descriptor (a net.Conn or
+// net.Listener, such as the control socket) to hand to KeepOnExec. Use it
+// instead of the File methods of package net: the Fd method of their
+// file puts the socket, shared with c, into blocking mode, after which
+// c's reads and accepts tie up a thread and c's Close waits for them,
+// which after a failed exec is forever. Dup's file leaves the mode alone.
+func Dup(c syscall.Conn) (*os.File, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("listen: dup: %w", err)
+	}
+	nfd := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3)
+	}); err != nil {
+		return nil, fmt.Errorf("listen: dup: %w", err)
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("listen: dup: fcntl(F_DUPFD_CLOEXEC): %w", derr)
+	}
+	return os.NewFile(uintptr(nfd), "dup"), nil
 }
 
 // KeepOnExec clears close-on-exec on every file so that it survives

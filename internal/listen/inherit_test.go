@@ -2,12 +2,15 @@ package listen
 
 import (
 	"bufio"
+	"errors"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -163,4 +166,40 @@ func TestKeepOnExecUndoesOnError(t *testing.T) {
 	if cloexec, _ := fdFlags(t, ls[0].File); !cloexec {
 		t.Error("KeepOnExec failed but left the first file without close-on-exec")
 	}
+}
+
+func TestDupLeavesSocketNonBlocking(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := Dup(l.(*net.TCPListener))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := KeepOnExec([]*os.File{f}); err != nil { // calls f.Fd()
+		t.Fatal(err)
+	}
+	if cloexec, nonblock := fdFlags(t, f); cloexec || !nonblock {
+		t.Errorf("dup: cloexec=%v nonblock=%v; want kept across exec and still non-blocking", cloexec, nonblock)
+	}
+	// A deadline works only while the socket is non-blocking: on a
+	// blocking one Accept sits in accept(2) and never sees it.
+	tl := l.(*net.TCPListener)
+	tl.SetDeadline(time.Now().Add(50 * time.Millisecond))
+	accepted := make(chan error, 1)
+	go func() {
+		_, err := tl.Accept()
+		accepted <- err
+	}()
+	select {
+	case err := <-accepted:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("Accept = %v, want its deadline exceeded", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Accept ignored its deadline: the listener became blocking")
+	}
+	l.Close()
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mworker/mworker/internal/listen"
 )
 
 // Reasons a received datagram is rejected. Each wraps ErrRejected, the
@@ -126,9 +128,11 @@ func newSocket(conn *net.UnixConn, addr string) (*Socket, error) {
 func (s *Socket) Addr() string { return s.addr }
 
 // File returns a duplicate of the socket's descriptor, close-on-exec, to
-// hand to the next image across a re-exec.
+// hand to the next image across a re-exec (listen.KeepOnExec). Unlike
+// net's File methods it leaves the socket non-blocking when its Fd is
+// called, so that Receive and Close still work if the exec fails.
 func (s *Socket) File() (*os.File, error) {
-	f, err := s.conn.File()
+	f, err := listen.Dup(s.conn)
 	if err != nil {
 		return nil, fmt.Errorf("sdnotify: %s: %w", s.addr, err)
 	}

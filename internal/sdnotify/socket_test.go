@@ -360,6 +360,31 @@ func TestFileHandsOverQueuedDatagrams(t *testing.T) {
 	}
 }
 
+func TestFileKeepsSocketUsableAfterFailedExec(t *testing.T) {
+	s := pathSocket(t)
+	f, err := s.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Fd() // what listen.KeepOnExec does before the exec
+	// A read deadline works only while the socket is non-blocking.
+	s.conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Receive()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("Receive = %v, want its deadline exceeded", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Receive ignored its deadline: File made the socket blocking")
+	}
+}
+
 func TestFromFileRefusesOtherSockets(t *testing.T) {
 	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "stream.sock"))
 	if err != nil {
