@@ -200,6 +200,9 @@ func drawConfig(t *rapid.T) fsm.Config {
 	case 2:
 		cfg.Ready = fsm.ReadyMode{Kind: fsm.ReadyAfter, After: 2 * time.Second}
 	}
+	if rapid.IntRange(0, 3).Draw(t, "backoff") == 0 {
+		cfg.Backoff = fsm.Backoff{Min: time.Second, Max: 5 * time.Second, Reset: 10 * time.Second}
+	}
 	if rapid.Bool().Draw(t, "foreign") {
 		cfg.StopPids = rapid.SliceOfNDistinct(rapid.IntRange(foreignPid+1, foreignPid+2), 1, 2, rapid.ID[int]).Draw(t, "stopPids")
 		cfg.TermPids = rapid.SliceOfN(rapid.Just(foreignPid+3), 0, 1).Draw(t, "termPids")
