@@ -381,6 +381,7 @@ func TestFileKeepsSocketUsableAfterFailedExec(t *testing.T) {
 			t.Errorf("Receive = %v, want its deadline exceeded", err)
 		}
 	case <-time.After(10 * time.Second):
+		Send(s.Addr(), "READY=1") // wake the blocked recvmsg so that Close can finish
 		t.Fatal("Receive ignored its deadline: File made the socket blocking")
 	}
 }
