@@ -94,3 +94,23 @@ func TestReloadArgv(t *testing.T) {
 		}
 	})
 }
+
+// sfList returns the pids of the -sf lists in argv's options and how many
+// -sf and -st words they have.
+func sfList(argv []string) (pids []int, sf, st int) {
+	head, _ := cut(argv)
+	for i := 1; i < len(head); i++ {
+		switch head[i] {
+		case "-st":
+			st++
+		case "-sf":
+			sf++
+			for i+1 < len(head) && integer.MatchString(head[i+1]) {
+				i++
+				p, _ := strconv.Atoi(head[i])
+				pids = append(pids, p)
+			}
+		}
+	}
+	return pids, sf, st
+}

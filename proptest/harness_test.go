@@ -5,10 +5,8 @@ import (
 	"reflect"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/mworker/mworker/fsm"
 	"pgregory.net/rapid"
@@ -46,168 +44,6 @@ type harness struct {
 	nextID fsm.RequestID
 	exits  int
 	trace  trace
-}
-
-type traceStep struct {
-	ev   fsm.Event
-	acts []fsm.Action
-}
-
-// trace is every step of the run, across execs, and what the "" check has
-// learnt from the part it has read: the invariants over the accumulated
-// trace, judged from the trace alone, without the model.
-type trace struct {
-	steps     []traceStep
-	read      int
-	exited    bool
-	execHeld  bool                   // an Exec was emitted and no ExecFailed followed yet
-	held      []fsm.Event            // events fed since that Exec
-	requested map[fsm.RequestID]bool // control requests fed
-	answered  map[fsm.RequestID]bool
-	pidGen    map[int]int // live pid -> generation, from status replies and handovers
-}
-
-func (tr *trace) scan(h *harness) {
-	if tr.requested == nil {
-		tr.requested, tr.answered, tr.pidGen = map[fsm.RequestID]bool{}, map[fsm.RequestID]bool{}, map[int]int{}
-	}
-	for ; tr.read < len(tr.steps); tr.read++ {
-		s := tr.steps[tr.read]
-		failed := false
-		switch e := s.ev.(type) {
-		case fsm.Start:
-			tr.execHeld = false // a fresh machine after a successful exec
-			tr.held = nil
-		case fsm.ExecFailed:
-			tr.execHeld, failed = false, true
-		case fsm.ControlRequest:
-			if tr.requested[e.ID] {
-				h.fatalf("harness: request id %d reused", e.ID)
-			}
-			tr.requested[e.ID] = true
-		}
-		if tr.execHeld && !failed {
-			tr.held = append(tr.held, s.ev)
-		}
-		tr.reaped(s.ev)
-		if len(s.acts) > 0 && (tr.exited || tr.execHeld) {
-			h.fatalf("invariants 1, 5: %v yields %v after Exit or Exec", s.ev, s.acts)
-		}
-		for i, a := range s.acts {
-			switch a := a.(type) {
-			case fsm.Exit:
-				if tr.exited || i != len(s.acts)-1 {
-					h.fatalf("invariant 1: Exit not once and last: %v", s.acts)
-				}
-				tr.exited = true
-				for id := range tr.requested {
-					if !tr.answered[id] {
-						h.fatalf("invariant 3: Exit leaves request %d unanswered", id)
-					}
-				}
-			case fsm.Exec:
-				if i != len(s.acts)-1 {
-					h.fatalf("invariant 5: actions after Exec: %v", s.acts)
-				}
-				tr.execHeld = true
-				held := map[fsm.RequestID]bool{}
-				for _, id := range a.Handover.Requests {
-					held[id] = true
-				}
-				for id := range tr.requested {
-					if !tr.answered[id] && !held[id] {
-						h.fatalf("invariant 3: Exec drops request %d: neither answered nor handed over", id)
-					}
-				}
-				once := map[int]bool{}
-				for _, w := range a.Handover.Workers {
-					tr.sameGeneration(h, w.Pid, w.Generation, once)
-				}
-			case fsm.Reply:
-				if !tr.requested[a.ID] || tr.answered[a.ID] {
-					h.fatalf("invariant 3: reply %d answers no request or answers it twice", a.ID)
-				}
-				tr.answered[a.ID] = true
-				if a.Status != nil {
-					once := map[int]bool{}
-					for _, w := range a.Status.Workers {
-						tr.sameGeneration(h, w.Pid, w.Generation, once)
-					}
-				}
-			case fsm.Kill:
-				for _, p := range a.Pids {
-					if p <= 0 {
-						h.fatalf("invariant 2: %v", a)
-					}
-				}
-			}
-		}
-		if failed {
-			// The held events were replayed somewhere in this step.
-			for _, e := range tr.held {
-				tr.reaped(e)
-			}
-			if !tr.execHeld {
-				tr.held = nil
-			}
-		}
-	}
-}
-
-// reaped forgets the pids an event reports dead: a pid may be reused.
-func (tr *trace) reaped(ev fsm.Event) {
-	switch e := ev.(type) {
-	case fsm.ChildExited:
-		delete(tr.pidGen, e.Pid)
-	case fsm.NoChildren:
-		clear(tr.pidGen)
-	}
-}
-
-// sameGeneration checks invariant 4: a live pid is listed once and stays
-// in the generation it was first seen in.
-func (tr *trace) sameGeneration(h *harness, pid, gen int, once map[int]bool) {
-	if once[pid] {
-		h.fatalf("invariant 4: pid %d listed twice", pid)
-	}
-	once[pid] = true
-	if g, ok := tr.pidGen[pid]; ok && g != gen {
-		h.fatalf("invariant 4: pid %d in generations %d and %d", pid, g, gen)
-	}
-	tr.pidGen[pid] = gen
-}
-
-func drawConfig(t *rapid.T) fsm.Config {
-	argvs := [][]string{
-		{"mworker", "run", "--", "srv"},
-		{"mworker", "run", "-n", "3", "-sf", "11", "12", "--", "srv", "-sf", "1", "--"},
-		{"mworker", "run", "-st", "-1", "--stop-signal", "QUIT", "--", "sh", "-c", "srv -st 5"},
-		{"mworker", "run", "/sf", "-sfx", "-stop-signal", "TERM", "-sf"},
-		{"mworker", "-sf", "--", "-sf", "7"},
-	}
-	cfg := fsm.Config{
-		Workers:      rapid.IntRange(1, 8).Draw(t, "workers"),
-		Path:         "/usr/local/bin/mworker",
-		Argv:         rapid.SampledFrom(argvs).Draw(t, "argv"),
-		ReadyTimeout: 30 * time.Second,
-		StopTimeout:  10 * time.Second,
-		StopSignal:   rapid.SampledFrom([]fsm.Signal{fsm.SIGTERM, fsm.SIGINT, fsm.SIGQUIT, fsm.SIGUSR1, fsm.SIGHUP, fsm.SIGWINCH, 40}).Draw(t, "stopSignal"),
-		Restart:      rapid.SampledFrom([]fsm.RestartPolicy{fsm.RestartAlways, fsm.RestartOnFailure, fsm.RestartNo}).Draw(t, "restart"),
-	}
-	switch rapid.IntRange(0, 2).Draw(t, "ready") {
-	case 1:
-		cfg.Ready = fsm.ReadyMode{Kind: fsm.ReadyNotify}
-	case 2:
-		cfg.Ready = fsm.ReadyMode{Kind: fsm.ReadyAfter, After: 2 * time.Second}
-	}
-	if rapid.IntRange(0, 3).Draw(t, "backoff") == 0 {
-		cfg.Backoff = fsm.Backoff{Min: time.Second, Max: 5 * time.Second, Reset: 10 * time.Second}
-	}
-	if rapid.Bool().Draw(t, "foreign") {
-		cfg.StopPids = rapid.SliceOfNDistinct(rapid.IntRange(foreignPid+1, foreignPid+2), 1, 2, rapid.ID[int]).Draw(t, "stopPids")
-		cfg.TermPids = rapid.SliceOfN(rapid.Just(foreignPid+3), 0, 1).Draw(t, "termPids")
-	}
-	return cfg
 }
 
 func newHarness(t *rapid.T) *harness {
@@ -509,56 +345,6 @@ func sameSet[T comparable](a, b []T) bool {
 	return true
 }
 
-// splitArgv splits a master argv at the "--" that ends its own options.
-func splitArgv(argv []string) (head, tail []string) {
-	for i, a := range argv {
-		if i > 0 && a == "--" {
-			return argv[:i], argv[i:]
-		}
-	}
-	return argv, nil
-}
-
-func isInt(s string) bool {
-	_, err := strconv.Atoi(s)
-	return err == nil
-}
-
-// stripLists removes every -sf/-st list from an option head.
-func stripLists(head []string) []string {
-	var out []string
-	for i := 0; i < len(head); i++ {
-		if i > 0 && (head[i] == "-sf" || head[i] == "-st") {
-			for i+1 < len(head) && isInt(head[i+1]) {
-				i++
-			}
-			continue
-		}
-		out = append(out, head[i])
-	}
-	return out
-}
-
-// sfList returns the pids of the -sf lists of argv's head and how many -sf
-// and -st words it has.
-func sfList(argv []string) (pids []int, sf, st int) {
-	head, _ := splitArgv(argv)
-	for i := 1; i < len(head); i++ {
-		switch head[i] {
-		case "-st":
-			st++
-		case "-sf":
-			sf++
-			for i+1 < len(head) && isInt(head[i+1]) {
-				i++
-				p, _ := strconv.Atoi(head[i])
-				pids = append(pids, p)
-			}
-		}
-	}
-	return pids, sf, st
-}
-
 // afterExec checks the Exec against the world (invariant 4), probes the
 // machine in its exec-pending state on a replica (invariant 5), and then
 // plays the outcome: the exec fails, or a fresh machine resumes.
@@ -573,8 +359,8 @@ func (h *harness) afterExec(a *fsm.Exec) {
 			h.fatalf("invariant 4: Exec lists pid %d in -sf, which wait4 just reported gone", p)
 		}
 	}
-	head, tail := splitArgv(a.Argv)
-	oldHead, oldTail := splitArgv(h.seg.cfg.Argv)
+	head, tail := cut(a.Argv)
+	oldHead, oldTail := cut(h.seg.cfg.Argv)
 	pids, sf, st := sfList(a.Argv)
 	slices.Sort(pids)
 	wantSF := 0
@@ -590,7 +376,7 @@ func (h *harness) afterExec(a *fsm.Exec) {
 		h.fatalf("invariant 4: exec argv %q has %d -sf and %d -st lists, want %d and 0", a.Argv, sf, st, wantSF)
 	case !slices.Equal(pids, live):
 		h.fatalf("invariant 4: exec -sf list %v, live workers %v", pids, live)
-	case !slices.Equal(stripLists(head), stripLists(oldHead)):
+	case !slices.Equal(withoutLists(head), withoutLists(oldHead)):
 		h.fatalf("exec argv %q lost options of %q", a.Argv, h.seg.cfg.Argv)
 	case len(live) > 0 && head[len(head)-len(live)-1] != "-sf":
 		h.fatalf("exec argv %q: the -sf list is not right before --", a.Argv)
@@ -697,127 +483,6 @@ func (h *harness) replay(seg *segment) *fsm.Machine {
 		}
 	}
 	return r
-}
-
-// ---- drawing events ----
-
-func (h *harness) pick(label string, pids []int) (int, bool) {
-	if len(pids) == 0 {
-		return 0, false
-	}
-	return rapid.SampledFrom(pids).Draw(h.t, label), true
-}
-
-func (h *harness) deadPids() []int {
-	var out []int
-	for p := range h.model.dead {
-		out = append(out, p)
-	}
-	slices.Sort(out)
-	return out
-}
-
-// drawPid picks a pid of one kind: current, old, new generation, dead,
-// unknown (an orphan), or a foreign -sf pid.
-func (h *harness) drawPid(label string) int {
-	mo := h.model
-	kinds := []string{"current", "old", "new", "dead", "unknown", "foreign"}
-	switch rapid.SampledFrom(kinds).Draw(h.t, label+"Kind") {
-	case "current":
-		if p, ok := h.pick(label, mo.pids(func(c *child) bool { return mo.isCurrent(c.gen) })); ok {
-			return p
-		}
-	case "old":
-		if p, ok := h.pick(label, mo.pids(func(c *child) bool { return mo.retired[c.gen] })); ok {
-			return p
-		}
-	case "new":
-		if p, ok := h.pick(label, mo.pids(func(c *child) bool { return c.gen != mo.cur && !mo.retired[c.gen] })); ok {
-			return p
-		}
-	case "dead":
-		if p, ok := h.pick(label, h.deadPids()); ok {
-			return p
-		}
-	case "foreign":
-		return rapid.IntRange(foreignPid+1, foreignPid+3).Draw(h.t, label)
-	}
-	return orphanBase + rapid.IntRange(0, 99).Draw(h.t, label)
-}
-
-func (h *harness) drawStatus(label string) fsm.ExitStatus {
-	if rapid.Bool().Draw(h.t, label+"Signaled") {
-		return fsm.ExitStatus{Signal: rapid.SampledFrom([]fsm.Signal{fsm.SIGKILL, fsm.SIGTERM, fsm.SIGSEGV, fsm.SIGINT, fsm.SIGQUIT}).Draw(h.t, label)}
-	}
-	return fsm.ExitStatus{Code: rapid.SampledFrom([]int{0, 0, 1, 2, 3, 42, 255}).Draw(h.t, label)}
-}
-
-func (h *harness) drawSignal(label string) fsm.Signal {
-	if rapid.IntRange(0, 3).Draw(h.t, label+"Any") == 0 {
-		return fsm.Signal(rapid.IntRange(-1, 70).Draw(h.t, label))
-	}
-	return rapid.SampledFrom([]fsm.Signal{
-		fsm.SIGHUP, fsm.SIGUSR2, fsm.SIGUSR1, fsm.SIGTERM, fsm.SIGINT,
-		fsm.SIGTTIN, fsm.SIGTTOU, fsm.SIGQUIT, fsm.SIGWINCH, fsm.SIGCHLD, fsm.SIGURG, fsm.SIGSEGV, 50,
-	}).Draw(h.t, label)
-}
-
-func (h *harness) drawTimer(label string) fsm.Timer {
-	mo := h.model
-	switch rapid.IntRange(0, 3).Draw(h.t, label+"Kind") {
-	case 0, 1:
-		var armed []fsm.Timer
-		for t := range mo.armed {
-			armed = append(armed, t)
-		}
-		if len(armed) > 0 {
-			slices.SortFunc(armed, func(a, b fsm.Timer) int { return strings.Compare(a.String(), b.String()) })
-			return rapid.SampledFrom(armed).Draw(h.t, label)
-		}
-	case 2:
-		if len(mo.stale) > 0 {
-			return rapid.SampledFrom(mo.stale).Draw(h.t, label)
-		}
-	}
-	return fsm.Timer{
-		Kind:       fsm.TimerKind(rapid.IntRange(0, 7).Draw(h.t, label+"K")),
-		Generation: rapid.IntRange(0, mo.maxGen+1).Draw(h.t, label+"G"),
-		Slot:       rapid.IntRange(0, 8).Draw(h.t, label+"S"),
-		Pid:        h.drawPid(label + "P"),
-	}
-}
-
-// anyEvent draws an event of any kind, sense or nonsense; it never answers
-// a Spawn, so it is safe to feed anywhere.
-func (h *harness) anyEvent(label string) fsm.Event {
-	switch rapid.IntRange(0, 9).Draw(h.t, label) {
-	case 0:
-		return fsm.SignalReceived{Signal: h.drawSignal(label + "Sig")}
-	case 1:
-		e := fsm.WorkerStarted{Generation: rapid.IntRange(0, 9).Draw(h.t, label+"G"), Slot: rapid.IntRange(-1, 9).Draw(h.t, label+"S"), Pid: h.drawPid(label + "P")}
-		if h.model.spawns[[2]int{e.Generation, e.Slot}] {
-			// A real outcome carries a pid the adapter forked; keep this
-			// one nonsense: a pid already in use or no pid at all.
-			e.Pid = rapid.SampledFrom(append(h.model.pids(nil), 0, -3)).Draw(h.t, label+"Dup")
-		}
-		return e
-	case 2:
-		return fsm.SpawnFailed{Generation: rapid.IntRange(0, 9).Draw(h.t, label+"G"), Slot: rapid.IntRange(-1, 9).Draw(h.t, label+"S"), Status: fsm.ExitStatus{Code: 127}}
-	case 3:
-		return fsm.WorkerReady{Pid: h.drawPid(label + "P")}
-	case 4:
-		return fsm.ChildExited{Pid: h.drawPid(label + "P"), Status: h.drawStatus(label + "St")}
-	case 5:
-		return fsm.NoChildren{}
-	case 6:
-		return fsm.TimerFired{Timer: h.drawTimer(label + "T")}
-	case 7:
-		return fsm.Start{}
-	case 8:
-		return fsm.ExecFailed{Err: "x"}
-	}
-	h.nextID++
-	return fsm.ControlRequest{ID: 1_000_000 + h.nextID, Command: fsm.Command(rapid.IntRange(0, 4).Draw(h.t, label+"C"))}
 }
 
 // ---- the state machine test ----
