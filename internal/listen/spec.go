@@ -45,8 +45,13 @@ type Spec struct {
 // Spec.Mode before Bind.
 const DefaultUnixMode = 0o666
 
-// String gives the spec back in its canonical form, NAME=ADDR.
+// String gives the spec back in a canonical form that ParseSpec reads as
+// the same Spec: the URL, prefixed with NAME= unless the name is the
+// default one.
 func (s Spec) String() string {
+	if s.Name == DefaultName(s.Address) {
+		return s.URL()
+	}
 	return s.Name + "=" + s.URL()
 }
 
@@ -102,12 +107,23 @@ func ParseSpecs(values []string) ([]Spec, error) {
 }
 
 // DefaultName is the name of a listener given without NAME=: its address
-// with every ':' replaced by '_' (LISTEN_FDNAMES separates names with ':').
-// It is stable across restarts and reorderings of the --listen options:
-// "127.0.0.1:8080" is named "127.0.0.1_8080", ":8080" "_8080",
-// "[::1]:80" "[__1]_80", and unix:///run/app.sock "/run/app.sock".
+// with every ':' (the separator of LISTEN_FDNAMES) and every byte that is
+// not printable ASCII replaced by '_', cut at 255 bytes, as systemd's
+// fdname rules want. It is stable across restarts and reorderings of the
+// --listen options: "127.0.0.1:8080" is named "127.0.0.1_8080", ":8080"
+// "_8080", "[::1]:80" "[__1]_80", and unix:///run/app.sock
+// "/run/app.sock".
 func DefaultName(address string) string {
-	return strings.ReplaceAll(address, ":", "_")
+	b := []byte(address)
+	for i, c := range b {
+		if c == ':' || c < ' ' || c > '~' {
+			b[i] = '_'
+		}
+	}
+	if len(b) > 255 {
+		b = b[:255]
+	}
+	return string(b)
 }
 
 // splitName splits NAME=ADDR. The text before the first '=' is a name only

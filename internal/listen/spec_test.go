@@ -24,6 +24,7 @@ func TestParseSpec(t *testing.T) {
 		{"api=unix:///run/app.sock", Spec{Name: "api", Network: Unix, Address: "/run/app.sock", Mode: 0o666}},
 		// The '=' belongs to the path: what precedes it holds ':' and '/'.
 		{"unix:///tmp/a=b", Spec{Name: "/tmp/a=b", Network: Unix, Address: "/tmp/a=b", Mode: 0o666}},
+		{"unix:///tmp/é\tx:y", Spec{Name: "/tmp/___x_y", Network: Unix, Address: "/tmp/é\tx:y", Mode: 0o666}},
 	}
 	for _, tt := range tests {
 		got, err := ParseSpec(tt.in)
@@ -95,4 +96,34 @@ func TestParseSpecsRefusesDuplicateAddress(t *testing.T) {
 	if specs, err := ParseSpecs([]string{":0", ":0"}); err != nil || len(specs) != 2 {
 		t.Fatalf("ParseSpecs(:0, :0) = %v, %v; port 0 is a new port each time", specs, err)
 	}
+}
+
+// FuzzParseSpec: ParseSpec never panics; an accepted value has a name
+// LISTEN_FDNAMES can carry and reads back from its String unchanged; a
+// refused one gets one line naming the package and wrapping ErrBadSpec.
+func FuzzParseSpec(f *testing.F) {
+	for _, s := range []string{":8080", "web=127.0.0.1:80", "tcp://[::1]:0", "unix:///run/a=b.sock", "a=unix:///x", "=:1", "[fe80::1%lo]:80", "host:65535", "x://y"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		s, err := ParseSpec(v)
+		if err != nil {
+			if !errors.Is(err, ErrBadSpec) || !strings.HasPrefix(err.Error(), "listen: ") {
+				t.Fatalf("ParseSpec(%q) = %v", v, err)
+			}
+			return
+		}
+		if s.Name == "" || len(s.Name) > 255 || (s.Network != TCP && s.Network != Unix) {
+			t.Fatalf("ParseSpec(%q) = %+v", v, s)
+		}
+		for i := 0; i < len(s.Name); i++ {
+			if c := s.Name[i]; c == ':' || c < ' ' || c > '~' {
+				t.Fatalf("ParseSpec(%q) gives name %q, which LISTEN_FDNAMES cannot carry", v, s.Name)
+			}
+		}
+		again, err := ParseSpec(s.String())
+		if err != nil || again != s {
+			t.Fatalf("ParseSpec(%q) = %+v; its String %q reads back as %+v, %v", v, s, s.String(), again, err)
+		}
+	})
 }
