@@ -42,8 +42,9 @@ type Datagram struct {
 // with its own pid, which no table of worker pids holds (systemd needs
 // cgroups to solve this). With a socket per worker the socket the
 // datagram arrives on names the worker, whoever in its tree sent it; the
-// credentials serve only to refuse other users. The cost is one
-// descriptor per worker.
+// credentials serve only to refuse other users. It also keeps workers
+// apart: one that floods its socket delays no other worker's READY=1, and
+// none can speak for another. The cost is one descriptor per worker.
 type Socket struct {
 	conn *net.UnixConn
 	addr string
