@@ -27,7 +27,9 @@
 //     image's environment and call KeepOnExec(Files(ls)) on the thread
 //     that execs, right before execve; if execve fails, call
 //     CloseOnExec(Files(ls)). The same two functions serve any other
-//     descriptor that must survive the exec (the control socket).
+//     descriptor that must survive the exec; take the file of a net.Conn
+//     or net.Listener (the control socket) with Dup, not with net's File,
+//     whose Fd makes the socket blocking for the master too.
 //  5. Unix socket files are created with Spec.Mode (DefaultUnixMode, 0666,
 //     as systemd's SocketMode=) and left in place at exit; Bind removes a
 //     socket file that nothing answers on and refuses a live one or a
