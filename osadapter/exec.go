@@ -34,6 +34,12 @@ func (l *loop) exec(a fsm.Exec) {
 	for _, s := range l.ignored {
 		st.Ignored = append(st.Ignored, int(s))
 	}
+	st.Spawned = make(map[int]int64, len(a.Handover.Workers))
+	for _, w := range a.Handover.Workers {
+		if at, ok := l.spawned[w.Pid]; ok {
+			st.Spawned[w.Pid] = at
+		}
+	}
 	now := l.sys.Now()
 	for _, t := range a.Handover.Timers {
 		at, ok := l.timers[t]
@@ -59,16 +65,23 @@ func (l *loop) exec(a fsm.Exec) {
 	}
 
 	extra := append([]string(nil), l.execEnv...)
-	undo := func() {}
+	readyEnv, readyUndo, err := l.ready.prepareExec()
+	if err != nil {
+		failed(err)
+		return
+	}
+	extra = append(extra, readyEnv)
+	undo := readyUndo
 	if l.prepareExec != nil {
 		env, u, err := l.prepareExec(a.Handover)
 		if err != nil {
+			readyUndo()
 			failed(errorf("prepare the re-exec: %w", err))
 			return
 		}
 		extra = append(extra, env...)
 		if u != nil {
-			undo = u
+			undo = func() { u(); readyUndo() }
 		}
 	}
 	failedAfterPrepare := func(err error) {

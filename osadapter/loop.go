@@ -44,6 +44,9 @@ type loop struct {
 	pidFile     string
 	prepareExec func(fsm.Handover) ([]string, func(), error)
 
+	ready   *readySockets // the workers' notify sockets
+	spawned map[int]int64 // CLOCK_MONOTONIC start of each live worker, for uptimes
+
 	timers  map[fsm.Timer]int64 // armed timers and their CLOCK_MONOTONIC deadlines
 	resumed *execState          // the previous image's state, or nil
 	carried []syscall.Signal    // signals the previous image had not acted on
@@ -78,6 +81,7 @@ func (l *loop) perform(a fsm.Action) {
 			l.step(fsm.SpawnFailed{Generation: a.Generation, Slot: a.Slot, Status: fsm.ExitStatus{Code: spawnStatus(err)}, Err: err.Error()})
 			return
 		}
+		l.spawned[pid] = l.sys.Now()
 		l.step(fsm.WorkerStarted{Generation: a.Generation, Slot: a.Slot, Pid: pid})
 	case fsm.Kill:
 		for _, pid := range a.Pids {
@@ -180,6 +184,8 @@ func (l *loop) reap() {
 		case pid <= 0:
 			return
 		}
+		l.ready.drop(pid)
+		delete(l.spawned, pid)
 		l.step(fsm.ChildExited{Pid: pid, Status: exitStatus(ws)})
 	}
 }
@@ -283,6 +289,10 @@ func (l *loop) run() int {
 			l.onSignal(s.(syscall.Signal))
 		case <-wake:
 			l.fireDue()
+		case sig := <-l.ready.out:
+			if l.ready.current(sig) {
+				l.step(fsm.WorkerReady{Pid: sig.sock.pid})
+			}
 		case ev, ok := <-l.events:
 			if !ok {
 				l.events = nil // a closed transport sends nothing more

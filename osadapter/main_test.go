@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mworker/mworker/fsm"
+	"github.com/mworker/mworker/internal/sdnotify"
 )
 
 // The test binary plays three parts, as tableflip's tests do: the tests,
@@ -33,13 +34,16 @@ func TestMain(m *testing.M) {
 
 // testMaster configures a master run by the test binary.
 type testMaster struct {
-	Workers     int
-	Command     []string
-	StopSignal  int
-	StopTimeout time.Duration
-	Restart     string
-	PidFile     string
-	Listen      []string // --listen specs
+	Workers      int
+	Command      []string
+	StopSignal   int
+	StopTimeout  time.Duration
+	Restart      string
+	PidFile      string
+	Listen       []string // --listen specs
+	Ready        string   // --ready; "" is immediate
+	ReadyTimeout time.Duration
+	Control      string // --control path
 }
 
 func runTestMaster(spec string) int {
@@ -66,11 +70,22 @@ func runTestMaster(spec string) int {
 			}
 		}
 	}
+	ready := fsm.ReadyMode{Kind: fsm.ReadyImmediate}
+	if c.Ready != "" {
+		if ready, err = fsm.ParseReadyMode(c.Ready); err != nil {
+			fmt.Fprintln(os.Stderr, "test master:", err)
+			return 2
+		}
+	}
+	if c.ReadyTimeout == 0 {
+		c.ReadyTimeout = 20 * time.Second
+	}
 	cfg := Config{
-		Listen: c.Listen,
+		Listen:  c.Listen,
+		Control: c.Control,
 		Machine: fsm.Config{
-			Workers: c.Workers, Restart: restart, StopPids: sf,
-			ReadyTimeout: 20 * time.Second, StopTimeout: c.StopTimeout, StopSignal: fsm.Signal(c.StopSignal),
+			Workers: c.Workers, Restart: restart, StopPids: sf, Ready: ready,
+			ReadyTimeout: c.ReadyTimeout, StopTimeout: c.StopTimeout, StopSignal: fsm.Signal(c.StopSignal),
 		},
 		Command:  c.Command,
 		PidFile:  c.PidFile,
@@ -82,6 +97,8 @@ func runTestMaster(spec string) int {
 // runTestWorker writes "<pid>.log" in dir: a first line with its generation
 // and slot, "badenv NAME" for each internal variable it can see, then one
 // line per signal. SIGTERM, SIGINT and SIGUSR1 end it with status 0.
+// With NOTIFY_SOCKET set it logs "notify=ADDR", sends a malformed datagram
+// and then READY=1 there, unless dir holds a file named "silent".
 func runTestWorker(dir string) int {
 	f, err := os.OpenFile(fmt.Sprintf("%s/%d.log", dir, os.Getpid()), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -100,8 +117,19 @@ func runTestWorker(dir string) int {
 		}
 	}
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, envState+"=") || strings.HasPrefix(kv, envTrampoline+"=") || strings.HasPrefix(kv, "NOTIFY_SOCKET=") {
+		if strings.HasPrefix(kv, internalEnvPrefix) && !strings.HasPrefix(kv, EnvGeneration+"=") && !strings.HasPrefix(kv, EnvSlot+"=") {
 			fmt.Fprintf(f, "badenv %s\n", kv)
+		}
+	}
+	if addr := os.Getenv("NOTIFY_SOCKET"); addr != "" {
+		fmt.Fprintf(f, "notify=%s\n", addr)
+		if _, err := os.Stat(dir + "/silent"); err != nil {
+			if err := sdnotify.Send(addr, "READY=yes"); err != nil {
+				fmt.Fprintf(f, "notify error %v\n", err)
+			}
+			if err := sdnotify.Send(addr, "READY=1"); err != nil {
+				fmt.Fprintf(f, "notify error %v\n", err)
+			}
 		}
 	}
 	for s := range ch {

@@ -63,6 +63,9 @@ func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener) int {
 	}
 	l.useListeners(ls)
 	status := l.run()
+	if l.exited {
+		l.ready.closeAll()
+	}
 	if l.pidFile != "" && l.exited {
 		if err := os.Remove(l.pidFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			l.logf(slog.LevelWarn, "cannot remove pid file", "path", l.pidFile, "err", err.Error())
@@ -98,6 +101,7 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loo
 		command:   cfg.Command,
 		workerEnv: workerEnv(env),
 		timers:    make(map[fsm.Timer]int64),
+		spawned:   make(map[int]int64),
 		pidFile:   cfg.PidFile,
 
 		prepareExec: cfg.PrepareExec,
@@ -166,6 +170,21 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loo
 	if mc.Resume == nil && l.resumed != nil {
 		h := l.resumed.Handover
 		mc.Resume = &h
+	}
+	if l.resumed != nil {
+		for _, w := range l.resumed.Handover.Workers {
+			if at, ok := l.resumed.Spawned[w.Pid]; ok {
+				l.spawned[w.Pid] = at
+			}
+		}
+	}
+	if l.ready, err = newReadySockets(mc.Ready.Kind == fsm.ReadyNotify, logger, sys.Getpid()); err != nil {
+		return nil, err
+	}
+	// Whatever this image's --ready, take over the sockets the previous
+	// image handed over, so that none leaks.
+	if v, ok := lookupEnv(env, envReadySockets); ok {
+		l.ready.adopt(v)
 	}
 	if l.m, err = fsm.New(mc); err != nil {
 		return nil, errorf("%w", err)

@@ -8,7 +8,8 @@ import (
 
 // spawn starts one worker: its own process group, the master's stdin,
 // stdout, stderr and working directory, the worker environment, and the
-// parent-death signal. It runs on the master's thread (see OS).
+// parent-death signal; with --ready notify, a notify socket of its own. It
+// runs on the master's thread (see OS).
 func (l *loop) spawn(gen, slot int) (int, error) {
 	env := append(slices.Clip(l.workerEnv), EnvGeneration+"="+itoa(gen), EnvSlot+"="+itoa(slot))
 	files := []uintptr{0, 1, 2}
@@ -26,11 +27,27 @@ func (l *loop) spawn(gen, slot int) (int, error) {
 		env = append(env, envTrampoline+"="+trampolineSpec(argv0, l.ignored))
 		argv0 = l.sys.SelfExe
 	}
-	return l.sys.ForkExec(argv0, l.command, &syscall.ProcAttr{
+	var rs *readySocket
+	if l.ready.enabled {
+		var err error
+		if rs, err = l.ready.open(gen, slot); err != nil {
+			return 0, err
+		}
+		env = append(env, "NOTIFY_SOCKET="+rs.s.Addr())
+	}
+	pid, err := l.sys.ForkExec(argv0, l.command, &syscall.ProcAttr{
 		Env:   env,
 		Files: files,
 		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSignal},
 	})
+	if rs != nil {
+		if err != nil {
+			rs.close(l.log)
+		} else {
+			l.ready.watch(rs, pid)
+		}
+	}
+	return pid, err
 }
 
 // Variables of the master that a worker must not inherit: the service

@@ -34,6 +34,9 @@ type execState struct {
 	Mask [16]uint64
 	// Ignored are the signals that were SIG_IGN at the first start.
 	Ignored []int
+	// Spawned is the CLOCK_MONOTONIC start (ns) of each live worker, by
+	// pid: status reports uptimes across re-execs.
+	Spawned map[int]int64
 }
 
 // envCarried carries what is known only in the last microseconds before

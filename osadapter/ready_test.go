@@ -1,0 +1,119 @@
+package osadapter
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// notifyAddr is the NOTIFY_SOCKET a test worker logged, or "".
+func notifyAddr(dir string, pid int) string {
+	m := regexp.MustCompile(`(?m)^notify=(.*)$`).FindStringSubmatch(workerLog(dir, pid))
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+// openFds counts pid's open descriptors.
+func openFds(t *testing.T, pid int) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// With --ready notify each worker gets a notify socket of its own; its
+// READY=1 (after a malformed datagram, which is ignored) makes it ready,
+// across re-execs; a generation that never sends READY=1 is rolled back;
+// and the master's descriptors do not grow with the reloads.
+func TestRealReadyNotify(t *testing.T) {
+	t.Parallel()
+	bin := testBinary(t)
+	m := startMaster(t, bin, testMaster{Workers: 2, Ready: "notify", ReadyTimeout: 2 * time.Second,
+		StopSignal: int(syscall.SIGUSR1), Command: []string{bin, "worker", "DIR"}})
+	waitFor(t, 20*time.Second, "2 workers ready", func() bool { return m.count("worker ready") == 2 })
+	waitFor(t, 10*time.Second, "all workers ready", func() bool { return m.count("all workers ready") == 1 })
+	if n := m.count("notify datagram ignored"); n < 2 {
+		t.Errorf("%d malformed datagrams logged, want one per worker", n)
+	}
+	master := m.cmd.Process.Pid
+	settled := func(workers int) {
+		t.Helper()
+		waitFor(t, 20*time.Second, strconv.Itoa(workers)+" live workers", func() bool { return liveCount(workerPids(m.dir)) == workers })
+	}
+	settled(2)
+	fdsBefore := openFds(t, master)
+
+	const reloads = 5
+	for i := 1; i <= reloads; i++ {
+		m.signal(syscall.SIGUSR2)
+		waitFor(t, 20*time.Second, "reload "+strconv.Itoa(i), func() bool { return m.count("reload complete") == i })
+	}
+	settled(2)
+	waitFor(t, 10*time.Second, "the master's fds back to their count before the reloads", func() bool {
+		return openFds(t, master) == fdsBefore
+	})
+
+	pids := workerPids(m.dir)
+	if len(pids) != 2*(reloads+1) {
+		t.Fatalf("%d workers started, want %d", len(pids), 2*(reloads+1))
+	}
+	var addrs []string
+	for _, pid := range pids {
+		l := workerLog(m.dir, pid)
+		a := notifyAddr(m.dir, pid)
+		switch {
+		case a == "":
+			t.Errorf("worker %d got no NOTIFY_SOCKET:\n%s", pid, l)
+		case slices.Contains(addrs, a):
+			t.Errorf("worker %d shares notify socket %s with another worker", pid, a)
+		case strings.Contains(l, "notify error"), strings.Contains(l, "badenv"):
+			t.Errorf("worker %d:\n%s", pid, l)
+		}
+		addrs = append(addrs, a)
+	}
+
+	// A generation whose workers stay silent is rolled back after
+	// --ready-timeout; the serving workers stay.
+	if err := os.WriteFile(filepath.Join(m.dir, "silent"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	serving := liveOf(workerPids(m.dir))
+	m.signal(syscall.SIGUSR2)
+	waitFor(t, 20*time.Second, "rollback", func() bool { return m.count("reload failed: rolled back") == 1 })
+	waitFor(t, 20*time.Second, "the silent workers gone", func() bool { return slices.Equal(liveOf(workerPids(m.dir)), serving) })
+
+	m.signal(syscall.SIGTERM)
+	if got := m.wait(20 * time.Second); got != 0 {
+		t.Errorf("master exited %d, want 0", got)
+	}
+	for _, bad := range []string{"cannot take over a notify socket", "bad notify socket entry", "level=WARN", "level=ERROR msg=\"reload failed: the master"} {
+		if strings.Contains(m.log(), bad) {
+			t.Errorf("master log holds %q", bad)
+		}
+	}
+	if os.Getenv("OSADAPTER_SHOW_LOG") != "" {
+		t.Log(m.log())
+	}
+}
+
+// liveOf is the pids still alive, sorted.
+func liveOf(pids []int) []int {
+	var out []int
+	for _, p := range pids {
+		if alive(p) {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
