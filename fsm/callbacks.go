@@ -50,6 +50,9 @@ func resumeAndSpawnNext(ctx context.Context, _ ...any) error {
 		m.maxGen = max(m.maxGen, hw.Generation)
 	}
 	for _, t := range h.Timers {
+		if t.Kind == TimerRestart && (t.Slot < 0 || t.Slot >= m.cfg.Workers) {
+			continue // no such slot here: restarting it would index out of range
+		}
 		m.armed[t] = true
 		if t.Kind == TimerRestart && t.Generation == m.cur {
 			m.restarting[t.Slot] = true

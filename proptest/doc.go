@@ -2,14 +2,29 @@
 // pgregory.net/rapid. It imports fsm only, never the OS adapter: every child,
 // signal, timer and exec outcome is simulated.
 //
-// The main test (TestMachine) drives a Machine with random event sequences
-// through rapid's t.Repeat, compares every step with a small reference model
-// (sets of live pids per generation, armed timers, open control requests),
-// and checks DESIGN.md's eight invariants after each step. A successful exec
-// continues in a fresh Machine built with Config.Resume, as the real master
-// does. FuzzMachine runs the same property under `go test -fuzz`.
+// TestMachine drives a Machine with random event sequences through rapid's
+// t.Repeat: signals of every route, control requests, spawn outcomes, ready
+// reports, exits of current, old, new, dead and unknown pids, ECHILD, timers
+// armed, cancelled and never set, and nonsense of every kind. Each step is
+// compared with a small reference model (model_test.go: sets of live pids
+// per generation, armed timers, open requests), and the "" check reads the
+// accumulated trace for DESIGN.md's invariants (trace_test.go). When the
+// machine emits Exec, the test either feeds ExecFailed or, as the real
+// master does, builds a fresh Machine with Config.Resume set to the
+// handover and carries the live children, timers and requests across.
+// Every machine's steps are replayed on a fresh one and must give the same
+// actions. A run ends by stopping the master and reaping every child: it
+// must exit once, with the status DESIGN.md gives, every request answered.
 //
-// The default run executes 1,000 sequences (see TestMain); -rapid.checks and
-// -rapid.steps change that, and a failure leaves a replay file under
-// testdata/rapid/ that rapid reruns first.
+// TestReloadArgv and TestStepNeverPanics are plain rapid properties;
+// regress_test.go keeps the cases rapid found, shrunk, as named tests.
+//
+// The default run is 1,000 sequences per property (TestMain), each of at
+// most 200 events, in about a second. For a longer campaign:
+//
+//	go test ./proptest -run TestMachine -rapid.checks=100000
+//	go test ./proptest -run '^$' -fuzz=FuzzMachine -fuzztime=1m
+//
+// A failure prints the last steps and leaves a replay file under
+// testdata/rapid/ that rapid runs first next time (-rapid.failfile).
 package proptest

@@ -153,3 +153,27 @@ func TestRegressionNoChildrenNeitherSignalsNorListsTheDead(t *testing.T) {
 		}
 	}
 }
+
+// A handover timer restarting a slot this machine does not have (negative,
+// or beyond --workers) was armed, and firing it indexed out of range.
+func TestRegressionHandoverRestartOfNoSlot(t *testing.T) {
+	for _, slot := range []int{-1, 1, 7} {
+		cfg := baseConfig(1)
+		bad := fsm.Timer{Kind: fsm.TimerRestart, Generation: 1, Slot: slot}
+		cfg.Resume = &fsm.Handover{Generation: 1, MaxGeneration: 1, Timers: []fsm.Timer{bad}}
+		m := mustNew(t, cfg)
+		m.Step(fsm.Start{})
+		var acts []fsm.Action
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Fatalf("slot %d: Step panicked: %v", slot, p)
+				}
+			}()
+			acts = m.Step(fsm.TimerFired{Timer: bad})
+		}()
+		if spawns := only[fsm.Spawn](acts); len(spawns) > 0 {
+			t.Errorf("slot %d: %v, want no spawn for a slot out of 0..Workers-1", slot, spawns)
+		}
+	}
+}
