@@ -62,6 +62,7 @@ func (l *loop) exec(a fsm.Exec) {
 		for _, s := range drained {
 			l.onSignal(s)
 		}
+		l.requeue()
 	}
 
 	extra := append([]string(nil), l.execEnv...)
@@ -72,16 +73,27 @@ func (l *loop) exec(a fsm.Exec) {
 	}
 	extra = append(extra, readyEnv)
 	undo := readyUndo
+	if l.ctl != nil {
+		env, u, err := l.ctl.prepareExec(a.Handover.Requests)
+		if err != nil {
+			readyUndo()
+			failed(err)
+			return
+		}
+		extra = append(extra, env...)
+		undo = func() { u(); readyUndo() }
+	}
 	if l.prepareExec != nil {
 		env, u, err := l.prepareExec(a.Handover)
 		if err != nil {
-			readyUndo()
+			undo()
 			failed(errorf("prepare the re-exec: %w", err))
 			return
 		}
 		extra = append(extra, env...)
 		if u != nil {
-			undo = func() { u(); readyUndo() }
+			undoTransports := undo
+			undo = func() { u(); undoTransports() }
 		}
 	}
 	failedAfterPrepare := func(err error) {

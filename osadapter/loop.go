@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mworker/mworker/fsm"
+	"github.com/mworker/mworker/internal/control"
 )
 
 // deathSignal is what a worker receives when the master dies, even by
@@ -44,8 +45,11 @@ type loop struct {
 	pidFile     string
 	prepareExec func(fsm.Handover) ([]string, func(), error)
 
-	ready   *readySockets // the workers' notify sockets
-	spawned map[int]int64 // CLOCK_MONOTONIC start of each live worker, for uptimes
+	ready *readySockets  // the workers' notify sockets
+	ctl   *controlSocket // --control, or nil
+	// requests are ctl's requests; a channel nothing sends on without it.
+	requests <-chan control.Request
+	spawned  map[int]int64 // CLOCK_MONOTONIC start of each live worker, for uptimes
 
 	timers  map[fsm.Timer]int64 // armed timers and their CLOCK_MONOTONIC deadlines
 	resumed *execState          // the previous image's state, or nil
@@ -104,7 +108,9 @@ func (l *loop) perform(a fsm.Action) {
 			l.logf(slog.LevelWarn, "cannot notify the service manager", "action", a.String(), "err", err.Error())
 		}
 	case fsm.Reply:
-		if err := l.reply.Reply(a); err != nil {
+		if l.ctl != nil {
+			l.answer(a)
+		} else if err := l.reply.Reply(a); err != nil {
 			l.logf(slog.LevelWarn, "cannot answer a control request", "action", a.String(), "err", err.Error())
 		}
 	case fsm.Log:
@@ -293,6 +299,8 @@ func (l *loop) run() int {
 			if l.ready.current(sig) {
 				l.step(fsm.WorkerReady{Pid: sig.sock.pid})
 			}
+		case r := <-l.requests:
+			l.onRequest(r)
 		case ev, ok := <-l.events:
 			if !ok {
 				l.events = nil // a closed transport sends nothing more

@@ -64,6 +64,7 @@ func startMasterArgv(t *testing.T, argv []string, c testMaster) *realMaster {
 		c.Command[i] = strings.ReplaceAll(a, "DIR", dir)
 	}
 	c.PidFile = strings.ReplaceAll(c.PidFile, "DIR", dir)
+	c.Control = strings.ReplaceAll(c.Control, "DIR", dir)
 	spec, err := json.Marshal(c)
 	if err != nil {
 		t.Fatal(err)

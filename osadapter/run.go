@@ -31,6 +31,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mworker/mworker/fsm"
+	"github.com/mworker/mworker/internal/control"
 	"github.com/mworker/mworker/internal/listen"
 )
 
@@ -62,9 +63,12 @@ func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener) int {
 		return 1
 	}
 	l.useListeners(ls)
+	if l.ctl != nil {
+		go l.ctl.serve(l.log)
+	}
 	status := l.run()
 	if l.exited {
-		l.ready.closeAll()
+		l.closeTransports()
 	}
 	if l.pidFile != "" && l.exited {
 		if err := os.Remove(l.pidFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -72,6 +76,15 @@ func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener) int {
 		}
 	}
 	return status
+}
+
+// closeTransports closes the notify and control sockets for good, at the
+// master's exit (never across a re-exec).
+func (l *loop) closeTransports() {
+	l.ready.closeAll()
+	if l.ctl != nil {
+		l.ctl.close(l.log)
+	}
 }
 
 func errorf(format string, a ...any) error {
@@ -190,8 +203,17 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loo
 		return nil, errorf("%w", err)
 	}
 
+	l.requests = make(chan control.Request)
+	if cfg.Control != "" {
+		if l.ctl, err = openControl(cfg.Control, logger); err != nil {
+			return nil, err
+		}
+		l.requests = l.ctl.in
+	}
+
 	if l.pidFile != "" {
 		if err := writePidFile(l.pidFile, sys.Getpid()); err != nil {
+			l.closeTransports()
 			return nil, err
 		}
 	}
