@@ -162,6 +162,11 @@ func (m *Machine) step(ev Event) {
 	case stateExited:
 		return
 	case stateIdle:
+		if _, ok := ev.(ExecFailed); ok {
+			// No exec is pending before Start; held, it would pass for the
+			// outcome of an Exec emitted while the held events replay.
+			return
+		}
 		if _, ok := ev.(Start); !ok {
 			m.deferred = append(m.deferred, ev)
 			return

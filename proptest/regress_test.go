@@ -177,3 +177,19 @@ func TestRegressionHandoverRestartOfNoSlot(t *testing.T) {
 		}
 	}
 }
+
+// An ExecFailed fed before Start was held, and when the held events were
+// replayed after Start it passed for the outcome of an Exec a held reload
+// had just emitted: Exec was no longer the last action of its step.
+func TestRegressionExecFailedBeforeStartIsNoOutcome(t *testing.T) {
+	m := mustNew(t, baseConfig(1))
+	m.Step(fsm.WorkerStarted{Generation: 1, Slot: 0, Pid: 1001})
+	m.Step(fsm.SignalReceived{Signal: fsm.SIGUSR2})
+	m.Step(fsm.ExecFailed{Err: "early"})
+	acts := m.Step(fsm.Start{})
+	for i, a := range acts {
+		if _, ok := a.(fsm.Exec); ok && i != len(acts)-1 {
+			t.Fatalf("Exec followed by %v in the same step", acts[i+1:])
+		}
+	}
+}
