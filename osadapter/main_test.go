@@ -43,7 +43,8 @@ type testMaster struct {
 	Listen       []string // --listen specs
 	Ready        string   // --ready; "" is immediate
 	ReadyTimeout time.Duration
-	Control      string // --control path
+	Control      string   // --control path
+	Env          []string // added to the master's environment
 }
 
 func runTestMaster(spec string) int {

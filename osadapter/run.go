@@ -33,6 +33,7 @@ import (
 	"github.com/mworker/mworker/fsm"
 	"github.com/mworker/mworker/internal/control"
 	"github.com/mworker/mworker/internal/listen"
+	"github.com/mworker/mworker/internal/sdnotify"
 )
 
 // Run supervises the workers until the core decides to exit, and returns
@@ -119,9 +120,6 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loo
 
 		prepareExec: cfg.PrepareExec,
 	}
-	if l.notify == nil {
-		l.notify = debugTransport{logger}
-	}
 	if l.reply == nil {
 		l.reply = debugTransport{logger}
 	}
@@ -183,6 +181,17 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loo
 	if mc.Resume == nil && l.resumed != nil {
 		h := l.resumed.Handover
 		mc.Resume = &h
+	}
+	// The master's own service manager, when it gave one.
+	if addr, ok := lookupEnv(env, sdnotify.EnvNotifySocket); l.notify == nil && ok && addr != "" {
+		sm := &serviceManager{addr: addr, pid: sys.Getpid(), now: sys.Now}
+		if l.resumed != nil {
+			sm.announced = l.resumed.Handover.Announced
+		}
+		l.notify = sm
+	}
+	if l.notify == nil {
+		l.notify = debugTransport{logger}
 	}
 	if l.resumed != nil {
 		for _, w := range l.resumed.Handover.Workers {
