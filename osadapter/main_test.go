@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"github.com/mworker/mworker/fsm"
+	"github.com/mworker/mworker/internal/demo"
 	"github.com/mworker/mworker/internal/sdnotify"
 )
 
-// The test binary plays three parts, as tableflip's tests do: the tests,
-// a master (argv[1] == "master", configured by envTestMaster), and a worker
-// that records the signals it receives (argv[1] == "worker").
+// The test binary plays four parts, as tableflip's tests do: the tests,
+// a master (argv[1] == "master", configured by envTestMaster), a worker
+// that records the signals it receives (argv[1] == "worker"), and the
+// demo's HTTP worker (argv[1] == "demo-worker").
 const envTestMaster = "OSADAPTER_TEST_MASTER"
 
 func TestMain(m *testing.M) {
@@ -27,6 +29,8 @@ func TestMain(m *testing.M) {
 			os.Exit(runTestMaster(os.Getenv(envTestMaster)))
 		case "worker":
 			os.Exit(runTestWorker(os.Args[2]))
+		case "demo-worker":
+			os.Exit(demo.Worker(os.Args[2:], os.Stdout, os.Stderr))
 		}
 	}
 	os.Exit(m.Run())
@@ -45,6 +49,8 @@ type testMaster struct {
 	ReadyTimeout time.Duration
 	Control      string   // --control path
 	Env          []string // added to the master's environment
+	// ExtraFiles are passed to the master as fds 3.. (socket activation).
+	ExtraFiles []*os.File `json:"-"`
 }
 
 func runTestMaster(spec string) int {
@@ -101,7 +107,11 @@ func runTestMaster(spec string) int {
 // With NOTIFY_SOCKET set it logs "notify=ADDR", sends a malformed datagram
 // and then READY=1 there, unless dir holds a file named "silent".
 func runTestWorker(dir string) int {
-	f, err := os.OpenFile(fmt.Sprintf("%s/%d.log", dir, os.Getpid()), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	// The log appears under its name only once its first lines are
+	// written (and the signal handler is in place), so that a test that
+	// sees it can read them.
+	name := fmt.Sprintf("%s/%d.log", dir, os.Getpid())
+	f, err := os.OpenFile(name+".tmp", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return 3
 	}
@@ -122,8 +132,14 @@ func runTestWorker(dir string) int {
 			fmt.Fprintf(f, "badenv %s\n", kv)
 		}
 	}
-	if addr := os.Getenv("NOTIFY_SOCKET"); addr != "" {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr != "" {
 		fmt.Fprintf(f, "notify=%s\n", addr)
+	}
+	if err := os.Rename(name+".tmp", name); err != nil {
+		return 3
+	}
+	if addr != "" {
 		if _, err := os.Stat(dir + "/silent"); err != nil {
 			if err := sdnotify.Send(addr, "READY=yes"); err != nil {
 				fmt.Fprintf(f, "notify error %v\n", err)

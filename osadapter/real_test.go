@@ -78,6 +78,7 @@ func startMasterArgv(t *testing.T, argv []string, c testMaster) *realMaster {
 	m.cmd = exec.Command(argv[0], argv[1:]...)
 	m.cmd.Env = append(append(os.Environ(), c.Env...), envTestMaster+"="+string(spec))
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
+	m.cmd.ExtraFiles = c.ExtraFiles
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
