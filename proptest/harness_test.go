@@ -74,7 +74,7 @@ func (h *harness) fatalf(format string, a ...any) {
 	from := max(0, len(h.trace.steps)-40)
 	for i := from; i < len(h.trace.steps); i++ {
 		s := h.trace.steps[i]
-		if _, ok := s.ev.(fsm.Start); ok && i > 0 {
+		if s.fresh && i > 0 {
 			b.WriteString("  ====\n")
 		}
 		fmt.Fprintf(&b, "  > %v\n", s.ev)
@@ -97,7 +97,7 @@ func (h *harness) feed(ev fsm.Event) {
 	acts := h.m.Step(ev)
 	h.seg.events = append(h.seg.events, ev)
 	h.seg.actions = append(h.seg.actions, acts)
-	h.trace.steps = append(h.trace.steps, traceStep{ev, acts})
+	h.trace.steps = append(h.trace.steps, traceStep{ev, acts, len(h.seg.events) == 1})
 	exec := h.check(ev, x, acts, prePhase, preCur)
 	if exec != nil {
 		h.afterExec(exec)

@@ -5,8 +5,9 @@ import (
 )
 
 type traceStep struct {
-	ev   fsm.Event
-	acts []fsm.Action
+	ev    fsm.Event
+	acts  []fsm.Action
+	fresh bool // the first step of a new Machine
 }
 
 // trace is every step of the run, across execs, and what the "" check has
@@ -30,10 +31,11 @@ func (tr *trace) scan(h *harness) {
 	for ; tr.read < len(tr.steps); tr.read++ {
 		s := tr.steps[tr.read]
 		failed := false
-		switch e := s.ev.(type) {
-		case fsm.Start:
+		if s.fresh {
 			tr.execHeld = false // a fresh machine after a successful exec
 			tr.held = nil
+		}
+		switch e := s.ev.(type) {
 		case fsm.ExecFailed:
 			tr.execHeld, failed = false, true
 		case fsm.ControlRequest:
