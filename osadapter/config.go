@@ -32,12 +32,20 @@ type Config struct {
 	// Stderr receives the logs; os.Stderr when nil.
 	Stderr io.Writer
 
-	// Events are events from transports the adapter does not own
-	// (WorkerReady from notify sockets, ControlRequest from the control
-	// socket); nil when there are none.
+	// Run builds mworker's own transports from the fields above and from
+	// its environment: with Machine.Ready notify, a notify socket per
+	// worker (WorkerReady); with Control, the control socket
+	// (ControlRequest, Reply); with NOTIFY_SOCKET, the master's own
+	// service manager (Notify); with LISTEN_FDS/LISTEN_PID for its pid,
+	// the activated sockets, passed to workers before those of Listen.
+	// The fields below are for an embedder's extra transports.
+
+	// Events are events from transports the adapter does not own; nil
+	// when there are none.
 	Events <-chan fsm.Event
-	// Notifier and Replier carry Notify and Reply actions; when nil, those
-	// actions are only logged at debug level.
+	// Notifier, when set, carries Notify actions in place of
+	// NOTIFY_SOCKET; Replier carries Reply actions when Control is empty.
+	// Without either, those actions are only logged at debug level.
 	Notifier Notifier
 	Replier  Replier
 	// PrepareExec, when set, is called just before the master re-executes

@@ -1,6 +1,9 @@
 package osadapter
 
 import (
+	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -10,6 +13,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mworker/mworker/internal/sdnotify"
 )
 
 // notifyAddr is the NOTIFY_SOCKET a test worker logged, or "".
@@ -116,4 +123,104 @@ func liveOf(pids []int) []int {
 	}
 	slices.Sort(out)
 	return out
+}
+
+func nextReady(t *testing.T, r *readySockets) readySignal {
+	t.Helper()
+	select {
+	case sig := <-r.out:
+		return sig
+	case <-time.After(10 * time.Second):
+		t.Fatal("no READY=1 within 10s")
+	}
+	return readySignal{}
+}
+
+// A socket names its worker; a reaped worker's socket is closed and its
+// late signals are not current; the sockets of live workers reach the
+// next image (here: a second readySockets in the same process) with
+// their datagrams, and a failed handover closes its duplicates.
+func TestReadySocketsAcrossHandover(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	r, err := newReadySockets(true, log, os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.closeAll()
+	a, err := r.open(1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := r.open(1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.s.Addr() == b.s.Addr() || !strings.HasPrefix(a.s.Addr(), "@") {
+		t.Fatalf("addresses %q and %q: want two distinct abstract sockets", a.s.Addr(), b.s.Addr())
+	}
+	r.watch(a, 100)
+	r.watch(b, 101)
+	if err := sdnotify.Send(b.s.Addr(), "STATUS=starting\nREADY=1"); err != nil {
+		t.Fatal(err)
+	}
+	if sig := nextReady(t, r); sig.sock.pid != 101 || !r.current(sig) {
+		t.Fatalf("READY=1 on the socket of 101 arrived as pid %d (current %v)", sig.sock.pid, r.current(sig))
+	}
+	stale := readySignal{b}
+	r.drop(101)
+	if r.current(stale) {
+		t.Error("a signal of a reaped worker's socket still counts")
+	}
+	if err := sdnotify.Send(b.s.Addr(), "READY=1"); err == nil {
+		t.Error("the socket of a reaped worker still receives")
+	}
+
+	// Handover: worker 100 has not said READY=1 yet.
+	env, _, err := r.prepareExec() // its duplicates go to the next image
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, ok := strings.CutPrefix(env, envReadySockets+"=")
+	var fd int
+	if _, err := fmt.Sscanf(v, "100:%d", &fd); !ok || err != nil || strings.Contains(v, ",") {
+		t.Fatalf("handover %q: want only worker 100's socket", env)
+	}
+	if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil || flags&unix.FD_CLOEXEC != 0 {
+		t.Fatalf("handed-over fd %d: flags %#x, %v; want close-on-exec cleared", fd, flags, err)
+	}
+	r.closeAll() // what the exec does to this image's descriptors
+	// Sent between the exec and the next image's receive: it waits in the
+	// socket, which the duplicate keeps open.
+	if err := sdnotify.Send(a.s.Addr(), "READY=1"); err != nil {
+		t.Fatal(err)
+	}
+	next, err := newReadySockets(true, log, os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.closeAll()
+	next.adopt(v)
+	if sig := nextReady(t, next); sig.sock.pid != 100 || !next.current(sig) {
+		t.Fatalf("after the handover READY=1 arrived as pid %d", sig.sock.pid)
+	}
+
+	// A failed exec: the duplicates are closed again.
+	_, undo2, err := next.prepareExec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := countFds(t)
+	undo2()
+	if after := countFds(t); after != before-1 {
+		t.Errorf("undo left %d fds, want %d", after, before-1)
+	}
+}
+
+func countFds(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }
