@@ -70,7 +70,8 @@ func TestRealSocketActivation(t *testing.T) {
 	for _, gen := range []int{1, 2} {
 		if gen == 2 {
 			m.signal(syscall.SIGUSR2)
-			waitFor(t, 20*time.Second, "the reload", func() bool { return m.count("reload complete") == 1 })
+			// Old workers accept until they drain: ask once they are gone.
+			waitFor(t, 20*time.Second, "the reload", func() bool { return m.count("old worker exited") == 2 })
 		}
 		for name, dial := range map[string]func() (net.Conn, error){"activated tcp": viaTCP, "--listen unix": viaUnix} {
 			line, err := httpGet(dial)

@@ -176,7 +176,7 @@ func TestReadySocketsAcrossHandover(t *testing.T) {
 	}
 
 	// Handover: worker 100 has not said READY=1 yet.
-	env, _, err := r.prepareExec() // its duplicates go to the next image
+	env, undo, err := r.prepareExec()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,15 @@ func TestReadySocketsAcrossHandover(t *testing.T) {
 	if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil || flags&unix.FD_CLOEXEC != 0 {
 		t.Fatalf("handed-over fd %d: flags %#x, %v; want close-on-exec cleared", fd, flags, err)
 	}
-	r.closeAll() // what the exec does to this image's descriptors
+	// The exec keeps the handed-over descriptors and closes the rest; here
+	// the next image gets copies, and this one closes all of its own.
+	copyFd, err := unix.Dup(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v = "100:" + strconv.Itoa(copyFd)
+	r.closeAll()
+	undo()
 	// Sent between the exec and the next image's receive: it waits in the
 	// socket, which the duplicate keeps open.
 	if err := sdnotify.Send(a.s.Addr(), "READY=1"); err != nil {
