@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -56,7 +57,9 @@ func Worker(args []string, stdout, stderr io.Writer) int {
 	pid := os.Getpid()
 	gen, slot := os.Getenv("MWORKER_GENERATION"), os.Getenv("MWORKER_SLOT")
 	prefix := fmt.Sprintf("demo-worker pid=%d generation=%s slot=%s: ", pid, gen, slot)
+	busy := &connSet{conns: make(map[net.Conn]bool)}
 	srv := &http.Server{
+		ConnState:         busy.track,
 		Handler:           handler{line: fmt.Sprintf("generation=%s slot=%s pid=%d\n", gen, slot, pid)},
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -81,7 +84,7 @@ func Worker(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s%v: draining\n", prefix, sig)
 	}
 	drained := make(chan error, 1)
-	go func() { drained <- srv.Shutdown(context.Background()) }()
+	go func() { drained <- drain(srv, lns, served, busy) }()
 	select {
 	case err := <-drained:
 		if err != nil {
@@ -94,6 +97,53 @@ func Worker(args []string, stdout, stderr io.Writer) int {
 		srv.Close()
 		return 1
 	}
+}
+
+// drain stops serving without dropping a request. http.Server.Shutdown
+// alone is not enough: a connection that waited in the shared accept queue,
+// or that Serve accepted but has not read yet, is closed without an answer
+// once Shutdown has begun (net/http drops a request read after that). So:
+// stop accepting (close the listeners and let every Serve return, having
+// tracked what it accepted), turn keep-alives off (which closes idle
+// connections and makes every other one close after its answer), wait
+// until no connection is new or active, and only then Shutdown.
+func drain(srv *http.Server, lns []net.Listener, served <-chan error, busy *connSet) error {
+	for _, ln := range lns {
+		ln.Close()
+	}
+	for range lns {
+		<-served
+	}
+	srv.SetKeepAlivesEnabled(false)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for busy.count() > 0 {
+		<-tick.C
+	}
+	return srv.Shutdown(context.Background())
+}
+
+// connSet counts the connections that are new (accepted, request not read
+// yet) or active (a request in progress); http.Server.ConnState feeds it.
+type connSet struct {
+	mu    sync.Mutex
+	conns map[net.Conn]bool
+}
+
+func (s *connSet) track(c net.Conn, st http.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st == http.StateNew || st == http.StateActive {
+		s.conns[c] = true
+	} else {
+		delete(s.conns, c)
+	}
+}
+
+func (s *connSet) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
 }
 
 // activated takes over the listeners passed as systemd passes them.
