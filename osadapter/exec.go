@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mworker/mworker/fsm"
+	"github.com/mworker/mworker/internal/control"
 )
 
 // exec replaces the master's image (fsm.Exec). What must survive goes into
@@ -73,16 +74,6 @@ func (l *loop) exec(a fsm.Exec) {
 	}
 	extra = append(extra, readyEnv)
 	undo := readyUndo
-	if l.ctl != nil {
-		env, u, err := l.ctl.prepareExec(a.Handover.Requests)
-		if err != nil {
-			readyUndo()
-			failed(err)
-			return
-		}
-		extra = append(extra, env...)
-		undo = func() { u(); readyUndo() }
-	}
 	if l.prepareExec != nil {
 		env, u, err := l.prepareExec(a.Handover)
 		if err != nil {
@@ -124,6 +115,21 @@ func (l *loop) exec(a fsm.Exec) {
 	}
 	env := append(withoutVars(l.sys.Environ(), names...), extra...)
 	env = append(env, envState+"="+enc)
+
+	// The control socket comes last, so that as few requests as possible
+	// arrive after its channel is drained: one that does is lost with this
+	// image (its client sees the connection close unanswered).
+	if l.ctl != nil {
+		cenv, u, err := l.ctl.prepareExec(a.Handover.Requests)
+		if err != nil {
+			l.restoreCloexec(cleared)
+			failedAfterPrepare(err)
+			return
+		}
+		env = append(withoutVars(env, control.EnvNames...), cenv...)
+		undoRest := undo
+		undo = func() { u(); undoRest() }
+	}
 
 	// From here to execve as little as possible: a signal the runtime
 	// catches after the drain is lost with this image.

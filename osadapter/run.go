@@ -1,6 +1,10 @@
 // Package osadapter is the thin shell around the core: it turns real
 // signals, wait4 results, timers and transport events into fsm events, and
 // carries out the actions the core returns (spawn, kill, exec, exit, log).
+// Run builds the transports from its Config and environment: the
+// listeners (--listen, socket activation), a notify socket per worker
+// (--ready notify), the control socket (--control) and the master's own
+// sd_notify (NOTIFY_SOCKET); each keeps what it must across a re-exec.
 //
 // The caller has a few duties:
 //
