@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/gob"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,6 +16,16 @@ import (
 // envState carries execState from one master image to the next. It is
 // internal: no worker ever sees it.
 const envState = "MWORKER_STATE"
+
+// Resumed reports whether this image was started by a reload's re-exec of a
+// running master, rather than by an operator: the handover of the previous
+// image is in the environment. The command line uses it to let a worker
+// command that has gone missing fail as a rolled-back generation instead of
+// ending the master.
+func Resumed() bool {
+	_, ok := os.LookupEnv(envState)
+	return ok
+}
 
 // maxStateLen keeps the variable under the kernel's limit on one
 // environment string (MAX_ARG_STRLEN, 128 KiB), with room for the name.

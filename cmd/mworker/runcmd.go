@@ -27,20 +27,11 @@ func runMaster(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		cfg.Command[0] = path
-	case !reexecuted():
+	case !osadapter.Resumed():
 		return report(stderr, err)
 	}
 	cfg.Stderr = stderr
 	return osadapter.Run(cfg)
-}
-
-// reexecuted says whether this image was started by a reload's re-exec
-// of a running master rather than by an operator: the handover the
-// adapter leaves in the environment for the new image (see osadapter's
-// state.go) is present.
-func reexecuted() bool {
-	_, ok := os.LookupEnv("MWORKER_STATE")
-	return ok
 }
 
 // report writes err as the one line bad input gets and returns its status.
