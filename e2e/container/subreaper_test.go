@@ -1,0 +1,77 @@
+package container
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestSubreaperAdoptsGrandchildren: not PID 1, mworker sets the child
+// subreaper bit (the kernel shows it nowhere in /proc, so the test checks
+// what it does): a process that a worker double-forks and abandons gets
+// mworker as its parent, not init, and mworker reaps it when it dies,
+// without logging it above debug level.
+func TestSubreaperAdoptsGrandchildren(t *testing.T) {
+	dir := t.TempDir()
+	gpidFile := filepath.Join(dir, "gpid")
+	// The subshell starts sleep and exits: sleep is orphaned while the
+	// worker itself stays.
+	script := `(sleep 1000 & echo $! > "$1.tmp" && mv "$1.tmp" "$1"); exec sleep 100000`
+	m := start(t, nil, mworkerPath, "run", "--restart", "no", "--", "sh", "-c", script, "sh", gpidFile)
+	master := m.cmd.Process.Pid
+
+	var gpid int
+	waitFor(t, 10*time.Second, "the worker to write its grandchild's pid", func() bool {
+		b, err := os.ReadFile(gpidFile)
+		if err != nil {
+			return false
+		}
+		gpid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil
+	})
+	var parent int
+	waitFor(t, 10*time.Second, "the orphaned grandchild to be reparented", func() bool {
+		st, ok := readStat("/proc", gpid)
+		if !ok {
+			t.Fatalf("grandchild %d vanished before it was killed", gpid)
+		}
+		parent = st.ppid
+		// Its parent is the exiting subshell until that one is reaped.
+		return readComm(parent) != "sh"
+	})
+	if parent != master {
+		t.Fatalf("grandchild %d was reparented to pid %d (%s), want the master %d: the child subreaper bit is not set",
+			gpid, parent, readComm(parent), master)
+	}
+
+	if err := syscall.Kill(gpid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the master to reap its adopted grandchild", func() bool {
+		_, exists := readStat("/proc", gpid)
+		return !exists
+	})
+
+	if err := syscall.Kill(master, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.exitStatus(t, 20*time.Second); got != 143 {
+		t.Fatalf("master exited %d, want 143 (its worker, sleep, killed by the forwarded SIGTERM); output:\n%s", got, m.stderr)
+	}
+	if out := m.stderr.String(); strings.Contains(out, "pid="+strconv.Itoa(gpid)) {
+		t.Fatalf("the adopted grandchild %d is logged above debug level:\n%s", gpid, out)
+	}
+}
+
+// readComm returns the command name of pid, "" when it is gone.
+func readComm(pid int) string {
+	st, ok := readStat("/proc", pid)
+	if !ok {
+		return ""
+	}
+	return st.comm
+}
