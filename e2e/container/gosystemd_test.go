@@ -78,7 +78,7 @@ func seeGeneration(t *testing.T, c *http.Client, n int, gen string) map[string]b
 func TestGoSystemdWorker(t *testing.T) {
 	dir := t.TempDir()
 	sock, ctl := filepath.Join(dir, "s.sock"), filepath.Join(dir, "control.sock")
-	m := start(t, nil, mworkerPath, "run", "-n", "2", "--listen", "unix://"+sock, "--ready", "notify",
+	m := startProcess(t, nil, mworkerPath, "run", "-n", "2", "--listen", "unix://"+sock, "--ready", "notify",
 		"--ready-timeout", "20s", "--control", ctl, "--", httpworkerPath)
 	c := unixClient(sock)
 	waitFor(t, 10*time.Second, "the master to bind "+sock, func() bool {

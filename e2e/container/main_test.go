@@ -101,9 +101,9 @@ type process struct {
 	err    error         // Wait's result, valid after done
 }
 
-// start runs argv with stdout and stderr collected, and kills it (and
+// startProcess runs argv with stdout and stderr collected, and kills it (and
 // waits) when the test ends if it is still running.
-func start(t *testing.T, env []string, argv ...string) *process {
+func startProcess(t *testing.T, env []string, argv ...string) *process {
 	t.Helper()
 	p := &process{cmd: exec.Command(argv[0], argv[1:]...), stderr: new(syncBuffer), done: make(chan struct{})}
 	p.cmd.Env = append(os.Environ(), env...)

@@ -52,7 +52,7 @@ func startPID1(t *testing.T, env []string, args ...string) *pid1 {
 	t.Helper()
 	requirePIDNamespace(t)
 	argv := append([]string{"unshare", "-fp", "--mount-proc", mworkerPath, "run"}, args...)
-	p := &pid1{unshare: start(t, env, argv...)}
+	p := &pid1{unshare: startProcess(t, env, argv...)}
 	u := p.unshare.cmd.Process.Pid
 	waitFor(t, 10*time.Second, "mworker to start under unshare", func() bool {
 		kids := children(u)

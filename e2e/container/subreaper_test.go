@@ -21,7 +21,7 @@ func TestSubreaperAdoptsGrandchildren(t *testing.T) {
 	// The subshell starts sleep and exits: sleep is orphaned while the
 	// worker itself stays.
 	script := `(sleep 1000 & echo $! > "$1.tmp" && mv "$1.tmp" "$1"); exec sleep 100000`
-	m := start(t, nil, mworkerPath, "run", "--restart", "no", "--", "sh", "-c", script, "sh", gpidFile)
+	m := startProcess(t, nil, mworkerPath, "run", "--restart", "no", "--", "sh", "-c", script, "sh", gpidFile)
 	master := m.cmd.Process.Pid
 
 	var gpid int
