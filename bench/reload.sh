@@ -82,10 +82,12 @@ ctl="$work/control.sock"
 mw_pid=""
 ha_pid=""
 loop_pid=""
+wrk_pid=""
 
 cleanup() {
 	set +e
 	touch "$work/stop"
+	[ -n "$wrk_pid" ] && kill "$wrk_pid" 2>/dev/null && wait "$wrk_pid" 2>/dev/null
 	[ -n "$loop_pid" ] && kill "$loop_pid" 2>/dev/null && wait "$loop_pid" 2>/dev/null
 	[ -n "$mw_pid" ] && kill -TERM "$mw_pid" 2>/dev/null && wait "$mw_pid" 2>/dev/null
 	[ -n "$ha_pid" ] && kill -TERM "$ha_pid" 2>/dev/null && wait "$ha_pid" 2>/dev/null
@@ -177,7 +179,11 @@ bench() {
 		reload_loop "$@" &
 		loop_pid=$!
 	fi
-	wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "${hdr[@]}" "http://127.0.0.1:$port/" >"$out" 2>&1 || true
+	# In the background, so that a signal to the script stops it at once.
+	wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "${hdr[@]}" "http://127.0.0.1:$port/" >"$out" 2>&1 &
+	wrk_pid=$!
+	wait "$wrk_pid" || true
+	wrk_pid=""
 	touch "$work/stop"
 	if [ -n "$loop_pid" ]; then
 		wait "$loop_pid" || true
