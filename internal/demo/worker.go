@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -57,10 +58,10 @@ func Worker(args []string, stdout, stderr io.Writer) int {
 	pid := os.Getpid()
 	gen, slot := os.Getenv("MWORKER_GENERATION"), os.Getenv("MWORKER_SLOT")
 	prefix := fmt.Sprintf("demo-worker pid=%d generation=%s slot=%s: ", pid, gen, slot)
-	busy := &connSet{conns: make(map[net.Conn]bool)}
+	busy := &connSet{conns: make(map[net.Conn]http.ConnState)}
 	srv := &http.Server{
 		ConnState:         busy.track,
-		Handler:           handler{line: fmt.Sprintf("generation=%s slot=%s pid=%d\n", gen, slot, pid)},
+		Handler:           handler{draining: &busy.draining, line: fmt.Sprintf("generation=%s slot=%s pid=%d\n", gen, slot, pid)},
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          log.New(stderr, prefix, 0),
@@ -104,9 +105,11 @@ func Worker(args []string, stdout, stderr io.Writer) int {
 // or that Serve accepted but has not read yet, is closed without an answer
 // once Shutdown has begun (net/http drops a request read after that). So:
 // stop accepting (close the listeners and let every Serve return, having
-// tracked what it accepted), turn keep-alives off (which closes idle
-// connections and makes every other one close after its answer), wait
-// until no connection is new or active, and only then Shutdown.
+// tracked what it accepted); answer every request from now on with
+// "Connection: close", so that a keep-alive client leaves after its next
+// answer instead of racing a close; wait until no connection is new or
+// active, and until none is open at all or a one-second grace has passed;
+// only then Shutdown, which closes the connections still idle.
 func drain(srv *http.Server, lns []net.Listener, served <-chan error, busy *connSet) error {
 	for _, ln := range lns {
 		ln.Close()
@@ -114,10 +117,15 @@ func drain(srv *http.Server, lns []net.Listener, served <-chan error, busy *conn
 	for range lns {
 		<-served
 	}
-	srv.SetKeepAlivesEnabled(false)
+	busy.draining.Store(true) // every answer from now on says Connection: close
+	grace := time.Now().Add(time.Second)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	for busy.count() > 0 {
+	for {
+		b, all := busy.count()
+		if b == 0 && (all == 0 || time.Now().After(grace)) {
+			break
+		}
 		<-tick.C
 	}
 	return srv.Shutdown(context.Background())
@@ -126,24 +134,32 @@ func drain(srv *http.Server, lns []net.Listener, served <-chan error, busy *conn
 // connSet counts the connections that are new (accepted, request not read
 // yet) or active (a request in progress); http.Server.ConnState feeds it.
 type connSet struct {
-	mu    sync.Mutex
-	conns map[net.Conn]bool
+	mu       sync.Mutex
+	conns    map[net.Conn]http.ConnState
+	draining atomic.Bool
 }
 
 func (s *connSet) track(c net.Conn, st http.ConnState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if st == http.StateNew || st == http.StateActive {
-		s.conns[c] = true
-	} else {
+	if st == http.StateClosed || st == http.StateHijacked {
 		delete(s.conns, c)
+	} else {
+		s.conns[c] = st
 	}
 }
 
-func (s *connSet) count() int {
+// count returns how many connections are new or active, and how many are
+// open at all.
+func (s *connSet) count() (busy, all int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.conns)
+	for _, st := range s.conns {
+		if st == http.StateNew || st == http.StateActive {
+			busy++
+		}
+	}
+	return busy, len(s.conns)
 }
 
 // activated takes over the listeners passed as systemd passes them.
@@ -174,10 +190,16 @@ func activated() ([]net.Listener, error) {
 	return nls, nil
 }
 
-type handler struct{ line string }
+type handler struct {
+	line     string
+	draining *atomic.Bool
+}
 
 func (h handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if h.draining != nil && h.draining.Load() {
+		w.Header().Set("Connection", "close")
+	}
 	if s := r.URL.Query().Get("sleep"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d < 0 || d > maxSleep {
