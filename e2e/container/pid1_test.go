@@ -46,12 +46,12 @@ type pid1 struct {
 	proc    string // the namespace's own /proc, seen from here
 }
 
-// startPID1 runs "unshare -fp --mount-proc mworker run ARGS..." and waits
-// until mworker runs there as PID 1.
-func startPID1(t *testing.T, env []string, args ...string) *pid1 {
+// startPID1 runs "unshare -fp --mount-proc MWORKER ARGS..." and waits
+// until that mworker runs there as PID 1.
+func startPID1(t *testing.T, env []string, mworker string, args ...string) *pid1 {
 	t.Helper()
 	requirePIDNamespace(t)
-	argv := append([]string{"unshare", "-fp", "--mount-proc", mworkerPath, "run"}, args...)
+	argv := append([]string{"unshare", "-fp", "--mount-proc", mworker}, args...)
 	p := &pid1{unshare: startProcess(t, env, argv...)}
 	u := p.unshare.cmd.Process.Pid
 	waitFor(t, 10*time.Second, "mworker to start under unshare", func() bool {
@@ -61,7 +61,7 @@ func startPID1(t *testing.T, env []string, args ...string) *pid1 {
 		}
 		st, ok := readStat("/proc", kids[0])
 		p.host = kids[0]
-		return ok && st.comm == "mworker"
+		return ok && st.comm == filepath.Base(mworker)
 	})
 	// --mount-proc mounted the namespace's /proc in mworker's mount
 	// namespace; /proc/PID/root reaches it from here.
@@ -133,7 +133,7 @@ func TestPID1ReapsOrphans(t *testing.T) {
 	// Each "( sleep & )" is a subshell that starts sleep and exits at
 	// once: the classic double fork.
 	script := `i=0; while [ $i -lt ` + strconv.Itoa(orphans) + ` ]; do (sleep 1000 &); i=$((i+1)); done; exec sleep 100000`
-	m := startPID1(t, nil, "--restart", "no", "--", "sh", "-c", script)
+	m := startPID1(t, nil, mworkerPath, "run", "--restart", "no", "--", "sh", "-c", script)
 
 	isOrphan := func(procRoot string, pid int) bool {
 		return slices.Equal(cmdline(procRoot, pid), []string{"sleep", "1000"})
@@ -205,7 +205,7 @@ func TestPID1ForwardsStopSignals(t *testing.T) {
 			var workerPid func() (int, bool)
 			if tc.caught {
 				m = startPID1(t, []string{envHelper + "=trap", envReadyFile + "=" + ready, envGotFile + "=" + got, envExit + "=7"},
-					"--restart", "no", "--", os.Args[0])
+					mworkerPath, "run", "--restart", "no", "--", os.Args[0])
 				workerPid = func() (int, bool) {
 					b, err := os.ReadFile(ready)
 					if err != nil {
@@ -215,7 +215,7 @@ func TestPID1ForwardsStopSignals(t *testing.T) {
 					return n, err == nil
 				}
 			} else {
-				m = startPID1(t, nil, "--restart", "no", "--", "sleep", "100000")
+				m = startPID1(t, nil, mworkerPath, "run", "--restart", "no", "--", "sleep", "100000")
 				workerPid = func() (int, bool) {
 					for _, pid := range children(m.host) {
 						if st, ok := readStat("/proc", pid); ok && st.comm == "sleep" {
