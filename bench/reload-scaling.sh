@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+#
+# bench/reload-scaling.sh: how the reload round trip grows with workers.
+#
+# For each worker count N in COUNTS it starts
+#
+#   mworker run -n N --ready immediate --control SOCK -- sleep 1000
+#
+# and times `mworker reload --control SOCK` (from the command's start to
+# its exit 0, with bash's $EPOCHREALTIME, which costs no fork) RELOADS
+# times, each once the previous reload has settled (N workers, all
+# current and ready, none old). The round trip covers the client's start,
+# the master's re-exec (a new Go runtime, the same pid), the N new
+# workers' fork+exec (each through the mworker trampoline, then the
+# command), and the answer; the old workers are told to stop after it.
+#
+# Next to it, two baselines measured the same way at each N:
+#   floor   bench/forkfloor: a Go process forks and execs N bare
+#           `sleep 1000` in their own process groups, one after the other
+#           (syscall.ForkExec), then kills and reaps them outside the
+#           timing: the least a reload of N workers must cost.
+#   status  `mworker status --control SOCK`: the client's start and one
+#           request to the master, the part of the round trip that does
+#           not depend on N.
+#
+# Targets for the round trip: at most linear growth, at most 250 ms at 4
+# workers, and within 20 ms + floor.
+#
+# Prints a table and writes OUT/reload-scaling.png (median round trip,
+# floor and floor + 20 ms against N, log-log).
+#
+# Usage: bench/reload-scaling.sh
+#
+# Environment (defaults in brackets):
+#   COUNTS ["1 4 16 64 256"]  worker counts
+#   RELOADS [15]              reloads timed at each count
+#   RELOADS_256 [8]           at 256 workers and more
+#   OUT [docs/img]            where the PNG goes
+#
+# Needs only Go; builds mworker, bench/forkfloor and bench/plot from this
+# checkout; stops the master it started when it ends, also on Ctrl-C.
+# Every wait is bounded (60 s).
+
+set -euo pipefail
+
+COUNTS=${COUNTS:-1 4 16 64 256}
+RELOADS=${RELOADS:-15}
+RELOADS_256=${RELOADS_256:-8}
+
+die() {
+	echo "reload-scaling.sh: $*" >&2
+	exit 1
+}
+
+cd "$(dirname "$0")/.."
+[ -f go.mod ] && [ -d cmd/mworker ] || die "run me from an mworker checkout (bench/reload-scaling.sh)"
+OUT=${OUT:-docs/img}
+mkdir -p "$OUT"
+command -v go >/dev/null || die "go not found: install Go 1.26 to build mworker"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mworker-reload-scaling.XXXXXX")
+mw="$tmp/mworker"
+ctl="$tmp/control.sock"
+mw_pid=""
+cleanup() {
+	set +e
+	[ -n "$mw_pid" ] && kill -TERM "$mw_pid" 2>/dev/null && wait "$mw_pid" 2>/dev/null
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+go build -o "$mw" ./cmd/mworker || die "go build ./cmd/mworker failed"
+go build -o "$tmp/forkfloor" ./bench/forkfloor || die "go build ./bench/forkfloor failed"
+(cd bench/plot && go build -o "$tmp/plot" .) || die "go build bench/plot failed"
+
+# usec: $EPOCHREALTIME in microseconds.
+usec() { local t=${EPOCHREALTIME/./}; echo $((10#$t)); }
+
+# settled N: N workers, all current and ready, none old.
+settled() {
+	local js
+	js=$("$mw" status --control "$ctl" --json 2>/dev/null) || return 1
+	[ "$(grep -o '"slot":' <<<"$js" | wc -l)" -eq "$1" ] &&
+		[ "$(grep -o '"current":true' <<<"$js" | wc -l)" -eq "$1" ] &&
+		[ "$(grep -o '"ready":true' <<<"$js" | wc -l)" -eq "$1" ]
+}
+
+wait_settled() {
+	local deadline=$((SECONDS + 60))
+	until settled "$1"; do
+		[ $SECONDS -lt $deadline ] || die "$1 workers not settled after 60s (log: $tmp/mworker.log)"
+		sleep 0.05
+	done
+}
+
+# median: of the numbers on stdin (microseconds), in ms; then min and max.
+median() {
+	sort -n | awk '
+		{ v[NR] = $1 }
+		END {
+			med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+			printf "%.1f %.1f %.1f\n", med / 1000, v[1] / 1000, v[NR] / 1000
+		}'
+}
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr), $(go version | awk '{ print $3 }')"
+rows=()
+: >"$tmp/plot.tsv"
+for n in $COUNTS; do
+	r=$RELOADS
+	[ "$n" -ge 256 ] && r=$RELOADS_256
+	load0=$(cut -d' ' -f1 /proc/loadavg)
+	echo "$n workers: $r reloads" >&2
+	"$mw" run -n "$n" --ready immediate --control "$ctl" -- sleep 1000 2>>"$tmp/mworker.log" &
+	mw_pid=$!
+	wait_settled "$n"
+	: >"$tmp/rt"
+	: >"$tmp/st"
+	for ((i = 0; i < r; i++)); do
+		t0=$(usec)
+		"$mw" reload --control "$ctl" >/dev/null || die "reload $i at $n workers failed (log: $tmp/mworker.log)"
+		t1=$(usec)
+		echo $((t1 - t0)) >>"$tmp/rt"
+		wait_settled "$n"
+		t0=$(usec)
+		"$mw" status --control "$ctl" >/dev/null || die "status at $n workers failed"
+		t1=$(usec)
+		echo $((t1 - t0)) >>"$tmp/st"
+	done
+	kill -TERM "$mw_pid"
+	wait "$mw_pid" || true
+	mw_pid=""
+	"$tmp/forkfloor" -n "$n" -rounds "$r" >"$tmp/ff" || die "forkfloor -n $n failed"
+	load1=$(cut -d' ' -f1 /proc/loadavg)
+	read -r med min max < <(median <"$tmp/rt")
+	read -r fmed _ _ < <(median <"$tmp/ff")
+	read -r smed _ _ < <(median <"$tmp/st")
+	rows+=("$(printf '| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s-%s |' "$n" "$r" "$med" "$min" "$max" "$fmed" "$smed" \
+		"$(awk -v a="$med" -v b="$fmed" 'BEGIN { printf "%.1f", a - b }')" \
+		"$(awk -v a="$med" -v b="$n" 'BEGIN { printf "%.2f", a / b }')" "$load0" "$load1")")
+	printf 'mworker reload (median)\t%d\t%s\n' "$n" "$med" >>"$tmp/plot.tsv"
+	printf 'fork+exec floor (median)\t%d\t%s\n' "$n" "$fmed" >>"$tmp/plot.tsv"
+	printf 'floor + 20 ms (target)\t%d\t%s\n' "$n" "$(awk -v a="$fmed" 'BEGIN { print a + 20 }')" >>"$tmp/plot.tsv"
+done
+
+echo
+echo "| workers | reloads | median ms | min ms | max ms | floor ms | status ms | median - floor ms | median ms per worker | load avg |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+printf '%s\n' "${rows[@]}"
+
+sort -t$'\t' -k1,1 -s "$tmp/plot.tsv" | "$tmp/plot" -kind lines -logx -logy -xticks "$(tr ' ' ',' <<<"$COUNTS")" \
+	-o "$OUT/reload-scaling.png" -title "Reload round trip against workers (--ready immediate)" \
+	-x "workers" -y "ms"
+echo
+echo "plot: $OUT/reload-scaling.png"
