@@ -2,9 +2,18 @@
 #
 # bench/reload-scaling.sh: how the reload round trip grows with workers.
 #
-# For each worker count N in COUNTS it starts
+# For each worker count N in COUNTS and each mode in MODES it starts
 #
-#   mworker run -n N --ready immediate --control SOCK -- sleep 1000
+#   direct:  mworker run -n N --ready immediate --control SOCK -- sleep 1000
+#   listen:  the same with --listen unix://PATH
+#
+# (through `env --default-signal=INT,QUIT`: bash starts background jobs
+# with SIGINT and SIGQUIT ignored, and mworker would then start every
+# worker through its trampoline to give that back). In direct mode the
+# master forks and execs `sleep` itself; with a listener every worker
+# starts through the trampoline, a second exec of the mworker binary that
+# sets LISTEN_PID to its own pid before it execs `sleep`, so a Go runtime
+# starts for each worker.
 #
 # and times `mworker reload --control SOCK` (from the command's start to
 # its exit 0, with bash's $EPOCHREALTIME, which costs no fork) RELOADS
@@ -33,6 +42,7 @@
 #
 # Environment (defaults in brackets):
 #   COUNTS ["1 4 16 64 256"]  worker counts
+#   MODES ["direct listen"]   see above
 #   RELOADS [15]              reloads timed at each count
 #   RELOADS_256 [8]           at 256 workers and more
 #   OUT [docs/img]            where the PNG goes
@@ -44,6 +54,7 @@
 set -euo pipefail
 
 COUNTS=${COUNTS:-1 4 16 64 256}
+MODES=${MODES:-direct listen}
 RELOADS=${RELOADS:-15}
 RELOADS_256=${RELOADS_256:-8}
 
@@ -110,9 +121,16 @@ rows=()
 for n in $COUNTS; do
 	r=$RELOADS
 	[ "$n" -ge 256 ] && r=$RELOADS_256
+	"$tmp/forkfloor" -n "$n" -rounds "$r" >"$tmp/ff" || die "forkfloor -n $n failed"
+	read -r fmed _ _ < <(median <"$tmp/ff")
+	printf 'fork+exec floor (median)\t%d\t%s\n' "$n" "$fmed" >>"$tmp/plot.tsv"
+	printf 'floor + 20 ms (target)\t%d\t%s\n' "$n" "$(awk -v a="$fmed" 'BEGIN { print a + 20 }')" >>"$tmp/plot.tsv"
+	for mode in $MODES; do
 	load0=$(cut -d' ' -f1 /proc/loadavg)
-	echo "$n workers: $r reloads" >&2
-	"$mw" run -n "$n" --ready immediate --control "$ctl" -- sleep 1000 2>>"$tmp/mworker.log" &
+	echo "$n workers, $mode: $r reloads" >&2
+	listen=()
+	[ "$mode" = listen ] && listen=(--listen "unix://$tmp/listen-$n.sock")
+	env --default-signal=INT,QUIT "$mw" run -n "$n" "${listen[@]}" --ready immediate --control "$ctl" -- sleep 1000 2>>"$tmp/mworker.log" &
 	mw_pid=$!
 	wait_settled "$n"
 	: >"$tmp/rt"
@@ -131,25 +149,22 @@ for n in $COUNTS; do
 	kill -TERM "$mw_pid"
 	wait "$mw_pid" || true
 	mw_pid=""
-	"$tmp/forkfloor" -n "$n" -rounds "$r" >"$tmp/ff" || die "forkfloor -n $n failed"
 	load1=$(cut -d' ' -f1 /proc/loadavg)
 	read -r med min max < <(median <"$tmp/rt")
-	read -r fmed _ _ < <(median <"$tmp/ff")
 	read -r smed _ _ < <(median <"$tmp/st")
-	rows+=("$(printf '| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s-%s |' "$n" "$r" "$med" "$min" "$max" "$fmed" "$smed" \
+	rows+=("$(printf '| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s-%s |' "$mode" "$n" "$r" "$med" "$min" "$max" "$fmed" "$smed" \
 		"$(awk -v a="$med" -v b="$fmed" 'BEGIN { printf "%.1f", a - b }')" \
 		"$(awk -v a="$med" -v b="$n" 'BEGIN { printf "%.2f", a / b }')" "$load0" "$load1")")
-	printf 'mworker reload (median)\t%d\t%s\n' "$n" "$med" >>"$tmp/plot.tsv"
-	printf 'fork+exec floor (median)\t%d\t%s\n' "$n" "$fmed" >>"$tmp/plot.tsv"
-	printf 'floor + 20 ms (target)\t%d\t%s\n' "$n" "$(awk -v a="$fmed" 'BEGIN { print a + 20 }')" >>"$tmp/plot.tsv"
+	printf 'mworker reload, %s (median)\t%d\t%s\n' "$mode" "$n" "$med" >>"$tmp/plot.tsv"
+	done
 done
 
 echo
-echo "| workers | reloads | median ms | min ms | max ms | floor ms | status ms | median - floor ms | median ms per worker | load avg |"
-echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-printf '%s\n' "${rows[@]}"
+echo "| mode | workers | reloads | median ms | min ms | max ms | floor ms | status ms | median - floor ms | median ms per worker | load avg |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+printf '%s\n' "${rows[@]}" | sort -t'|' -k2,2 -s
 
-sort -t$'\t' -k1,1 -s "$tmp/plot.tsv" | "$tmp/plot" -kind lines -logx -logy -xticks "$(tr ' ' ',' <<<"$COUNTS")" \
+sort -t$'\t' -k1,1r -s "$tmp/plot.tsv" | "$tmp/plot" -kind lines -logx -logy -xticks "$(tr ' ' ',' <<<"$COUNTS")" \
 	-o "$OUT/reload-scaling.png" -title "Reload round trip against workers (--ready immediate)" \
 	-x "workers" -y "ms"
 echo

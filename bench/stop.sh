@@ -10,8 +10,11 @@
 #   mworker run --restart no -- sleep 1000
 #   tini -- sleep 1000
 #   dumb-init sleep 1000
+#   gostop -- sleep 1000          (bench/gostop: the least a Go supervisor
+#   gostop -lock -- sleep 1000     does; -lock pins main to its thread as
+#                                  mworker does: the Go runtime's share)
 #
-# Each round runs the three once, in an order that rotates from round to
+# Each round runs each once, in an order that rotates from round to
 # round, through bench/stoptime (a Go program): it starts the supervisor,
 # polls /proc until its `sleep` child exists, waits 100 ms, sends SIGTERM
 # and times until wait returns, on CLOCK_MONOTONIC.
@@ -31,7 +34,7 @@
 #                      and writes OUT/stop-latency-rt.png instead
 #
 # Installs tini and dumb-init with apt-get when they are missing; builds
-# mworker, bench/stoptime and bench/plot from this checkout. Bounded:
+# mworker, bench/stoptime, bench/gostop and bench/plot from this checkout. Bounded:
 # each start and each stop gives up after 10 s.
 
 set -euo pipefail
@@ -66,9 +69,10 @@ trap 'exit 130' INT TERM
 
 go build -o "$tmp/mworker" ./cmd/mworker || die "go build ./cmd/mworker failed"
 go build -o "$tmp/stoptime" ./bench/stoptime || die "go build ./bench/stoptime failed"
+go build -o "$tmp/gostop" ./bench/gostop || die "go build ./bench/gostop failed"
 (cd bench/plot && go build -o "$tmp/plot" .) || die "go build bench/plot failed"
 
-tools=(mworker tini dumb-init)
+tools=(mworker tini dumb-init gostop gostop-lock)
 prio=(env)
 png=stop-latency.png
 sched="normal scheduling (SCHED_OTHER)"
@@ -82,6 +86,8 @@ command_of() {
 	mworker) echo "$tmp/mworker run --restart no -- sleep 1000" ;;
 	tini) echo "tini -- sleep 1000" ;;
 	dumb-init) echo "dumb-init sleep 1000" ;;
+	gostop) echo "$tmp/gostop -- sleep 1000" ;;
+	gostop-lock) echo "$tmp/gostop -lock -- sleep 1000" ;;
 	esac
 }
 
