@@ -96,7 +96,7 @@ func recordWorker(ctx context.Context, _ ...any) error {
 		// The generation was rolled back while this spawn was under way.
 		g.put(w)
 		m.byPid[w.pid] = w
-		m.log(LevelWarn, "worker of a retired generation started; stopping it", "pid", w.pid, "generation", w.gen)
+		m.log(LevelWarn, "worker of a retired generation started; stopping it", "pid", w.id(), "generation", w.gen)
 		m.kill([]int{w.pid}, m.cfg.StopSignal)
 		if kt := (Timer{Kind: TimerKill, Generation: g.n}); !m.armed[kt] {
 			// retire armed none if the generation had no live worker then.
@@ -107,11 +107,15 @@ func recordWorker(ctx context.Context, _ ...any) error {
 	w.ready = m.cfg.Ready.Kind == ReadyImmediate
 	g.put(w)
 	m.byPid[w.pid] = w
-	m.log(LevelInfo, "worker started", "pid", w.pid, "generation", w.gen, "slot", w.slot)
+	m.log(LevelInfo, "worker started", "pid", w.id(), "generation", w.gen, "slot", w.slot)
 	if m.cfg.Ready.Kind == ReadyAfter {
 		m.setTimer(Timer{Kind: TimerReadyAfter, Pid: w.pid}, m.cfg.Ready.After)
 	}
-	m.setTimer(Timer{Kind: TimerStable, Pid: w.pid}, m.cfg.Backoff.Reset)
+	// Only a slot that has failed has a backoff to reset: a worker of a
+	// fresh slot (every worker of a new generation) needs no timer.
+	if w.gen == m.cur && w.slot < len(m.failures) && m.failures[w.slot] > 0 {
+		m.setTimer(Timer{Kind: TimerStable, Pid: w.pid}, m.cfg.Backoff.Reset)
+	}
 	return nil
 }
 
@@ -119,7 +123,7 @@ func workerFailedToStart(ctx context.Context, _ ...any) error {
 	m := machineOf(ctx)
 	e := m.ev.(SpawnFailed)
 	delete(m.inflight, [2]int{e.Generation, e.Slot})
-	m.log(LevelError, "worker failed to start", "generation", e.Generation, "slot", e.Slot, "status", e.Status, "err", e.Err)
+	m.log(LevelError, "worker failed to start", "generation", e.Generation, "slot", e.Slot, "status", statusAttr(e.Status), "err", e.Err)
 	g := m.gen(e.Generation)
 	switch {
 	case m.state == stateAwaitingReady && e.Generation == m.next:
@@ -170,13 +174,13 @@ func workerExited(ctx context.Context, _ ...any) error {
 	g := m.removeWorker(w)
 	switch {
 	case m.state == stateAwaitingReady && g.n == m.next:
-		m.log(LevelError, "new worker exited before its generation was ready", "pid", w.pid, "generation", g.n, "slot", w.slot, "status", e.Status)
+		m.log(LevelError, "new worker exited before its generation was ready", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
 		m.failure = fmt.Sprintf("worker %d (slot %d of generation %d) exited with %s before the generation was ready", w.pid, w.slot, g.n, e.Status)
 	case !m.isCurrent(g):
-		m.log(LevelInfo, "old worker exited", "pid", w.pid, "generation", g.n, "slot", w.slot, "status", e.Status)
+		m.log(LevelInfo, "old worker exited", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
 		m.dropGenIfEmpty(g)
 	default:
-		m.log(LevelWarn, "worker exited", "pid", w.pid, "generation", g.n, "slot", w.slot, "status", e.Status)
+		m.log(LevelWarn, "worker exited", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
 		m.afterCurrentExit(w.slot, e.Status)
 	}
 	return nil
@@ -308,7 +312,7 @@ func ignoreNoise(ctx context.Context, _ ...any) error {
 func reapOrphan(ctx context.Context, _ ...any) error {
 	m := machineOf(ctx)
 	e := m.ev.(ChildExited)
-	m.log(LevelDebug, "reaped unknown child", "pid", e.Pid, "status", e.Status)
+	m.log(LevelDebug, "reaped unknown child", "pid", e.Pid, "status", statusAttr(e.Status))
 	return nil
 }
 
@@ -474,7 +478,7 @@ func endRun(ctx context.Context, _ ...any) error {
 	st := *m.culprit
 	m.culprit = nil
 	m.exitStatus, m.exitFixed = st.Int(), true
-	m.log(LevelInfo, "a worker's exit ends the run; stopping the others", "status", st, "restart", m.cfg.Restart)
+	m.log(LevelInfo, "a worker's exit ends the run; stopping the others", "status", statusAttr(st), "restart", m.cfg.Restart)
 	m.enterExiting(m.cfg.StopSignal, "a worker exited with --restart "+m.cfg.Restart.String(),
 		m.livePids(func(g *generation) bool { return !g.retired }))
 	return nil
@@ -510,7 +514,7 @@ func stopLateWorker(ctx context.Context, _ ...any) error {
 	w := &worker{pid: e.Pid, gen: e.Generation, slot: e.Slot}
 	g.put(w)
 	m.byPid[w.pid] = w
-	m.log(LevelInfo, "worker started while stopping; stopping it", "pid", w.pid, "generation", w.gen, "slot", w.slot)
+	m.log(LevelInfo, "worker started while stopping; stopping it", "pid", w.id(), "generation", w.gen, "slot", w.slot)
 	m.kill([]int{w.pid}, m.stopSignal)
 	return nil
 }
@@ -535,9 +539,9 @@ func workerExitedWhileExiting(ctx context.Context, _ ...any) error {
 		if !m.exitFixed {
 			m.exitStatus = e.Status.Int()
 		}
-		m.log(LevelInfo, "worker exited", "pid", w.pid, "generation", g.n, "slot", w.slot, "status", e.Status)
+		m.log(LevelInfo, "worker exited", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
 	} else {
-		m.log(LevelInfo, "old worker exited", "pid", w.pid, "generation", g.n, "slot", w.slot, "status", e.Status)
+		m.log(LevelInfo, "old worker exited", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
 	}
 	m.dropGenIfEmpty(g)
 	return nil

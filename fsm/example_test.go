@@ -79,12 +79,9 @@ func Example() {
 	//    spawn gen=1 slot=0
 	//    spawn gen=1 slot=1
 	// > started gen=1 slot=0 pid=101
-	//    set-timer stable pid=101 after=1m0s
 	// > started gen=1 slot=1 pid=102
-	//    set-timer stable pid=102 after=1m0s
 	//    notify READY status="generation 1 ready"
 	// > exited pid=101 status=exit:1
-	//    cancel-timer stable pid=101
 	//    set-timer restart gen=1 slot=0 after=100ms
 	// > timer restart gen=1 slot=0
 	//    spawn gen=1 slot=0
@@ -95,7 +92,6 @@ func Example() {
 	//    kill TERM [103 102]
 	//    set-timer kill-all after=10s
 	// > exited pid=102 status=exit:0
-	//    cancel-timer stable pid=102
 	// > exited pid=103 status=signal:TERM
 	//    cancel-timer stable pid=103
 	//    exit 143

@@ -91,6 +91,7 @@ type Machine struct {
 	reloads, failedReload int
 	stopPids, termPids    []int
 	gone                  []int // workers wait4 cannot find, while their exits are stepped
+	attrs                 []any // chunk the Log actions' attrs are carved from
 }
 
 type generation struct {
@@ -104,6 +105,40 @@ type generation struct {
 type worker struct {
 	pid, gen, slot int
 	ready          bool
+	pidAttr        any // pid boxed once for the log lines about this worker
+}
+
+// id is the worker's pid as a log attribute, boxed once per worker.
+func (w *worker) id() any {
+	if w.pidAttr == nil {
+		w.pidAttr = w.pid
+	}
+	return w.pidAttr
+}
+
+// Exit statuses as log attributes, boxed once: every reaped worker logs one.
+var (
+	boxedCodes   [256]any
+	boxedSignals [65]any
+)
+
+func init() {
+	for i := range boxedCodes {
+		boxedCodes[i] = ExitStatus{Code: i}
+	}
+	for i := range boxedSignals {
+		boxedSignals[i] = ExitStatus{Signal: Signal(i)}
+	}
+}
+
+func statusAttr(st ExitStatus) any {
+	switch {
+	case st.Signal == 0 && st.Code >= 0 && st.Code < len(boxedCodes):
+		return boxedCodes[st.Code]
+	case st.Code == 0 && st.Signal > 0 && int(st.Signal) < len(boxedSignals):
+		return boxedSignals[st.Signal]
+	}
+	return st
 }
 
 type machineKey struct{}
@@ -466,8 +501,16 @@ func (m *Machine) emit(a Action) {
 	m.out = append(m.out, a)
 }
 
+// log emits a Log action. Its attrs are copied into a chunk the machine
+// appends to and never rewrites, so that a log line costs no allocation of
+// its own; each line's slice is capped, so appending to it copies.
 func (m *Machine) log(level Level, msg string, attrs ...any) {
-	m.emit(Log{Level: level, Msg: msg, Attrs: attrs})
+	if len(m.attrs)+len(attrs) > cap(m.attrs) {
+		m.attrs = make([]any, 0, max(256, len(attrs)))
+	}
+	start := len(m.attrs)
+	m.attrs = append(m.attrs, attrs...)
+	m.emit(Log{Level: level, Msg: msg, Attrs: m.attrs[start:len(m.attrs):len(m.attrs)]})
 }
 
 func (m *Machine) setTimer(t Timer, after time.Duration) {
