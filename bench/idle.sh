@@ -83,6 +83,7 @@ pids+=($!)
 # sleeps PID: how many children named sleep PID's threads have.
 sleeps() {
 	local n=0 c
+	# shellcheck disable=SC2013 # the children files hold pids separated by spaces
 	for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
 		[ "$(cat /proc/"$c"/comm 2>/dev/null)" = sleep ] && n=$((n + 1))
 	done
