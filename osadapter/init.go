@@ -12,13 +12,30 @@ import (
 	"github.com/mworker/mworker/fsm"
 )
 
-// signals receives every signal of fsm.CatchableSignals. It is installed by
-// the first variable initializer of the package, so that a master image
+// signals receives every signal of fsm.CatchableSignals. For a master (the
+// command line "mworker run ...", which a re-exec repeats) it is installed
+// by the first variable initializer of the package, so that a master image
 // started by a re-exec spends as little time as possible with SIGTERM and
 // SIGINT at their default action (docs/signals.md measures that window).
+// Any other program that links the package (the client commands, a demo
+// worker, tests) subscribes only if it calls Run: subscribing costs the
+// runtime a round trip per signal, about 7 ms for all of them, and would
+// leave an ordinary command deaf to Ctrl-C.
 // The buffer is large so that a burst never overflows it: the runtime drops
 // what it cannot send, and identical pending signals already coalesce.
 var signals = installSignals()
+
+// isMasterCommand says whether this image is a master started from the
+// command line: "mworker run ...".
+func isMasterCommand() bool { return len(os.Args) > 1 && os.Args[1] == "run" }
+
+// subscribed returns the signal channel, subscribing now if init did not.
+func subscribed() chan os.Signal {
+	if signals == nil {
+		signals = notifySignals()
+	}
+	return signals
+}
 
 var (
 	// notifiedAt is CLOCK_MONOTONIC when the signals whose default action
@@ -53,6 +70,13 @@ func installSignals() chan os.Signal {
 			startIgnored = append(startIgnored, s)
 		}
 	}
+	if !isMasterCommand() {
+		return nil
+	}
+	return notifySignals()
+}
+
+func notifySignals() chan os.Signal {
 	ch := make(chan os.Signal, 1024)
 	// Each signal costs the runtime a round trip to its signal thread, so
 	// the ones that would end or stop a freshly exec'd image go first.

@@ -64,7 +64,7 @@ func realOS() *OS {
 		Exec:    syscall.Exec,
 		SigMask: unix.PthreadSigmask,
 		Ignore:  func(sig syscall.Signal) { signal.Ignore(sig) },
-		Catch:   func(sig syscall.Signal) { signal.Notify(signals, sig) },
+		Catch:   func(sig syscall.Signal) { signal.Notify(subscribed(), sig) },
 		SetCloexec: func(fd int, on bool) error {
 			flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
 			if err != nil {

@@ -49,7 +49,7 @@ func Run(cfg Config) int {
 		fmt.Fprintln(stderrOf(cfg), err)
 		return 1
 	}
-	return run(cfg, realOS(), signals, ls)
+	return run(cfg, realOS(), subscribed(), ls)
 }
 
 func stderrOf(cfg Config) io.Writer {

@@ -115,7 +115,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 
 	"github.com/mworker/mworker/internal/control"
 	"github.com/mworker/mworker/internal/demo"
@@ -133,14 +132,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cmd, rest := args[0], args[1:]
-	if cmd != "run" {
-		// osadapter subscribes to every signal when it is initialised,
-		// for the master's sake. Any other command is an ordinary
-		// process: Ctrl-C must end a waiting "mworker reload", and a
-		// demo worker hears only the signals it asks for. (The demo
-		// execs "mworker run", which subscribes again.)
-		signal.Reset()
-	}
 	switch cmd {
 	case "run":
 		return runMaster(rest, stdout, stderr)
