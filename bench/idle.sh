@@ -34,26 +34,10 @@ set -euo pipefail
 
 DURATION=${DURATION:-30}
 
-die() {
-	echo "idle.sh: $*" >&2
-	exit 1
-}
-
-cd "$(dirname "$0")/.."
-[ -f go.mod ] && [ -d cmd/mworker ] || die "run me from an mworker checkout (bench/idle.sh)"
+. "$(dirname "$0")/lib.sh"
+bench_setup tini dumb-init
 OUT=${OUT:-docs/img}
 mkdir -p "$OUT"
-
-missing=()
-command -v tini >/dev/null || missing+=(tini)
-command -v dumb-init >/dev/null || missing+=(dumb-init)
-if [ ${#missing[@]} -gt 0 ]; then
-	[ "$(id -u)" -eq 0 ] || die "${missing[*]} missing and not root: install them (apt-get install ${missing[*]}) or run as root"
-	echo "installing ${missing[*]} with apt-get" >&2
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-command -v go >/dev/null || die "go not found: install Go 1.26 to build mworker"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mworker-idle-bench.XXXXXX")
 pids=()

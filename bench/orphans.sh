@@ -48,23 +48,10 @@ set -euo pipefail
 ORPHANS=${ORPHANS:-10000}
 ROUNDS=${ROUNDS:-3}
 
-die() {
-	echo "orphans.sh: $*" >&2
-	exit 1
-}
-
-cd "$(dirname "$0")/.."
-[ -f go.mod ] && [ -d cmd/mworker ] || die "run me from an mworker checkout (bench/orphans.sh)"
+. "$(dirname "$0")/lib.sh"
+bench_setup tini
 OUT=${OUT:-docs/img}
 mkdir -p "$OUT"
-
-if ! command -v tini >/dev/null; then
-	[ "$(id -u)" -eq 0 ] || die "tini missing and not root: install it (apt-get install tini) or run as root"
-	echo "installing tini with apt-get" >&2
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tini >/dev/null
-fi
-command -v go >/dev/null || die "go not found: install Go 1.26 to build mworker"
 limit=$(ulimit -u)
 [ "$limit" = unlimited ] || [ "$limit" -gt $((ORPHANS + 500)) ] || die "ulimit -u is $limit, too low for $ORPHANS orphans: raise it or set ORPHANS"
 

@@ -58,16 +58,10 @@ MODES=${MODES:-direct listen}
 RELOADS=${RELOADS:-15}
 RELOADS_256=${RELOADS_256:-8}
 
-die() {
-	echo "reload-scaling.sh: $*" >&2
-	exit 1
-}
-
-cd "$(dirname "$0")/.."
-[ -f go.mod ] && [ -d cmd/mworker ] || die "run me from an mworker checkout (bench/reload-scaling.sh)"
+. "$(dirname "$0")/lib.sh"
+bench_setup
 OUT=${OUT:-docs/img}
 mkdir -p "$OUT"
-command -v go >/dev/null || die "go not found: install Go 1.26 to build mworker"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mworker-reload-scaling.XXXXXX")
 mw="$tmp/mworker"

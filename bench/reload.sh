@@ -55,26 +55,8 @@ HA_PORT=${HA_PORT:-18081}
 ROUNDTRIPS=${ROUNDTRIPS:-30}
 TOOLS=${TOOLS:-mworker haproxy}
 
-die() {
-	echo "reload.sh: $*" >&2
-	exit 1
-}
-
-cd "$(dirname "$0")/.."
-[ -f go.mod ] && [ -d cmd/mworker ] || die "run me from an mworker checkout (bench/reload.sh)"
-
-# --- tools -------------------------------------------------------------
-
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v haproxy >/dev/null || missing+=(haproxy)
-if [ ${#missing[@]} -gt 0 ]; then
-	[ "$(id -u)" -eq 0 ] || die "${missing[*]} missing and not root: install them (apt-get install ${missing[*]}) or run as root"
-	echo "installing ${missing[*]} with apt-get" >&2
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-command -v go >/dev/null || die "go not found: install Go 1.26 to build mworker"
+. "$(dirname "$0")/lib.sh"
+bench_setup wrk haproxy
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/mworker-reload-bench.XXXXXX")
 mw="$work/mworker"

@@ -34,27 +34,10 @@ set -euo pipefail
 
 RUNS=${RUNS:-200}
 
-die() {
-	echo "start.sh: $*" >&2
-	exit 1
-}
-
-cd "$(dirname "$0")/.."
-[ -f go.mod ] && [ -d cmd/mworker ] || die "run me from an mworker checkout (bench/start.sh)"
+. "$(dirname "$0")/lib.sh"
+bench_setup tini dumb-init hyperfine
 OUT=${OUT:-docs/img}
 mkdir -p "$OUT"
-
-missing=()
-command -v tini >/dev/null || missing+=(tini)
-command -v dumb-init >/dev/null || missing+=(dumb-init)
-command -v hyperfine >/dev/null || missing+=(hyperfine)
-if [ ${#missing[@]} -gt 0 ]; then
-	[ "$(id -u)" -eq 0 ] || die "${missing[*]} missing and not root: install them (apt-get install ${missing[*]}) or run as root"
-	echo "installing ${missing[*]} with apt-get" >&2
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-command -v go >/dev/null || die "go not found: install Go 1.26 to build mworker"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mworker-start-bench.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
