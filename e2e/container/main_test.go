@@ -109,6 +109,9 @@ func startProcess(t *testing.T, env []string, argv ...string) *process {
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout = p.stderr
 	p.cmd.Stderr = p.stderr
+	// A process the test leaked (an orphan that inherited the output
+	// pipe) must not make Wait, and the test, hang.
+	p.cmd.WaitDelay = 5 * time.Second
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %v: %v", argv, err)
 	}

@@ -3,6 +3,7 @@ package container
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,6 +34,13 @@ func TestSubreaperAdoptsGrandchildren(t *testing.T) {
 		gpid, err = strconv.Atoi(strings.TrimSpace(string(b)))
 		return err == nil
 	})
+	t.Cleanup(func() {
+		// Should the test fail before it kills the grandchild, which
+		// outlives the master, do not leave it behind.
+		if st, ok := readStat("/proc", gpid); ok && st.comm == "sleep" {
+			syscall.Kill(gpid, syscall.SIGKILL)
+		}
+	})
 	var parent int
 	waitFor(t, 10*time.Second, "the orphaned grandchild to be reparented", func() bool {
 		st, ok := readStat("/proc", gpid)
@@ -62,7 +70,7 @@ func TestSubreaperAdoptsGrandchildren(t *testing.T) {
 	if got := m.exitStatus(t, 20*time.Second); got != 143 {
 		t.Fatalf("master exited %d, want 143 (its worker, sleep, killed by the forwarded SIGTERM); output:\n%s", got, m.stderr)
 	}
-	if out := m.stderr.String(); strings.Contains(out, "pid="+strconv.Itoa(gpid)) {
+	if out := m.stderr.String(); regexp.MustCompile(`\bpid=` + strconv.Itoa(gpid) + `\b`).MatchString(out) {
 		t.Fatalf("the adopted grandchild %d is logged above debug level:\n%s", gpid, out)
 	}
 }

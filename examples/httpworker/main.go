@@ -10,8 +10,9 @@
 //     NOTIFY_SOCKET, which under "--ready notify" is this worker's own
 //     socket: mworker counts the worker ready, and a reload goes on;
 //   - SIGTERM (mworker's default --stop-signal, and what it forwards on
-//     stop) drains: it stops accepting, finishes the requests in flight
-//     and exits 0.
+//     stop) drains: it stops accepting, answers every connection it has
+//     accepted and exits 0. (Not with http.Server.Shutdown alone, which
+//     can drop a connection accepted just before it: see drain.)
 //
 // Every response is one line naming the process that answered:
 //
@@ -30,13 +31,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -71,17 +72,15 @@ func serve() int {
 		return 2
 	}
 
+	conns := &connSet{open: make(map[net.Conn]bool)}
 	srv := &http.Server{
 		Handler:           http.HandlerFunc(answer),
 		ReadHeaderTimeout: 5 * time.Second,
+		ConnState:         conns.track,
 	}
-	failed := make(chan error, len(listeners))
+	served := make(chan error, len(listeners))
 	for _, l := range listeners {
-		go func() {
-			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-				failed <- err
-			}
-		}()
+		go func() { served <- srv.Serve(l) }()
 	}
 
 	// The sockets were bound and listening before this process started,
@@ -91,7 +90,7 @@ func serve() int {
 	}
 
 	select {
-	case err := <-failed:
+	case err := <-served:
 		log.Printf("serve: %v", err)
 		return 1
 	case sig := <-stop:
@@ -100,11 +99,67 @@ func serve() int {
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
+	if err := drain(ctx, srv, listeners, served, conns); err != nil {
 		log.Printf("drain: %v", err)
 		return 1
 	}
 	return 0
+}
+
+// drain stops serving without dropping a connection, which
+// http.Server.Shutdown alone does not guarantee: net/http closes without
+// an answer any connection whose request it finishes reading after
+// Shutdown has begun, and a worker sharing a listening socket (under
+// mworker, or systemd socket activation) may have accepted one a moment
+// before. So: answer from now on with "Connection: close" (which also
+// closes the idle keep-alive connections), stop accepting, and wait until
+// every connection accepted so far has been answered and closed.
+func drain(ctx context.Context, srv *http.Server, listeners []net.Listener, served <-chan error, conns *connSet) error {
+	srv.SetKeepAlivesEnabled(false)
+	for _, l := range listeners {
+		l.Close()
+	}
+	// Once every Serve has returned, each connection it accepted is in
+	// conns (Serve reports StateNew before it returns).
+	for range listeners {
+		<-served
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for conns.count() > 0 {
+		select {
+		case <-ctx.Done():
+			n := conns.count()
+			srv.Close()
+			return fmt.Errorf("%d connections still open after %v, closed: %w", n, drainTimeout, ctx.Err())
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+// connSet holds the connections the server has accepted and not yet
+// closed; http.Server.ConnState feeds it.
+type connSet struct {
+	mu   sync.Mutex
+	open map[net.Conn]bool
+}
+
+func (s *connSet) track(c net.Conn, state http.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch state {
+	case http.StateNew:
+		s.open[c] = true
+	case http.StateClosed, http.StateHijacked:
+		delete(s.open, c)
+	}
+}
+
+func (s *connSet) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.open)
 }
 
 // answer tells the client which process served it.
