@@ -1,6 +1,7 @@
 package container
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,12 +16,14 @@ import (
 
 var (
 	unshareOnce sync.Once
-	unshareErr  string // why a PID namespace cannot be made here; "" if it can
+	unshareArgs []string // unshare's options that make a PID namespace here
+	unshareErr  string   // why none can be made; "" if one can
 )
 
 // requirePIDNamespace skips the test, with the exact reason, when this
-// host cannot run "unshare -fp --mount-proc" (no util-linux, not root, a
-// kernel or seccomp policy that refuses CLONE_NEWPID).
+// host cannot make a PID namespace with util-linux's unshare: as root
+// with "-fp --mount-proc", otherwise inside a new user namespace that
+// maps the caller to root ("-r" added), where the kernel allows it.
 func requirePIDNamespace(t *testing.T) {
 	t.Helper()
 	unshareOnce.Do(func() {
@@ -29,9 +32,16 @@ func requirePIDNamespace(t *testing.T) {
 			unshareErr = "unshare (util-linux) is not installed: " + err.Error()
 			return
 		}
-		if out, err := exec.Command(path, "-fp", "--mount-proc", "true").CombinedOutput(); err != nil {
-			unshareErr = "unshare -fp --mount-proc true: " + err.Error() + ": " + strings.TrimSpace(string(out))
+		var tried []string
+		for _, args := range [][]string{{"-fp", "--mount-proc"}, {"-r", "-fp", "--mount-proc"}} {
+			out, err := exec.Command(path, append(args, "true")...).CombinedOutput()
+			if err == nil {
+				unshareArgs = args
+				return
+			}
+			tried = append(tried, fmt.Sprintf("unshare %s true: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out))))
 		}
+		unshareErr = strings.Join(tried, "; ")
 	})
 	if unshareErr != "" {
 		t.Skip("cannot make a PID namespace here, so mworker cannot be PID 1: " + unshareErr)
@@ -51,7 +61,7 @@ type pid1 struct {
 func startPID1(t *testing.T, env []string, mworker string, args ...string) *pid1 {
 	t.Helper()
 	requirePIDNamespace(t)
-	argv := append([]string{"unshare", "-fp", "--mount-proc", mworker}, args...)
+	argv := append(append(append([]string{"unshare"}, unshareArgs...), mworker), args...)
 	p := &pid1{unshare: startProcess(t, env, argv...)}
 	u := p.unshare.cmd.Process.Pid
 	waitFor(t, 10*time.Second, "mworker to start under unshare", func() bool {
