@@ -31,7 +31,7 @@ func unixClient(sock string) *http.Client {
 }
 
 // answer is one response of examples/httpworker.
-type answer struct{ pid, generation, slot string }
+type answer struct{ pid, generation, slot, listener string }
 
 func ask(c *http.Client) (answer, error) {
 	resp, err := c.Get("http://worker/")
@@ -44,7 +44,7 @@ func ask(c *http.Client) (answer, error) {
 		return answer{}, err
 	}
 	var a answer
-	if _, err := fmt.Sscanf(strings.TrimSpace(string(b)), "pid=%s generation=%s slot=%s", &a.pid, &a.generation, &a.slot); err != nil {
+	if _, err := fmt.Sscanf(strings.TrimSpace(string(b)), "pid=%s generation=%s slot=%s listener=%s", &a.pid, &a.generation, &a.slot, &a.listener); err != nil {
 		return answer{}, fmt.Errorf("unexpected answer %q: %w", b, err)
 	}
 	return a, nil
@@ -78,7 +78,7 @@ func seeGeneration(t *testing.T, c *http.Client, n int, gen string) map[string]b
 func TestGoSystemdWorker(t *testing.T) {
 	dir := t.TempDir()
 	sock, ctl := filepath.Join(dir, "s.sock"), filepath.Join(dir, "control.sock")
-	m := startProcess(t, nil, mworkerPath, "run", "-n", "2", "--listen", "unix://"+sock, "--ready", "notify",
+	m := startProcess(t, nil, mworkerPath, "run", "-n", "2", "--listen", "web=unix://"+sock, "--ready", "notify",
 		"--ready-timeout", "20s", "--control", ctl, "--", httpworkerPath)
 	c := unixClient(sock)
 	waitFor(t, 10*time.Second, "the master to bind "+sock, func() bool {
@@ -87,6 +87,9 @@ func TestGoSystemdWorker(t *testing.T) {
 	})
 
 	first := seeGeneration(t, c, 2, "1")
+	if a, err := ask(c); err != nil || a.listener != "web" {
+		t.Fatalf("answer %+v (%v): want listener=web, the name given with --listen web=ADDR, read from LISTEN_FDNAMES", a, err)
+	}
 
 	if err := syscall.Kill(m.cmd.Process.Pid, syscall.SIGUSR2); err != nil {
 		t.Fatal(err)

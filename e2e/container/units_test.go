@@ -405,6 +405,9 @@ func TestSocketUnitPlaysSystemd(t *testing.T) {
 		t.Fatalf("first notification %q, want READY=1 with MAINPID=%d", m.Format(), pid)
 	}
 	seeGeneration(t, c, workers, "1")
+	if a, err := ask(c); err != nil || a.listener != name {
+		t.Fatalf("answer %+v (%v): want listener=%s, FileDescriptorName= passed through LISTEN_FDNAMES to the worker", a, err, name)
+	}
 
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)

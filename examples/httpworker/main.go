@@ -4,8 +4,9 @@
 // mworker hands each worker its sockets and a notify socket exactly as
 // systemd hands them to a service:
 //
-//   - activation.Listeners() reads LISTEN_FDS, LISTEN_PID and
-//     LISTEN_FDNAMES and returns the listeners mworker bound (fd 3..);
+//   - activation.ListenersWithNames() reads LISTEN_FDS, LISTEN_PID and
+//     LISTEN_FDNAMES and returns the listeners mworker bound (fd 3..) or
+//     systemd passed it, by name (--listen NAME=ADDR, FileDescriptorName=);
 //   - daemon.SdNotify(false, daemon.SdNotifyReady) sends READY=1 to
 //     NOTIFY_SOCKET, which under "--ready notify" is this worker's own
 //     socket: mworker counts the worker ready, and a reload goes on;
@@ -14,9 +15,10 @@
 //     accepted and exits 0. (Not with http.Server.Shutdown alone, which
 //     can drop a connection accepted just before it: see drain.)
 //
-// Every response is one line naming the process that answered:
+// Every response is one line naming the process that answered and the
+// socket it came through:
 //
-//	pid=4242 generation=2 slot=0
+//	pid=4242 generation=2 slot=0 listener=http
 //
 // Usage, from the repository root:
 //
@@ -61,12 +63,17 @@ func serve() int {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 
-	listeners, err := activation.Listeners()
+	byName, err := activation.ListenersWithNames()
 	if err != nil {
 		log.Printf("cannot take the inherited sockets: %v", err)
 		return 1
 	}
-	listeners = present(listeners)
+	var listeners []net.Listener
+	for name, ls := range byName {
+		for _, l := range ls {
+			listeners = append(listeners, namedListener{l, name})
+		}
+	}
 	if len(listeners) == 0 {
 		log.Print("no socket passed in LISTEN_FDS: run me under mworker run --listen ADDR, or from a systemd .socket unit")
 		return 2
@@ -77,6 +84,9 @@ func serve() int {
 		Handler:           http.HandlerFunc(answer),
 		ReadHeaderTimeout: 5 * time.Second,
 		ConnState:         conns.track,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, listenerKey{}, c.(namedConn).name)
+		},
 	}
 	served := make(chan error, len(listeners))
 	for _, l := range listeners {
@@ -162,20 +172,32 @@ func (s *connSet) count() int {
 	return len(s.open)
 }
 
-// answer tells the client which process served it.
-func answer(w http.ResponseWriter, _ *http.Request) {
-	fmt.Fprintf(w, "pid=%d generation=%s slot=%s\n",
-		os.Getpid(), os.Getenv("MWORKER_GENERATION"), os.Getenv("MWORKER_SLOT"))
+// answer tells the client which process served it, through which socket.
+func answer(w http.ResponseWriter, r *http.Request) {
+	fmt.Fprintf(w, "pid=%d generation=%s slot=%s listener=%s\n",
+		os.Getpid(), os.Getenv("MWORKER_GENERATION"), os.Getenv("MWORKER_SLOT"), r.Context().Value(listenerKey{}))
 }
 
-// present drops the nil entries activation.Listeners leaves for sockets
-// that are not stream listeners (a datagram socket, say).
-func present(ls []net.Listener) []net.Listener {
-	var out []net.Listener
-	for _, l := range ls {
-		if l != nil {
-			out = append(out, l)
-		}
+// listenerKey is the context key of the name of the socket a request came
+// through.
+type listenerKey struct{}
+
+// namedListener is an inherited listener with its LISTEN_FDNAMES name,
+// which it gives to every connection it accepts.
+type namedListener struct {
+	net.Listener
+	name string
+}
+
+func (l namedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
 	}
-	return out
+	return namedConn{c, l.name}, nil
+}
+
+type namedConn struct {
+	net.Conn
+	name string
 }
