@@ -388,9 +388,10 @@ func TestSocketUnitPlaysSystemd(t *testing.T) {
 	notify := listenNotify(t, dir)
 	argv := append([]string{activate, "-l", sock, "--fdname=" + name, "-E", sdnotify.EnvNotifySocket + "=" + notify.path}, start...)
 	master := startProcess(t, nil, argv...)
+	// The file exists from bind(); a dial before listen() is refused, so
+	// wait for the kernel to list the socket as listening.
 	waitFor(t, 10*time.Second, "systemd-socket-activate to listen on "+sock, func() bool {
-		_, err := os.Stat(sock)
-		return err == nil
+		return unixListening(t, sock)
 	})
 
 	// The first connection is what starts the service; it waits in the
@@ -415,4 +416,25 @@ func TestSocketUnitPlaysSystemd(t *testing.T) {
 	if status := master.exitStatus(t, duration(t, service, "TimeoutStopSec")); status != 0 {
 		t.Fatalf("master exited %d after SIGTERM, want 0 (examples/httpworker drains and exits 0); output:\n%s", status, master.stderr)
 	}
+}
+
+// unixListening reports whether /proc/net/unix lists a listening socket
+// (flag __SO_ACCEPTCON, 0x10000) bound to path.
+func unixListening(t *testing.T, path string) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 8 || f[7] != path {
+			continue
+		}
+		flags, err := strconv.ParseUint(f[3], 16, 32)
+		if err == nil && flags&0x10000 != 0 {
+			return true
+		}
+	}
+	return false
 }
