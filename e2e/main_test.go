@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 // mworkerPath is the binary under test, built by TestMain.
@@ -31,29 +33,15 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
-	mworkerPath = filepath.Join(dir, "mworker")
-	out, err := exec.Command("go", "build", "-o", mworkerPath, "github.com/mworker/mworker/cmd/mworker").CombinedOutput()
+	mworkerPath, err = e2etest.Build(dir, "mworker", "./cmd/mworker")
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/mworker: %v\n%s", err, out)
+		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// poll polls cond every 10ms until it holds or timeout passes, and says
-// which.
-func poll(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
 }
 
 // master is one "mworker run" started by a test, serving HTTP on a unix
@@ -205,7 +193,7 @@ func (m *master) waitSettled(n int, timeout time.Duration) status {
 	m.t.Helper()
 	var s status
 	var err error
-	if !poll(timeout, func() bool {
+	if !e2etest.Poll(timeout, func() bool {
 		if m.exited() {
 			m.t.Fatalf("master exited while waiting for %d ready workers", n)
 		}

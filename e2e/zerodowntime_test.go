@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 // reloads is how many reloads the tests run in a row.
@@ -27,7 +29,7 @@ func TestReloadsUnderLoadDropNothing(t *testing.T) {
 	}
 
 	l := startLoad(m.httpSock, 4, 500_000, 60*time.Second)
-	if !poll(10*time.Second, func() bool { return l.answered() >= 50 }) {
+	if !e2etest.Poll(10*time.Second, func() bool { return l.answered() >= 50 }) {
 		t.Fatalf("the load got no 50 answers in 10s before any reload: %v", l.stop())
 	}
 	for i := 1; i <= reloads; i++ {
@@ -37,7 +39,7 @@ func TestReloadsUnderLoadDropNothing(t *testing.T) {
 	}
 	// Some more answers once the last generation has taken over.
 	n := l.answered()
-	if !poll(10*time.Second, func() bool { return l.answered() >= n+100 }) {
+	if !e2etest.Poll(10*time.Second, func() bool { return l.answered() >= n+100 }) {
 		t.Fatalf("the load got no 100 answers in 10s after the reloads: %v", l.stop())
 	}
 	r := l.stop()
@@ -104,7 +106,7 @@ exec '%s' demo-worker
 	gen, pids := first.Workers[0].Generation, first.currentPids()
 
 	l := startLoad(m.httpSock, 2, 500_000, 60*time.Second)
-	if !poll(10*time.Second, func() bool { return l.answered() >= 50 }) {
+	if !e2etest.Poll(10*time.Second, func() bool { return l.answered() >= 50 }) {
 		t.Fatalf("the load got no 50 answers in 10s before any reload: %v", l.stop())
 	}
 	for _, tc := range []struct {
@@ -143,7 +145,7 @@ exec '%s' demo-worker
 		}
 	}
 	n := l.answered()
-	if !poll(10*time.Second, func() bool { return l.answered() >= n+200 }) {
+	if !e2etest.Poll(10*time.Second, func() bool { return l.answered() >= n+200 }) {
 		t.Fatalf("the load got no 200 answers in 10s after the failed reloads: %v", l.stop())
 	}
 	r := l.stop()
@@ -221,7 +223,7 @@ func TestListenersSurviveReexecs(t *testing.T) {
 	m.waitSettled(2, 15*time.Second)
 
 	var after []string
-	if !poll(10*time.Second, func() bool { after = fds(m.pid); return len(after) == len(before) }) {
+	if !e2etest.Poll(10*time.Second, func() bool { after = fds(m.pid); return len(after) == len(before) }) {
 		t.Errorf("master has %d fds after %d reloads, %d before\nbefore: %v\nafter:  %v", len(after), reloads, len(before), before, after)
 	}
 	for _, tc := range []struct {
@@ -252,7 +254,7 @@ func TestListenersSurviveReexecs(t *testing.T) {
 func stableFds(t *testing.T, pid int) []string {
 	t.Helper()
 	var prev, cur []string
-	if !poll(5*time.Second, func() bool {
+	if !e2etest.Poll(5*time.Second, func() bool {
 		prev, cur = cur, fds(pid)
 		if prev != nil && slices.Equal(prev, cur) {
 			return true

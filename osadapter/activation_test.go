@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 // httpGet asks for / through dial and returns the demo worker's line.
@@ -66,12 +68,12 @@ func TestRealSocketActivation(t *testing.T) {
 	viaTCP := func() (net.Conn, error) { return net.DialTimeout("tcp", addr, 5*time.Second) }
 	viaUnix := func() (net.Conn, error) { return net.DialTimeout("unix", unixPath, 5*time.Second) }
 
-	waitFor(t, 20*time.Second, "the first generation ready", func() bool { return m.count("all workers ready") == 1 })
+	e2etest.WaitFor(t, 20*time.Second, "the first generation ready", func() bool { return m.count("all workers ready") == 1 })
 	for _, gen := range []int{1, 2} {
 		if gen == 2 {
 			m.signal(syscall.SIGUSR2)
 			// Old workers accept until they drain: ask once they are gone.
-			waitFor(t, 20*time.Second, "the reload", func() bool { return m.count("old worker exited") == 2 })
+			e2etest.WaitFor(t, 20*time.Second, "the reload", func() bool { return m.count("old worker exited") == 2 })
 		}
 		for name, dial := range map[string]func() (net.Conn, error){"activated tcp": viaTCP, "--listen unix": viaUnix} {
 			line, err := httpGet(dial)

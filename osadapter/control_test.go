@@ -16,6 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mworker/mworker/internal/control"
+
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 // ask sends one request line to the control socket at path and decodes
@@ -54,8 +56,8 @@ func TestRealControlSocket(t *testing.T) {
 	m := startMaster(t, bin, testMaster{Workers: 2, Control: "DIR/ctl.sock", StopSignal: int(syscall.SIGWINCH), StopTimeout: 3 * time.Second,
 		Command: []string{bin, "worker", "DIR"}})
 	path := filepath.Join(m.dir, "ctl.sock")
-	waitFor(t, 20*time.Second, "2 workers", func() bool { return len(workerPids(m.dir)) == 2 })
-	waitFor(t, 10*time.Second, "the control socket", func() bool { _, err := os.Stat(path); return err == nil })
+	e2etest.WaitFor(t, 20*time.Second, "2 workers", func() bool { return len(workerPids(m.dir)) == 2 })
+	e2etest.WaitFor(t, 10*time.Second, "the control socket", func() bool { _, err := os.Stat(path); return err == nil })
 	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
 		t.Errorf("control socket mode %v, want 0600", fi.Mode().Perm())
 	}
@@ -64,7 +66,7 @@ func TestRealControlSocket(t *testing.T) {
 	if !first.OK || first.Master == nil || first.Master.Pid != m.cmd.Process.Pid || first.Master.Generation != 1 || len(first.Workers) != 2 {
 		t.Fatalf("status before the reload: %+v", first)
 	}
-	waitFor(t, 10*time.Second, "a measurable uptime", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "a measurable uptime", func() bool {
 		return ask(t, path, "status").Workers[0].UptimeSeconds >= 0.2
 	})
 
@@ -146,9 +148,9 @@ func TestControlHandoverAndFailedExec(t *testing.T) {
 	go l.ctl.serve(l.log)
 
 	reload := dialRequest(t, path, "reload")
-	waitFor(t, 10*time.Second, "the reload request", func() bool { return len(l.ctl.in) == 1 })
+	e2etest.WaitFor(t, 10*time.Second, "the reload request", func() bool { return len(l.ctl.in) == 1 })
 	status := dialRequest(t, path, "status")
-	waitFor(t, 10*time.Second, "the status request", func() bool { return len(l.ctl.in) == 2 })
+	e2etest.WaitFor(t, 10*time.Second, "the status request", func() bool { return len(l.ctl.in) == 2 })
 	l.onRequest(<-l.ctl.in) // the reload: exec, which fails
 
 	if len(f.execs) != 1 {

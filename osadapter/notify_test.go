@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/mworker/mworker/internal/sdnotify"
+
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 // The test plays systemd: it receives the master's notify datagrams on a
@@ -65,7 +67,7 @@ func TestRealServiceManagerNotify(t *testing.T) {
 			if r := next("READY"); !r.Ready || r.MainPID != pid {
 				t.Fatalf("first datagram %q, want READY=1 and MAINPID=%d", r.Format(), pid)
 			}
-			waitFor(t, 10*time.Second, "2 workers", func() bool { return len(workerPids(m.dir)) == 2 })
+			e2etest.WaitFor(t, 10*time.Second, "2 workers", func() bool { return len(workerPids(m.dir)) == 2 })
 
 			before, _ := sdnotify.MonotonicUsec()
 			m.signal(syscall.SIGUSR2)

@@ -17,6 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mworker/mworker/internal/sdnotify"
+
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 // notifyAddr is the NOTIFY_SOCKET a test worker logged, or "".
@@ -47,15 +49,15 @@ func TestRealReadyNotify(t *testing.T) {
 	bin := testBinary(t)
 	m := startMaster(t, bin, testMaster{Workers: 2, Ready: "notify", ReadyTimeout: 2 * time.Second,
 		StopSignal: int(syscall.SIGUSR1), Command: []string{bin, "worker", "DIR"}})
-	waitFor(t, 20*time.Second, "2 workers ready", func() bool { return m.count("worker ready") == 2 })
-	waitFor(t, 10*time.Second, "all workers ready", func() bool { return m.count("all workers ready") == 1 })
+	e2etest.WaitFor(t, 20*time.Second, "2 workers ready", func() bool { return m.count("worker ready") == 2 })
+	e2etest.WaitFor(t, 10*time.Second, "all workers ready", func() bool { return m.count("all workers ready") == 1 })
 	if n := m.count("notify datagram ignored"); n < 2 {
 		t.Errorf("%d malformed datagrams logged, want one per worker", n)
 	}
 	master := m.cmd.Process.Pid
 	settled := func(workers int) {
 		t.Helper()
-		waitFor(t, 20*time.Second, strconv.Itoa(workers)+" live workers", func() bool { return liveCount(workerPids(m.dir)) == workers })
+		e2etest.WaitFor(t, 20*time.Second, strconv.Itoa(workers)+" live workers", func() bool { return liveCount(workerPids(m.dir)) == workers })
 	}
 	settled(2)
 	fdsBefore := openFds(t, master)
@@ -63,10 +65,10 @@ func TestRealReadyNotify(t *testing.T) {
 	const reloads = 5
 	for i := 1; i <= reloads; i++ {
 		m.signal(syscall.SIGUSR2)
-		waitFor(t, 20*time.Second, "reload "+strconv.Itoa(i), func() bool { return m.count("reload complete") == i })
+		e2etest.WaitFor(t, 20*time.Second, "reload "+strconv.Itoa(i), func() bool { return m.count("reload complete") == i })
 	}
 	settled(2)
-	waitFor(t, 10*time.Second, "the master's fds back to their count before the reloads", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "the master's fds back to their count before the reloads", func() bool {
 		return openFds(t, master) == fdsBefore
 	})
 
@@ -96,8 +98,8 @@ func TestRealReadyNotify(t *testing.T) {
 	}
 	serving := liveOf(workerPids(m.dir))
 	m.signal(syscall.SIGUSR2)
-	waitFor(t, 20*time.Second, "rollback", func() bool { return m.count("reload failed: rolled back") == 1 })
-	waitFor(t, 20*time.Second, "the silent workers gone", func() bool { return slices.Equal(liveOf(workerPids(m.dir)), serving) })
+	e2etest.WaitFor(t, 20*time.Second, "rollback", func() bool { return m.count("reload failed: rolled back") == 1 })
+	e2etest.WaitFor(t, 20*time.Second, "the silent workers gone", func() bool { return slices.Equal(liveOf(workerPids(m.dir)), serving) })
 
 	m.signal(syscall.SIGTERM)
 	if got := m.wait(20 * time.Second); got != 0 {

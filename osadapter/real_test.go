@@ -15,22 +15,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 // These tests run real masters: the test binary re-executed in its
 // "master" part (main_test.go), with /bin/sh or the test binary's "worker"
 // part as workers.
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 type realMaster struct {
 	t    *testing.T
@@ -201,12 +192,12 @@ func TestRealOrphansAreReapedAndTermIsForwarded(t *testing.T) {
 	script := `if [ ! -e DIR/once ]; then : > DIR/once; sleep 0.3 & echo $! > DIR/orphan; exit 0; fi; echo $$ > DIR/worker; exec sleep 1000`
 	m := startMaster(t, testBinary(t), testMaster{Workers: 1, Command: []string{"/bin/sh", "-c", script}, PidFile: "DIR/pid"})
 	var orphan int
-	waitFor(t, 10*time.Second, "the orphan's pid", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "the orphan's pid", func() bool {
 		b, _ := os.ReadFile(filepath.Join(m.dir, "orphan"))
 		orphan, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 		return orphan > 0
 	})
-	waitFor(t, 10*time.Second, "the orphan reaped", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "the orphan reaped", func() bool {
 		return regexp.MustCompile(`reaped unknown child" pid=` + strconv.Itoa(orphan) + `\b`).MatchString(m.log())
 	})
 	if alive(orphan) {
@@ -216,7 +207,7 @@ func TestRealOrphansAreReapedAndTermIsForwarded(t *testing.T) {
 	if b, err := os.ReadFile(pidFile); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(m.cmd.Process.Pid) {
 		t.Errorf("pid file %q %v, want %d", b, err, m.cmd.Process.Pid)
 	}
-	waitFor(t, 10*time.Second, "the restarted worker", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "the restarted worker", func() bool {
 		_, err := os.Stat(filepath.Join(m.dir, "worker"))
 		return err == nil
 	})
@@ -234,12 +225,12 @@ func TestRealWorkersSurviveRepeatedReexecs(t *testing.T) {
 	const reloads = 20
 	bin := testBinary(t)
 	m := startMaster(t, bin, testMaster{Workers: 2, StopSignal: int(syscall.SIGUSR1), Command: []string{bin, "worker", "DIR"}})
-	waitFor(t, 20*time.Second, "2 workers", func() bool { return len(workerPids(m.dir)) == 2 })
+	e2etest.WaitFor(t, 20*time.Second, "2 workers", func() bool { return len(workerPids(m.dir)) == 2 })
 	for i := 1; i <= reloads; i++ {
 		m.signal(syscall.SIGUSR2)
 		// Each new worker has its signal handler in place before the next
 		// reload tells it to stop (a Go program drops SIGUSR1 before that).
-		waitFor(t, 20*time.Second, "reload "+strconv.Itoa(i), func() bool {
+		e2etest.WaitFor(t, 20*time.Second, "reload "+strconv.Itoa(i), func() bool {
 			return m.count("reload complete") == i && len(workerPids(m.dir)) == 2*(i+1)
 		})
 	}
@@ -247,7 +238,7 @@ func TestRealWorkersSurviveRepeatedReexecs(t *testing.T) {
 	if len(pids) != 2*(reloads+1) {
 		t.Fatalf("%d workers started over %d reloads, want %d", len(pids), reloads, 2*(reloads+1))
 	}
-	waitFor(t, 20*time.Second, "exactly 2 live workers", func() bool { return liveCount(pids) == 2 })
+	e2etest.WaitFor(t, 20*time.Second, "exactly 2 live workers", func() bool { return liveCount(pids) == 2 })
 	cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(m.cmd.Process.Pid) + "/cmdline")
 	if !strings.Contains(string(cmdline), "\x00-sf\x00") {
 		t.Errorf("master cmdline %q lacks -sf", cmdline)
@@ -299,13 +290,13 @@ func TestRealExecFailureKeepsWorkers(t *testing.T) {
 	bin := filepath.Join(dir, "mworker")
 	copyFile(t, testBinary(t), bin)
 	m := startMaster(t, bin, testMaster{Workers: 2, Command: []string{"/bin/sh", "-c", "echo $$ >> DIR/workers; exec sleep 1000"}})
-	waitFor(t, 10*time.Second, "2 workers", func() bool { return m.count("worker started") == 2 })
+	e2etest.WaitFor(t, 10*time.Second, "2 workers", func() bool { return m.count("worker started") == 2 })
 	if err := os.Chmod(bin, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for i := 1; i <= 2; i++ {
 		m.signal(syscall.SIGUSR2)
-		waitFor(t, 10*time.Second, "reload failure "+strconv.Itoa(i), func() bool {
+		e2etest.WaitFor(t, 10*time.Second, "reload failure "+strconv.Itoa(i), func() bool {
 			return m.count("reload failed: the master could not re-execute") == i
 		})
 	}
@@ -344,15 +335,15 @@ func TestRealMasterKilledStopsWorkers(t *testing.T) {
 	t.Parallel()
 	bin := testBinary(t)
 	m := startMaster(t, bin, testMaster{Workers: 2, Command: []string{bin, "worker", "DIR"}})
-	waitFor(t, 20*time.Second, "2 workers", func() bool { return len(workerPids(m.dir)) == 2 && m.count("all workers ready") == 1 })
+	e2etest.WaitFor(t, 20*time.Second, "2 workers", func() bool { return len(workerPids(m.dir)) == 2 && m.count("all workers ready") == 1 })
 	// One reload first: the workers then belong to an image that was
 	// itself started by execve.
 	m.signal(syscall.SIGUSR2)
-	waitFor(t, 20*time.Second, "the reload", func() bool {
+	e2etest.WaitFor(t, 20*time.Second, "the reload", func() bool {
 		return m.count("reload complete") == 1 && len(workerPids(m.dir)) == 4
 	})
 	pids := workerPids(m.dir)
-	waitFor(t, 20*time.Second, "the old workers gone", func() bool { return liveCount(pids) == 2 })
+	e2etest.WaitFor(t, 20*time.Second, "the old workers gone", func() bool { return liveCount(pids) == 2 })
 	var current []int
 	for _, p := range pids {
 		if alive(p) {
@@ -361,7 +352,7 @@ func TestRealMasterKilledStopsWorkers(t *testing.T) {
 	}
 	m.signal(syscall.SIGKILL)
 	m.wait(10 * time.Second)
-	waitFor(t, 10*time.Second, "workers gone after the master's SIGKILL", func() bool { return liveCount(pids) == 0 })
+	e2etest.WaitFor(t, 10*time.Second, "workers gone after the master's SIGKILL", func() bool { return liveCount(pids) == 0 })
 	for _, pid := range current {
 		if l := workerLog(m.dir, pid); !strings.Contains(l, "TERM") {
 			t.Errorf("worker %d did not get the parent-death signal:\n%s", pid, l)
@@ -376,12 +367,12 @@ func TestRealListenersReachWorkersAcrossReloads(t *testing.T) {
 	script := `echo "$$ $LISTEN_PID $LISTEN_FDS $LISTEN_FDNAMES $(readlink /proc/$$/fd/3)" > DIR/listen.$$.tmp; env > DIR/env.$$; mv DIR/listen.$$.tmp DIR/listen.$$; exec sleep 1000`
 	m := startMaster(t, testBinary(t), testMaster{Workers: 2, Listen: []string{"web=127.0.0.1:0"}, Command: []string{"/bin/sh", "-c", script}})
 	var files []string
-	waitFor(t, 10*time.Second, "2 workers", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "2 workers", func() bool {
 		files, _ = filepath.Glob(filepath.Join(m.dir, "listen.*[0-9]"))
 		return len(files) == 2
 	})
 	m.signal(syscall.SIGUSR2)
-	waitFor(t, 10*time.Second, "2 more workers after a reload", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "2 more workers after a reload", func() bool {
 		files, _ = filepath.Glob(filepath.Join(m.dir, "listen.*[0-9]"))
 		return len(files) == 4 && m.count("reload complete") == 1
 	})
@@ -419,7 +410,7 @@ func TestRealWorkerInheritsIgnoredSignals(t *testing.T) {
 	m := startMasterArgv(t, []string{"/bin/sh", "-c", `trap "" INT TTOU; exec "$0" master`, testBinary(t)},
 		testMaster{Workers: 1, Command: []string{"/bin/sh", "-c", script}})
 	var files []string
-	waitFor(t, 10*time.Second, "the worker", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "the worker", func() bool {
 		files, _ = filepath.Glob(filepath.Join(m.dir, "ign.*[0-9]"))
 		return len(files) == 1
 	})
@@ -436,7 +427,7 @@ func TestRealWorkerInheritsIgnoredSignals(t *testing.T) {
 	// The master still handles SIGINT (it forwards it; the worker ignores
 	// it), and SIGTERM ends everything.
 	m.signal(syscall.SIGINT)
-	waitFor(t, 10*time.Second, "SIGINT forwarded", func() bool { return m.count("signal=INT") > 0 })
+	e2etest.WaitFor(t, 10*time.Second, "SIGINT forwarded", func() bool { return m.count("signal=INT") > 0 })
 	m.signal(syscall.SIGTERM)
 	if got := m.wait(20 * time.Second); got != 143 {
 		t.Errorf("master exited %d, want 143", got)

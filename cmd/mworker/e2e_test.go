@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 // End-to-end tests: the real binary, real signals, /bin/sh workers that
@@ -94,7 +96,7 @@ trap 'n=$((n+1)); echo $n > "$d/sig.$$"; if [ $n -ge `+strconv.Itoa(tt.count)+` 
 				if i == tt.count {
 					break
 				}
-				waitFor(t, 5*time.Second, "every worker to get signal "+strconv.Itoa(i), func() bool {
+				e2etest.WaitFor(t, 5*time.Second, "every worker to get signal "+strconv.Itoa(i), func() bool {
 					for _, w := range ws {
 						if m.file("sig", w) != strconv.Itoa(i) {
 							return false
@@ -128,7 +130,7 @@ trap 'echo TERM >> "$d/sig.$$"; exit 0' TERM
 	old := m.waitWorkers(2)
 	m.signal(syscall.SIGUSR2)
 	var fresh []int
-	waitFor(t, 10*time.Second, "a new generation beside the draining old one", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "a new generation beside the draining old one", func() bool {
 		ws := m.workers()
 		fresh = slices.DeleteFunc(ws, func(p int) bool { return slices.Contains(old, p) })
 		for _, p := range old {
@@ -186,7 +188,7 @@ const stopOnTerm = `trap 'echo TERM > "$d/stopped.$$"; exit 0' TERM
 func (m *master) waitReplaced(old []int, n int) []int {
 	m.t.Helper()
 	var ws []int
-	waitFor(m.t, 10*time.Second, "a new generation replacing "+pidsText(old), func() bool {
+	e2etest.WaitFor(m.t, 10*time.Second, "a new generation replacing "+pidsText(old), func() bool {
 		if m.exited() {
 			m.t.Fatalf("master exited %d during a reload", m.status)
 		}
@@ -387,7 +389,7 @@ func TestReloadStorm(t *testing.T) {
 				m.signal(tt.sig)
 			}
 			tick.Stop()
-			waitFor(t, 30*time.Second, "the storm to settle on one generation", func() bool {
+			e2etest.WaitFor(t, 30*time.Second, "the storm to settle on one generation", func() bool {
 				if m.exited() {
 					t.Fatalf("master exited %d during the storm", m.status)
 				}
@@ -427,7 +429,7 @@ func TestOrphansReaped(t *testing.T) {
 done
 `+stopOnTerm)
 	var orphans []int
-	waitFor(t, 5*time.Second, "5 orphans", func() bool {
+	e2etest.WaitFor(t, 5*time.Second, "5 orphans", func() bool {
 		orphans = readPids(filepath.Join(m.dir, "orphans"))
 		return len(orphans) == 5
 	})
@@ -440,7 +442,7 @@ done
 			t.Errorf("orphan %d has parent %d, want the master %d (child subreaper)", o, p.ppid, m.pid)
 		}
 	}
-	waitFor(t, 10*time.Second, "every orphan reaped", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "every orphan reaped", func() bool {
 		for _, o := range orphans {
 			if _, ok := readStat(o); ok {
 				return false
@@ -462,7 +464,7 @@ func TestMasterKilled(t *testing.T) {
 	ws := m.waitWorkers(3)
 	m.signal(syscall.SIGKILL)
 	m.wait(exitTimeout)
-	waitFor(t, 10*time.Second, "every worker to die with the master", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "every worker to die with the master", func() bool {
 		for _, w := range ws {
 			if alive(w) {
 				return false
@@ -480,7 +482,7 @@ func TestCrashLoopBacksOff(t *testing.T) {
 exit 1
 `)
 	var times []int64
-	waitFor(t, 20*time.Second, "5 spawns", func() bool {
+	e2etest.WaitFor(t, 20*time.Second, "5 spawns", func() bool {
 		times = times[:0]
 		b, _ := os.ReadFile(filepath.Join(m.dir, "spawn-times"))
 		for _, f := range strings.Fields(string(b)) {
@@ -533,7 +535,7 @@ while :; do sleep 30; done
 		// SIGKILL went to the whole group; a loaded machine may take a
 		// moment to schedule the death of each member, so poll.
 		var alive []int
-		if !poll(5*time.Second, func() bool {
+		if !e2etest.Poll(5*time.Second, func() bool {
 			alive = alive[:0]
 			for _, p := range allProcs() {
 				if p.pgid == w && p.state != 'Z' {
@@ -558,7 +560,7 @@ func TestNoFdLeakOverReloads(t *testing.T) {
 		ws = m.waitReplaced(ws, 2)
 	}
 	var after int
-	if !poll(5*time.Second, func() bool { after = fdCount(m.pid); return after == before }) {
+	if !e2etest.Poll(5*time.Second, func() bool { after = fdCount(m.pid); return after == before }) {
 		t.Fatalf("master has %d fds after 50 reloads, %d before\nbefore:%s\nafter: %s", after, before, beforeList, fdList(m.pid))
 	}
 	m.signal(syscall.SIGTERM)
@@ -599,7 +601,7 @@ func TestClientHearsSigint(t *testing.T) {
 		t.Fatal("the client never connected")
 	}
 	// Connected is not yet waiting; keep sending until it ends.
-	waitFor(t, 5*time.Second, "the client to end on SIGINT", func() bool {
+	e2etest.WaitFor(t, 5*time.Second, "the client to end on SIGINT", func() bool {
 		cmd.Process.Signal(syscall.SIGINT)
 		select {
 		case <-done:
@@ -647,7 +649,7 @@ while :; do sleep 0.2; done`, "sh", mark)
 			done := make(chan struct{})
 			go func() { foreign.Wait(); close(done) }()
 			t.Cleanup(func() { foreign.Process.Kill(); <-done })
-			waitFor(t, 5*time.Second, "the foreign process to set its traps", func() bool {
+			e2etest.WaitFor(t, 5*time.Second, "the foreign process to set its traps", func() bool {
 				_, err := os.Stat(mark + ".up")
 				return err == nil
 			})
@@ -676,7 +678,7 @@ func TestPidFile(t *testing.T) {
 	pidFile := filepath.Join(m.dir, "master.pid")
 	want := strconv.Itoa(m.pid)
 	read := func() string { b, _ := os.ReadFile(pidFile); return strings.TrimSpace(string(b)) }
-	waitFor(t, 5*time.Second, "the pid file", func() bool { return read() == want })
+	e2etest.WaitFor(t, 5*time.Second, "the pid file", func() bool { return read() == want })
 	old := m.waitWorkers(1)
 	m.signal(syscall.SIGUSR2)
 	m.waitReplaced(old, 1)

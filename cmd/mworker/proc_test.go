@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 // This file holds what the end-to-end tests need to run the real binary
@@ -42,39 +44,12 @@ func TestMain(m *testing.M) {
 func mworkerBinary(t *testing.T) string {
 	t.Helper()
 	binaryOnce.Do(func() {
-		p := filepath.Join(binaryDir, "mworker")
-		cmd := exec.Command("go", "build", "-o", p, ".")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binaryErr = fmt.Errorf("go build: %v\n%s", err, out)
-			return
-		}
-		binaryPath = p
+		binaryPath, binaryErr = e2etest.Build(binaryDir, "mworker", "./cmd/mworker")
 	})
 	if binaryErr != nil {
 		t.Fatal(binaryErr)
 	}
 	return binaryPath
-}
-
-// waitFor polls cond until it holds, and fails the test if the deadline
-// passes first.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	if !poll(timeout, cond) {
-		t.Fatalf("timed out after %v waiting for %s", timeout, what)
-	}
-}
-
-// poll polls cond until it holds or the deadline passes, and says which.
-func poll(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
 }
 
 // master is one mworker process started by a test.
@@ -229,7 +204,7 @@ func (m *master) workers() []int {
 func (m *master) waitWorkers(n int) []int {
 	m.t.Helper()
 	var ws []int
-	waitFor(m.t, 10*time.Second, fmt.Sprintf("%d workers", n), func() bool {
+	e2etest.WaitFor(m.t, 10*time.Second, fmt.Sprintf("%d workers", n), func() bool {
 		if m.exited() {
 			m.t.Fatalf("master exited with %d while waiting for workers", m.status)
 		}
@@ -250,7 +225,7 @@ func (m *master) file(name string, pid int) string {
 func (m *master) waitLog(from int, words ...string) string {
 	m.t.Helper()
 	var found string
-	waitFor(m.t, 10*time.Second, fmt.Sprintf("a log line with %q", words), func() bool {
+	e2etest.WaitFor(m.t, 10*time.Second, fmt.Sprintf("a log line with %q", words), func() bool {
 		exited := m.exited() // before reading: its last words are then in the log
 		text := m.logText()
 		for _, line := range strings.Split(text[min(from, len(text)):], "\n") {

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 // instruction is one line of a Dockerfile: its keyword and the rest.
@@ -162,7 +164,7 @@ func TestDockerfileEntrypoint(t *testing.T) {
 
 	m := startPID1(t, nil, argv[0], argv[1:]...)
 	c := unixClient(sock)
-	waitFor(t, 10*time.Second, "the entrypoint to serve", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "the entrypoint to serve", func() bool {
 		_, err := ask(c)
 		return err == nil
 	})

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 // unixClient speaks HTTP to a unix socket, one fresh connection per
@@ -56,7 +58,7 @@ func ask(c *http.Client) (answer, error) {
 func seeGeneration(t *testing.T, c *http.Client, n int, gen string) map[string]bool {
 	t.Helper()
 	seen := make(map[string]bool)
-	waitFor(t, 20*time.Second, fmt.Sprintf("answers from %d workers of generation %s", n, gen), func() bool {
+	e2etest.WaitFor(t, 20*time.Second, fmt.Sprintf("answers from %d workers of generation %s", n, gen), func() bool {
 		a, err := ask(c)
 		if err != nil {
 			t.Fatalf("request failed: %v", err)
@@ -81,7 +83,7 @@ func TestGoSystemdWorker(t *testing.T) {
 	m := startProcess(t, nil, mworkerPath, "run", "-n", "2", "--listen", "web=unix://"+sock, "--ready", "notify",
 		"--ready-timeout", "20s", "--control", ctl, "--", httpworkerPath)
 	c := unixClient(sock)
-	waitFor(t, 10*time.Second, "the master to bind "+sock, func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "the master to bind "+sock, func() bool {
 		_, err := ask(c)
 		return err == nil
 	})
@@ -138,7 +140,7 @@ func waitGone(t *testing.T, set map[string]bool) {
 		if err != nil {
 			t.Fatalf("bad pid %q", pid)
 		}
-		waitFor(t, 20*time.Second, "old worker "+pid+" to stop", func() bool {
+		e2etest.WaitFor(t, 20*time.Second, "old worker "+pid+" to stop", func() bool {
 			_, exists := readStat("/proc", n)
 			return !exists
 		})

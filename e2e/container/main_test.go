@@ -27,6 +27,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 // Binaries under test, built by TestMain.
@@ -51,45 +53,28 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil || len(bytes.TrimSpace(out)) == 0 {
-		fmt.Fprintf(os.Stderr, "e2e/container: cannot find the module root (go env GOMOD): %v\n", err)
+	root, err := e2etest.ModuleRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e/container:", err)
 		return 1
 	}
-	repoRoot = filepath.Dir(string(bytes.TrimSpace(out)))
+	repoRoot = root
 	dir, err := os.MkdirTemp("", "mworker-container-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e/container:", err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	mworkerPath = filepath.Join(dir, "mworker")
-	httpworkerPath = filepath.Join(dir, "httpworker")
-	for path, pkg := range map[string]string{
-		mworkerPath:    "./cmd/mworker",
-		httpworkerPath: "./examples/httpworker",
-	} {
-		build := exec.Command("go", "build", "-o", path, pkg)
-		build.Dir = repoRoot
-		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "e2e/container: go build %s: %v\n%s", pkg, err, out)
+	for _, b := range []struct {
+		path      *string
+		name, pkg string
+	}{{&mworkerPath, "mworker", "./cmd/mworker"}, {&httpworkerPath, "httpworker", "./examples/httpworker"}} {
+		if *b.path, err = e2etest.Build(dir, b.name, b.pkg); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e/container:", err)
 			return 1
 		}
 	}
 	return m.Run()
-}
-
-// waitFor polls cond every 5ms until it holds, and fails the test naming
-// what was awaited when timeout passes first.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // process is one started command whose exit the test can await without

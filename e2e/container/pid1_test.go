@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 var (
@@ -64,7 +66,7 @@ func startPID1(t *testing.T, env []string, mworker string, args ...string) *pid1
 	argv := append(append(append([]string{"unshare"}, unshareArgs...), mworker), args...)
 	p := &pid1{unshare: startProcess(t, env, argv...)}
 	u := p.unshare.cmd.Process.Pid
-	waitFor(t, 10*time.Second, "mworker to start under unshare", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "mworker to start under unshare", func() bool {
 		kids := children(u)
 		if len(kids) != 1 {
 			return false
@@ -149,7 +151,7 @@ func TestPID1ReapsOrphans(t *testing.T) {
 		return slices.Equal(cmdline(procRoot, pid), []string{"sleep", "1000"})
 	}
 	// Seen from inside the namespace, every orphan's parent is pid 1.
-	waitFor(t, 20*time.Second, strconv.Itoa(orphans)+" orphans reparented to pid 1 in the namespace", func() bool {
+	e2etest.WaitFor(t, 20*time.Second, strconv.Itoa(orphans)+" orphans reparented to pid 1 in the namespace", func() bool {
 		n := 0
 		for _, pid := range pids(t, m.proc) {
 			if st, ok := readStat(m.proc, pid); ok && st.ppid == 1 && st.state != 'Z' && isOrphan(m.proc, pid) {
@@ -175,7 +177,7 @@ func TestPID1ReapsOrphans(t *testing.T) {
 			t.Fatalf("kill orphan %d: %v", pid, err)
 		}
 	}
-	waitFor(t, time.Second, "0 zombies and every orphan reaped within 1s of their death", func() bool {
+	e2etest.WaitFor(t, time.Second, "0 zombies and every orphan reaped within 1s of their death", func() bool {
 		for _, pid := range hostPids {
 			if _, alive := readStat("/proc", pid); alive {
 				return false
@@ -235,7 +237,7 @@ func TestPID1ForwardsStopSignals(t *testing.T) {
 					return 0, false
 				}
 			}
-			waitFor(t, 10*time.Second, "the worker to run (and catch signals)", func() bool {
+			e2etest.WaitFor(t, 10*time.Second, "the worker to run (and catch signals)", func() bool {
 				_, ok := workerPid()
 				return ok
 			})

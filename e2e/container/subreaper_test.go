@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 // TestSubreaperAdoptsGrandchildren: not PID 1, mworker sets the child
@@ -26,7 +28,7 @@ func TestSubreaperAdoptsGrandchildren(t *testing.T) {
 	master := m.cmd.Process.Pid
 
 	var gpid int
-	waitFor(t, 10*time.Second, "the worker to write its grandchild's pid", func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "the worker to write its grandchild's pid", func() bool {
 		b, err := os.ReadFile(gpidFile)
 		if err != nil {
 			return false
@@ -62,7 +64,7 @@ func TestSubreaperAdoptsGrandchildren(t *testing.T) {
 	if err := syscall.Kill(gpid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the master to reap its adopted grandchild", func() bool {
+	e2etest.WaitFor(t, 5*time.Second, "the master to reap its adopted grandchild", func() bool {
 		_, exists := readStat("/proc", gpid)
 		return !exists
 	})

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/mworker/mworker/internal/sdnotify"
+
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 // Paths the documented units use, replaced by the binaries under test.
@@ -390,7 +392,7 @@ func TestSocketUnitPlaysSystemd(t *testing.T) {
 	master := startProcess(t, nil, argv...)
 	// The file exists from bind(); a dial before listen() is refused, so
 	// wait for the kernel to list the socket as listening.
-	waitFor(t, 10*time.Second, "systemd-socket-activate to listen on "+sock, func() bool {
+	e2etest.WaitFor(t, 10*time.Second, "systemd-socket-activate to listen on "+sock, func() bool {
 		return unixListening(t, sock)
 	})
 
