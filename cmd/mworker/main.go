@@ -43,6 +43,8 @@
 //	                       (mode 0600, same-uid peers only)
 //	--pidfile PATH         write the master's pid there, atomically
 //	--log-format FORMAT    text or json, logs go to stderr (default text)
+//	--log-level LEVEL      debug, info, warn or error: the lowest level
+//	                       logged (default info)
 //	-sf PID...             once the first generation is ready, send
 //	                       --stop-signal to these processes (HAProxy's -sf)
 //	-st PID...             the same with SIGTERM (HAProxy's -st)

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -134,6 +135,16 @@ var runOptions = []option{
 				return usagef("bad --log-format %q: use text or json", v)
 			}
 			c.LogFormat = v
+			return nil
+		}},
+	{long: "--log-level", arg: "LEVEL", def: "info",
+		help: "debug, info, warn or error: the lowest level logged",
+		set: func(c *osadapter.Config, v string) error {
+			l, ok := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}[v]
+			if !ok {
+				return usagef("bad --log-level %q: use debug, info, warn or error", v)
+			}
+			c.LogLevel = l
 			return nil
 		}},
 }

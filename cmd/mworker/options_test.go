@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"log/slog"
 	"reflect"
 	"strings"
 	"testing"
@@ -61,6 +62,8 @@ func TestParseRunArgs(t *testing.T) {
 		{"control", []string{"--control", "/run/a.sock", "--", "x"}, func(c osadapter.Config) bool { return c.Control == "/run/a.sock" }},
 		{"pidfile", []string{"--pidfile=/run/a.pid", "--", "x"}, func(c osadapter.Config) bool { return c.PidFile == "/run/a.pid" }},
 		{"log format json", []string{"--log-format", "json", "--", "x"}, func(c osadapter.Config) bool { return c.LogFormat == "json" }},
+		{"log level debug", []string{"--log-level", "debug", "--", "x"}, func(c osadapter.Config) bool { return c.LogLevel == slog.LevelDebug }},
+		{"log level default", []string{"--", "x"}, func(c osadapter.Config) bool { return c.LogLevel == slog.LevelInfo }},
 		{"sf list", []string{"-sf", "10", "11", "12", "--", "x"}, func(c osadapter.Config) bool {
 			return reflect.DeepEqual(c.Machine.StopPids, []int{10, 11, 12}) && c.Machine.TermPids == nil
 		}},
@@ -124,6 +127,7 @@ func TestParseRunArgsErrors(t *testing.T) {
 		{[]string{"--control", "", "--", "x"}, `empty --control: use the path of a socket to create, such as /run/app.sock`},
 		{[]string{"--pidfile=", "--", "x"}, `empty --pidfile: use a file path such as /run/app.pid`},
 		{[]string{"--log-format", "xml", "--", "x"}, `bad --log-format "xml": use text or json`},
+		{[]string{"--log-level", "verbose", "--", "x"}, `bad --log-level "verbose": use debug, info, warn or error`},
 		{[]string{"-sf", "-1", "--", "x"}, `bad -sf pid "-1": use process ids from 1 to 4194304, e.g. -sf 1234 1235`},
 		{[]string{"-sf", "0", "--", "x"}, `bad -sf pid "0": use process ids from 1 to 4194304, e.g. -sf 1234 1235`},
 		{[]string{"-sf", "12", "abc", "--", "x"}, `bad -sf pid "abc": use process ids from 1 to 4194304, e.g. -sf 1234 1235`},
