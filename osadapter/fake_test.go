@@ -12,6 +12,7 @@ import (
 
 // fakeOS is a kernel that records what the loop asks of it.
 type fakeOS struct {
+	shell   string // OS.Shell: "" uses the self-exec trampoline
 	pid     int
 	now     int64
 	nextPid int
@@ -143,6 +144,7 @@ func (f *fakeOS) os() *OS {
 		SetCloexec: func(fd int, on bool) error { f.record("cloexec %d %v", fd, on); return nil },
 		Subreaper:  func() error { f.record("subreaper"); return nil },
 		SelfExe:    "/proc/self/exe",
+		Shell:      f.shell,
 	}
 }
 

@@ -45,6 +45,9 @@ type OS struct {
 	// SelfExe is a path that executes the running image: the trampoline
 	// (trampoline.go) runs from it.
 	SelfExe string
+	// Shell is a POSIX shell for the light trampoline, or "" where there is
+	// none (a distroless image): then SelfExe does the job.
+	Shell string
 }
 
 // realOS is the kernel.
@@ -80,6 +83,7 @@ func realOS() *OS {
 		},
 		Subreaper: func() error { return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
 		SelfExe:   "/proc/self/exe",
+		Shell:     findShell(),
 	}
 }
 
@@ -107,4 +111,12 @@ func sigset(sigs ...syscall.Signal) unix.Sigset_t {
 func sigsetHas(s unix.Sigset_t, sig syscall.Signal) bool {
 	n := uint(sig) - 1
 	return s.Val[n/64]&(1<<(n%64)) != 0
+}
+
+// findShell returns /bin/sh when it can be executed, or "".
+func findShell() string {
+	if unix.Access("/bin/sh", unix.X_OK) == nil {
+		return "/bin/sh"
+	}
+	return ""
 }

@@ -16,7 +16,7 @@ func (l *loop) spawn(gen, slot int) (int, error) {
 	for _, fd := range l.listen {
 		files = append(files, uintptr(fd))
 	}
-	argv0 := l.command[0]
+	argv0, argv := l.command[0], l.command
 	if len(l.listen) > 0 || len(l.ignored) > 0 {
 		if len(l.listen) > 0 {
 			env = append(env, "LISTEN_FDS="+itoa(len(l.listen)))
@@ -24,18 +24,22 @@ func (l *loop) spawn(gen, slot int) (int, error) {
 				env = append(env, "LISTEN_FDNAMES="+strings.Join(l.listenAs, ":"))
 			}
 		}
-		env = append(env, envTrampoline+"="+trampolineSpec(argv0, l.ignored))
-		argv0 = l.sys.SelfExe
+		if l.sys.Shell != "" {
+			argv0, argv = shellTrampoline(l.sys.Shell, l.command, l.ignored, len(l.listen) > 0)
+		} else {
+			env = append(env, envTrampoline+"="+trampolineSpec(argv0, l.ignored))
+			argv0 = l.sys.SelfExe
+		}
 	}
 	var rs *readySocket
-	if l.ready.enabled {
+	if l.ready != nil && l.ready.enabled {
 		var err error
 		if rs, err = l.ready.open(gen, slot); err != nil {
 			return 0, err
 		}
 		env = append(env, "NOTIFY_SOCKET="+rs.s.Addr())
 	}
-	pid, err := l.sys.ForkExec(argv0, l.command, &syscall.ProcAttr{
+	pid, err := l.sys.ForkExec(argv0, argv, &syscall.ProcAttr{
 		Env:   env,
 		Files: files,
 		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSignal},
