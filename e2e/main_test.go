@@ -67,26 +67,16 @@ func startMaster(t *testing.T, dir string, options []string, command ...string) 
 		httpSock: filepath.Join(dir, "http.sock"),
 		ctlSock:  filepath.Join(dir, "ctl.sock"),
 		log:      filepath.Join(dir, "master.log"),
-		done:     make(chan struct{}),
 	}
 	args := []string{"run", "--listen", "unix://" + m.httpSock, "--control", m.ctlSock}
 	args = append(args, options...)
 	args = append(args, "--")
 	args = append(args, command...)
-	logFile, err := os.Create(m.log)
+	p, err := e2etest.StartLogged(m.log, mworkerPath, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logFile.Close()
-	m.cmd = exec.Command(mworkerPath, args...)
-	m.cmd.Stdout, m.cmd.Stderr = logFile, logFile
-	// Its own process group: nothing sent to the test's group reaches it.
-	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := m.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	m.pid = m.cmd.Process.Pid
-	go func() { m.cmd.Wait(); close(m.done) }()
+	m.cmd, m.pid, m.done = p.Cmd, p.Pid, p.Done
 	t.Cleanup(m.stop)
 	return m
 }

@@ -105,7 +105,7 @@ trap 'n=$((n+1)); echo $n > "$d/sig.$$"; if [ $n -ge `+strconv.Itoa(tt.count)+` 
 					return true
 				})
 				if m.exited() {
-					t.Fatalf("master exited %d after SIG%s %d of %d", m.status, tt.name, i, tt.count)
+					t.Fatalf("master exited %d after SIG%s %d of %d", m.proc.Status, tt.name, i, tt.count)
 				}
 			}
 			if got := m.wait(exitTimeout); got != 7 {
@@ -190,7 +190,7 @@ func (m *master) waitReplaced(old []int, n int) []int {
 	var ws []int
 	e2etest.WaitFor(m.t, 10*time.Second, "a new generation replacing "+pidsText(old), func() bool {
 		if m.exited() {
-			m.t.Fatalf("master exited %d during a reload", m.status)
+			m.t.Fatalf("master exited %d during a reload", m.proc.Status)
 		}
 		ws = m.workers()
 		if len(ws) != n {
@@ -300,7 +300,7 @@ func TestReexecFailure(t *testing.T) {
 			line := m.waitLog(from, "exec", "fail")
 			t.Logf("master logged: %s", line)
 			if m.exited() {
-				t.Fatalf("master exited %d after a failed exec", m.status)
+				t.Fatalf("master exited %d after a failed exec", m.proc.Status)
 			}
 			if got := m.workers(); !slices.Equal(got, old) {
 				t.Errorf("workers after a failed exec: %v, want the same %v", got, old)
@@ -352,7 +352,7 @@ func TestReloadWithCommandGone(t *testing.T) {
 	m.signal(syscall.SIGUSR2)
 	t.Logf("master logged: %s", m.waitLog(from, "reload", "roll"))
 	if m.exited() {
-		t.Fatalf("master exited %d after the reload", m.status)
+		t.Fatalf("master exited %d after the reload", m.proc.Status)
 	}
 	if got := m.workers(); !slices.Equal(got, old) {
 		t.Errorf("workers after a failed reload: %v, want the serving ones %v", got, old)
@@ -391,7 +391,7 @@ func TestReloadStorm(t *testing.T) {
 			tick.Stop()
 			e2etest.WaitFor(t, 30*time.Second, "the storm to settle on one generation", func() bool {
 				if m.exited() {
-					t.Fatalf("master exited %d during the storm", m.status)
+					t.Fatalf("master exited %d during the storm", m.proc.Status)
 				}
 				ws := m.workers()
 				if len(ws) != n || len(children(m.pid)) != n {
@@ -665,7 +665,7 @@ while :; do sleep 0.2; done`, "sh", mark)
 				t.Errorf("foreign process got %q, want %s", strings.TrimSpace(string(b)), tt.want)
 			}
 			if m.exited() {
-				t.Errorf("master exited %d after stopping a foreign process", m.status)
+				t.Errorf("master exited %d after stopping a foreign process", m.proc.Status)
 			}
 		})
 	}

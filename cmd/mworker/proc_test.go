@@ -54,13 +54,13 @@ func mworkerBinary(t *testing.T) string {
 
 // master is one mworker process started by a test.
 type master struct {
-	t      *testing.T
-	dir    string // the test's directory: the script, the log, the workers' files
-	cmd    *exec.Cmd
-	pid    int
-	log    string        // the master's stdout and stderr
-	done   chan struct{} // closed when the master has exited
-	status int           // its exit status (128+n when killed by signal n)
+	t    *testing.T
+	dir  string // the test's directory: the script, the log, the workers' files
+	cmd  *exec.Cmd
+	pid  int
+	log  string        // the master's stdout and stderr
+	done chan struct{} // closed when the master has exited
+	proc *e2etest.Process
 }
 
 // workerScript is the start of every worker. Its announce records the
@@ -103,29 +103,12 @@ func startRun(t *testing.T, binary, script string, options ...string) *master {
 	if !slices.Contains(args, "--") {
 		args = append(args, "--", "/bin/sh", sh, dir)
 	}
-	m := &master{t: t, dir: dir, log: filepath.Join(dir, "master.log"), done: make(chan struct{})}
-	logFile, err := os.Create(m.log)
+	m := &master{t: t, dir: dir, log: filepath.Join(dir, "master.log")}
+	p, err := e2etest.StartLogged(m.log, binary, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logFile.Close()
-	m.cmd = exec.Command(binary, args...)
-	m.cmd.Stdout, m.cmd.Stderr = logFile, logFile
-	// Its own group, so that nothing sent to the test's group reaches it.
-	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := m.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	m.pid = m.cmd.Process.Pid
-	go func() {
-		m.cmd.Wait()
-		ws := m.cmd.ProcessState.Sys().(syscall.WaitStatus)
-		m.status = ws.ExitStatus()
-		if ws.Signaled() {
-			m.status = 128 + int(ws.Signal())
-		}
-		close(m.done)
-	}()
+	m.proc, m.cmd, m.pid, m.done = p, p.Cmd, p.Pid, p.Done
 	t.Cleanup(m.cleanup)
 	return m
 }
@@ -170,7 +153,7 @@ func (m *master) wait(timeout time.Duration) int {
 	m.t.Helper()
 	select {
 	case <-m.done:
-		return m.status
+		return m.proc.Status
 	case <-time.After(timeout):
 		m.t.Fatalf("master %d still running after %v; children %v", m.pid, timeout, children(m.pid))
 		return -1
@@ -206,7 +189,7 @@ func (m *master) waitWorkers(n int) []int {
 	var ws []int
 	e2etest.WaitFor(m.t, 10*time.Second, fmt.Sprintf("%d workers", n), func() bool {
 		if m.exited() {
-			m.t.Fatalf("master exited with %d while waiting for workers", m.status)
+			m.t.Fatalf("master exited with %d while waiting for workers", m.proc.Status)
 		}
 		ws = m.workers()
 		return len(ws) == n
@@ -240,7 +223,7 @@ func (m *master) waitLog(from int, words ...string) string {
 			}
 		}
 		if exited {
-			m.t.Fatalf("master exited %d without logging %q", m.status, words)
+			m.t.Fatalf("master exited %d without logging %q", m.proc.Status, words)
 		}
 		return false
 	})

@@ -7,8 +7,10 @@ package e2etest
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -59,4 +61,42 @@ func Build(dir, name, pkg string) (string, error) {
 		return "", fmt.Errorf("e2etest: go build %s: %v\n%s", pkg, err, out)
 	}
 	return path, nil
+}
+
+// Process is a command a test started with StartLogged.
+type Process struct {
+	Cmd  *exec.Cmd
+	Pid  int
+	Done chan struct{} // closed once it has exited
+	// Status is its exit status as a shell reports it (the code, or 128 +
+	// the signal that killed it); read it only after Done is closed.
+	Status int
+}
+
+// StartLogged starts binary with args, its stdout and stderr appended to the
+// file log, in a process group of its own (so that nothing sent to the
+// test's group reaches it), and awaits its exit in the background.
+func StartLogged(log, binary string, args ...string) (*Process, error) {
+	f, err := os.Create(log)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	cmd := exec.Command(binary, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &Process{Cmd: cmd, Pid: cmd.Process.Pid, Done: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		p.Status = ws.ExitStatus()
+		if ws.Signaled() {
+			p.Status = 128 + int(ws.Signal())
+		}
+		close(p.Done)
+	}()
+	return p, nil
 }

@@ -33,3 +33,26 @@ func TestBuildMakesAnExecutable(t *testing.T) {
 		t.Errorf("Build of a missing package did not fail")
 	}
 }
+
+func TestStartLoggedRecordsStatusAndOutput(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		script string
+		want   int
+	}{{"echo out; echo err >&2; exit 3", 3}, {"kill -TERM $$", 143}} {
+		log := dir + "/log"
+		p, err := StartLogged(log, "/bin/sh", "-c", tc.script)
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-p.Done
+		if p.Status != tc.want {
+			t.Errorf("%q: status %d, want %d", tc.script, p.Status, tc.want)
+		}
+		if tc.want == 3 {
+			if b, _ := os.ReadFile(log); string(b) != "out\nerr\n" {
+				t.Errorf("log %q, want stdout and stderr", b)
+			}
+		}
+	}
+}
