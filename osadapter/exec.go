@@ -133,6 +133,7 @@ func (l *loop) exec(a fsm.Exec) {
 
 	// From here to execve as little as possible: a signal the runtime
 	// catches after the drain is lost with this image.
+	l.out.flush() // the next image would not have what is held
 	l.sys.Ignore(syscall.SIGHUP)
 	drained = l.drainSignals()
 	err = l.sys.Exec(a.Path, a.Argv, append(env, carried(drained, l.sys.Now())))

@@ -28,6 +28,7 @@ type loop struct {
 	sys    *OS
 	m      *fsm.Machine
 	log    *slog.Logger
+	out    *heldWriter // the logger's writer: held while an event is performed
 	notify Notifier
 	reply  Replier
 	sigs   <-chan os.Signal
@@ -69,6 +70,8 @@ func (l *loop) step(ev fsm.Event) {
 	if l.done() {
 		return
 	}
+	l.out.hold()
+	defer l.out.release()
 	for _, a := range l.m.Step(ev) {
 		l.perform(a)
 		if l.done() {

@@ -98,7 +98,8 @@ func errorf(format string, a ...any) error {
 
 // newLoop prepares everything Run needs before the first event.
 func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loop, error) {
-	logger, err := newLogger(cfg.LogFormat, cfg.LogLevel, stderr)
+	out := &heldWriter{w: stderr}
+	logger, err := newLogger(cfg.LogFormat, cfg.LogLevel, out)
 	if err != nil {
 		return nil, err
 	}
@@ -112,6 +113,7 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loo
 	l := &loop{
 		sys:       sys,
 		log:       logger,
+		out:       out,
 		sigs:      sigs,
 		events:    cfg.Events,
 		notify:    cfg.Notifier,
