@@ -50,7 +50,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-go build -o "$tmp/mworker" ./cmd/mworker || die "go build ./cmd/mworker failed"
+build_mworker "$tmp/mworker"
 (cd bench/plot && go build -o "$tmp/plot" .) || die "go build bench/plot failed"
 
 names=("mworker -n 4" "mworker -n 64" "tini" "dumb-init")

@@ -28,3 +28,13 @@ bench_setup() {
 	fi
 	command -v go >/dev/null || die "go not found: install Go 1.26 to build mworker"
 }
+
+# build_mworker OUT builds ./cmd/mworker as a release is built: static
+# (CGO_ENABLED=0: the net package would otherwise link libc and the cgo
+# runtime, which costs each start and each exit; see docs/performance.md),
+# without local paths. MWORKER_CGO=1 builds with cgo instead, to compare.
+build_mworker() {
+	local cgo=0
+	[ "${MWORKER_CGO:-0}" = 1 ] && cgo=1
+	CGO_ENABLED=$cgo go build -trimpath -o "$1" ./cmd/mworker || die "go build ./cmd/mworker failed"
+}

@@ -59,7 +59,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/mworker-orphans-bench.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
 
-go build -o "$tmp/mworker" ./cmd/mworker || die "go build ./cmd/mworker failed"
+build_mworker "$tmp/mworker"
 go build -o "$tmp/reaptime" ./bench/reaptime || die "go build ./bench/reaptime failed"
 (cd bench/plot && go build -o "$tmp/plot" .) || die "go build bench/plot failed"
 

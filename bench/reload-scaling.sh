@@ -75,7 +75,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-go build -o "$mw" ./cmd/mworker || die "go build ./cmd/mworker failed"
+build_mworker "$mw"
 go build -o "$tmp/forkfloor" ./bench/forkfloor || die "go build ./bench/forkfloor failed"
 (cd bench/plot && go build -o "$tmp/plot" .) || die "go build bench/plot failed"
 

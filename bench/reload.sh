@@ -78,7 +78,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-go build -o "$mw" ./cmd/mworker || die "go build ./cmd/mworker failed"
+build_mworker "$mw"
 
 now_ns() { date +%s%N; }
 

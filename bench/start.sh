@@ -12,9 +12,8 @@
 # and `true` alone as the floor. Each command's time covers the
 # supervisor's start, one fork+exec of the worker, its exit, the reap and
 # the supervisor's exit: what a supervisor adds to a short-lived job or to
-# a container's start. mworker also starts its worker through a trampoline
-# (a second exec of the mworker binary, which sets LISTEN_PID and the
-# signal mask before it execs the command), so a Go runtime starts twice.
+# a container's start. mworker is the release build (CGO_ENABLED=0); the
+# row mworker-cgo is a plain `go build` with cgo on, which links libc.
 #
 # Prints hyperfine's summary and a table (mean, median, min in ms; the
 # median's ratio to tini's), and writes OUT/start-overhead.png (median of
@@ -43,7 +42,8 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/mworker-start-bench.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
 
-go build -o "$tmp/mworker" ./cmd/mworker || die "go build ./cmd/mworker failed"
+build_mworker "$tmp/mworker"
+MWORKER_CGO=1 build_mworker "$tmp/mworker-cgo"
 (cd bench/plot && go build -o "$tmp/plot" .) || die "go build bench/plot failed"
 true_bin=$(command -v true)
 
@@ -54,6 +54,7 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 # mworker logs three lines per run on stderr; hyperfine drops the output.
 hyperfine -N --warmup 10 --runs "$RUNS" --style basic --export-csv "$tmp/start.csv" \
 	-n mworker "$tmp/mworker run --restart no -- $true_bin" \
+	-n mworker-cgo "$tmp/mworker-cgo run --restart no -- $true_bin" \
 	-n tini "tini -- $true_bin" \
 	-n dumb-init "dumb-init $true_bin" \
 	-n "true alone" "$true_bin" >&2

@@ -8,6 +8,9 @@
 # the worker dying, the supervisor reaping it and exiting.
 #
 #   mworker run --restart no -- sleep 1000
+#                                 (the release build, CGO_ENABLED=0; the
+#                                 row mworker-cgo is the same with cgo on,
+#                                 as a plain `go build` makes it)
 #   tini -- sleep 1000
 #   dumb-init sleep 1000
 #   gostop -- sleep 1000          (bench/gostop: the least a Go supervisor
@@ -51,12 +54,13 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/mworker-stop-bench.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
 
-go build -o "$tmp/mworker" ./cmd/mworker || die "go build ./cmd/mworker failed"
+build_mworker "$tmp/mworker"
+MWORKER_CGO=1 build_mworker "$tmp/mworker-cgo"
 go build -o "$tmp/stoptime" ./bench/stoptime || die "go build ./bench/stoptime failed"
 go build -o "$tmp/gostop" ./bench/gostop || die "go build ./bench/gostop failed"
 (cd bench/plot && go build -o "$tmp/plot" .) || die "go build bench/plot failed"
 
-tools=(mworker tini dumb-init gostop gostop-lock)
+tools=(mworker mworker-cgo tini dumb-init gostop gostop-lock)
 prio=(env)
 png=stop-latency.png
 sched="normal scheduling (SCHED_OTHER)"
@@ -68,6 +72,7 @@ fi
 command_of() {
 	case $1 in
 	mworker) echo "$tmp/mworker run --restart no -- sleep 1000" ;;
+	mworker-cgo) echo "$tmp/mworker-cgo run --restart no -- sleep 1000" ;;
 	tini) echo "tini -- sleep 1000" ;;
 	dumb-init) echo "dumb-init sleep 1000" ;;
 	gostop) echo "$tmp/gostop -- sleep 1000" ;;
