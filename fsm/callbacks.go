@@ -370,20 +370,27 @@ func promoteGeneration(ctx context.Context, _ ...any) error {
 	m.cancelRestarts()
 	prev := m.cur
 	m.cur, m.next = ng, 0
+	var retiring []*generation
 	var old []int
-	for _, g := range slices.Clone(m.gens) {
+	for _, g := range m.gens {
 		if g.n != ng && !g.retired {
+			retiring = append(retiring, g)
 			old = append(old, m.livePids(func(x *generation) bool { return x == g })...)
-			m.retire(g, m.cfg.StopSignal)
 		}
 	}
-	m.signalForeign()
 	m.reloads++
 	m.failures = make([]int, m.cfg.Workers)
+	// The answer goes first: the new generation serves from now on, and
+	// whoever waits for the reload (mworker reload, systemd) need not wait
+	// for the old workers to be signalled, nor compete with their exits.
 	m.log(LevelInfo, "reload complete: new generation ready, old workers told to stop", "generation", ng, "previous", prev, "old", old)
 	m.announced = true
 	m.emit(Notify{State: NotifyReady, Status: fmt.Sprintf("generation %d ready", ng)})
 	m.replyAll(true, "")
+	for _, g := range retiring {
+		m.retire(g, m.cfg.StopSignal)
+	}
+	m.signalForeign()
 	return nil
 }
 
