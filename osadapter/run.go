@@ -42,11 +42,11 @@ import (
 
 // Run supervises the workers until the core decides to exit, and returns
 // the master's exit status. A failure to start (bad config, unwritable pid
-// file) is one line on cfg.Stderr and status 1.
+// file) is one line on cfg.Stderr, "mworker: " and the reason, and status 1.
 func Run(cfg Config) int {
 	ls, err := takeListeners(cfg.Listen)
 	if err != nil {
-		fmt.Fprintln(stderrOf(cfg), err)
+		fmt.Fprintf(stderrOf(cfg), "mworker: %v\n", err)
 		return 1
 	}
 	return run(cfg, realOS(), subscribed(), ls)
@@ -64,7 +64,7 @@ func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener) int {
 	l, err := newLoop(cfg, sys, sigs, stderr)
 	if err != nil {
 		listen.Close(ls)
-		fmt.Fprintln(stderr, err)
+		fmt.Fprintf(stderr, "mworker: %v\n", err)
 		return 1
 	}
 	l.useListeners(ls)
