@@ -11,17 +11,16 @@
 # with SIGINT and SIGQUIT ignored, and mworker would then start every
 # worker through its trampoline to give that back). In direct mode the
 # master forks and execs `sleep` itself; with a listener every worker
-# starts through the trampoline, a second exec of the mworker binary that
-# sets LISTEN_PID to its own pid before it execs `sleep`, so a Go runtime
-# starts for each worker.
+# starts through the trampoline, `/bin/sh -c` setting LISTEN_PID to its
+# own pid before it execs `sleep`: one more exec per worker.
 #
 # and times `mworker reload --control SOCK` (from the command's start to
 # its exit 0, with bash's $EPOCHREALTIME, which costs no fork) RELOADS
 # times, each once the previous reload has settled (N workers, all
 # current and ready, none old). The round trip covers the client's start,
 # the master's re-exec (a new Go runtime, the same pid), the N new
-# workers' fork+exec (each through the mworker trampoline, then the
-# command), and the answer; the old workers are told to stop after it.
+# workers' fork+exec (with listeners, each through the trampoline), and
+# the answer; the old workers are told to stop after it.
 #
 # Next to it, two baselines measured the same way at each N:
 #   floor   bench/forkfloor: a Go process forks and execs N bare
@@ -43,8 +42,8 @@
 # Environment (defaults in brackets):
 #   COUNTS ["1 4 16 64 256"]  worker counts
 #   MODES ["direct listen"]   see above
-#   RELOADS [15]              reloads timed at each count
-#   RELOADS_256 [8]           at 256 workers and more
+#   RELOADS [30]              reloads timed at each count
+#   RELOADS_256 [20]          at 256 workers and more
 #   OUT [docs/img]            where the PNG goes
 #
 # Needs only Go; builds mworker, bench/forkfloor and bench/plot from this
@@ -55,8 +54,8 @@ set -euo pipefail
 
 COUNTS=${COUNTS:-1 4 16 64 256}
 MODES=${MODES:-direct listen}
-RELOADS=${RELOADS:-15}
-RELOADS_256=${RELOADS_256:-8}
+RELOADS=${RELOADS:-30}
+RELOADS_256=${RELOADS_256:-20}
 
 . "$(dirname "$0")/lib.sh"
 bench_setup

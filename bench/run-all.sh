@@ -16,7 +16,7 @@
 # -count 3` (the core) and bench/reload.sh (reloads under load, wrk and
 # haproxy).
 #
-# Takes about 5 minutes on 2 cores (about 8 more with OTHERS=1). Each script
+# Takes about 4 minutes on 2 cores (about 3 more with OTHERS=1). Each script
 # installs what it lacks from Debian, so run it as root or install tini,
 # dumb-init and hyperfine (and wrk, haproxy for OTHERS=1) first.
 #
