@@ -26,6 +26,13 @@ type Config struct {
 	// PidFile is where the master's pid is written atomically, or "".
 	PidFile string
 
+	// CheckTakeover runs the takeover check before every re-exec: the
+	// binary at the start path is run with CheckFlag inserted after
+	// argv[1] and must answer it (CheckHandover, exit 0) for the execve to
+	// go ahead. mworker's command line sets it; an embedder whose binary
+	// answers CheckFlag may.
+	CheckTakeover bool
+
 	// LogFormat is "text" or "json"; LogLevel the lowest level logged.
 	LogFormat string
 	LogLevel  slog.Level

@@ -92,19 +92,8 @@ func (l *loop) exec(a fsm.Exec) {
 		failed(err)
 	}
 
-	var cleared []int
-	for name, fd := range l.keep {
-		if err := l.sys.SetCloexec(fd, false); err != nil {
-			l.restoreCloexec(cleared)
-			failedAfterPrepare(errorf("keep fd %d (%s) open across exec: %w", fd, name, err))
-			return
-		}
-		cleared = append(cleared, fd)
-	}
-
 	enc, err := st.encode()
 	if err != nil {
-		l.restoreCloexec(cleared)
 		failedAfterPrepare(err)
 		return
 	}
@@ -115,6 +104,26 @@ func (l *loop) exec(a fsm.Exec) {
 	}
 	env := append(withoutVars(l.sys.Environ(), names...), extra...)
 	env = append(env, envState+"="+enc)
+
+	// Ask the binary now at the path whether it takes this command line and
+	// this handover (check.go), before anything is handed to it: the
+	// listeners and the control socket are still close-on-exec.
+	if l.check && l.sys.CheckTakeover != nil {
+		if err := l.sys.CheckTakeover(a.Path, checkArgv(a.Argv), env); err != nil {
+			failedAfterPrepare(err)
+			return
+		}
+	}
+
+	var cleared []int
+	for name, fd := range l.keep {
+		if err := l.sys.SetCloexec(fd, false); err != nil {
+			l.restoreCloexec(cleared)
+			failedAfterPrepare(errorf("keep fd %d (%s) open across exec: %w", fd, name, err))
+			return
+		}
+		cleared = append(cleared, fd)
+	}
 
 	// The control socket comes last, so that as few requests as possible
 	// arrive after its channel is drained: one that does is lost with this

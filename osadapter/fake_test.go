@@ -26,6 +26,9 @@ type fakeOS struct {
 	execs  []fakeExec
 	// execErr is what Exec returns; nil means "the image was replaced".
 	execErr error
+	// checks are the takeover checks run; checkErr is their verdict.
+	checks   []fakeExec
+	checkErr error
 	// killErr returns the error of kill(pid, sig); nil when unset.
 	killErr func(pid int) error
 	// onSpawn and onKill, when set, play the rest of the world after a
@@ -114,6 +117,11 @@ func (f *fakeOS) os() *OS {
 			f.execs = append(f.execs, fakeExec{path, argv, env})
 			f.record("exec %s", path)
 			return f.execErr
+		},
+		CheckTakeover: func(path string, argv, env []string) error {
+			f.checks = append(f.checks, fakeExec{path, argv, env})
+			f.record("check %s", path)
+			return f.checkErr
 		},
 		SigMask: func(how int, set, old *unix.Sigset_t) error {
 			if old != nil {

@@ -26,8 +26,10 @@ import (
 var signals = installSignals()
 
 // isMasterCommand says whether this image is a master started from the
-// command line: "mworker run ...".
-func isMasterCommand() bool { return len(os.Args) > 1 && os.Args[1] == "run" }
+// command line: "mworker run ...", and not a takeover check (check.go).
+func isMasterCommand() bool {
+	return len(os.Args) > 1 && os.Args[1] == "run" && !isCheckCommand()
+}
 
 // subscribed returns the signal channel, subscribing now if init did not.
 func subscribed() chan os.Signal {

@@ -45,6 +45,7 @@ type loop struct {
 	execEnv     []string         // variables that describe them to the next image
 	pidFile     string
 	prepareExec func(fsm.Handover) ([]string, func(), error)
+	check       bool // run the takeover check before each re-exec
 
 	ready *readySockets  // the workers' notify sockets
 	ctl   *controlSocket // --control, or nil

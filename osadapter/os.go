@@ -31,6 +31,10 @@ type OS struct {
 	// Exec replaces the process image; it returns only on failure (a fake
 	// returns nil to say "the image was replaced").
 	Exec func(path string, argv, env []string) error
+	// CheckTakeover runs the binary at path as a takeover check (check.go)
+	// with argv and env and returns why it refused, or nil. Nil skips the
+	// check.
+	CheckTakeover func(path string, argv, env []string) error
 
 	// SigMask is pthread_sigmask on the calling thread.
 	SigMask func(how int, set, old *unix.Sigset_t) error
@@ -64,7 +68,10 @@ func realOS() *OS {
 		Wait4: func(pid int, ws *syscall.WaitStatus, options int) (int, error) {
 			return syscall.Wait4(pid, ws, options, nil)
 		},
-		Exec:    syscall.Exec,
+		Exec: syscall.Exec,
+		CheckTakeover: func(path string, argv, env []string) error {
+			return runCheck(path, argv, env, checkTimeout)
+		},
 		SigMask: unix.PthreadSigmask,
 		Ignore:  func(sig syscall.Signal) { signal.Ignore(sig) },
 		Catch:   func(sig syscall.Signal) { signal.Notify(subscribed(), sig) },

@@ -125,6 +125,7 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loo
 		pidFile:   cfg.PidFile,
 
 		prepareExec: cfg.PrepareExec,
+		check:       cfg.CheckTakeover,
 	}
 	if l.reply == nil {
 		l.reply = debugTransport{logger}

@@ -273,17 +273,33 @@ func TestReload(t *testing.T) {
 // reloads once the binary is back, and still obeys SIGTERM.
 func TestReexecFailure(t *testing.T) {
 	t.Parallel()
+	// replaceWith puts a script at p: it execs, so only the takeover check
+	// keeps it from replacing the master.
+	replaceWith := func(script string) func(p string) error {
+		return func(p string) error {
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+			return os.WriteFile(p, []byte("#!/bin/sh\n"+script+"\n"), 0o755)
+		}
+	}
 	for _, tt := range []struct {
 		name  string
 		spoil func(path string) error
+		why   string // in the logged reason
 	}{
-		{"chmod -x", func(p string) error { return os.Chmod(p, 0o644) }},
+		{"chmod -x", func(p string) error { return os.Chmod(p, 0o644) }, "permission denied"},
 		{"replaced by a text file", func(p string) error {
 			if err := os.Remove(p); err != nil {
 				return err
 			}
-			return os.WriteFile(p, []byte("not a program\n"), 0o644)
-		}},
+			return os.WriteFile(p, []byte("not a program\n"), 0o755)
+		}, "exec format error"},
+		// A newer or older mworker that no longer takes this command line.
+		{"replaced by a binary that rejects the command line",
+			replaceWith(`echo 'mworker: unknown option --stop-timeout: see mworker run --help' >&2; exit 2`),
+			`refuses to take over (exit status 2): mworker: unknown option --stop-timeout`},
+		{"replaced by a binary that crashes", replaceWith(`kill -SEGV $$`), "refuses to take over (killed by SEGV)"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -299,6 +315,9 @@ func TestReexecFailure(t *testing.T) {
 			m.signal(syscall.SIGUSR2)
 			line := m.waitLog(from, "exec", "fail")
 			t.Logf("master logged: %s", line)
+			if !strings.Contains(line, tt.why) {
+				t.Errorf("the failed reload's line does not say %q: %s", tt.why, line)
+			}
 			if m.exited() {
 				t.Fatalf("master exited %d after a failed exec", m.proc.Status)
 			}

@@ -51,6 +51,12 @@
 //
 // Durations are Go durations: 500ms, 10s, 1m30s.
 //
+// Before each reload's re-exec the master runs the binary at its start path
+// once as "mworker run --check-handover ARGS..." (an option for that use
+// only): a binary that rejects the command line or the handover, crashes or
+// does not answer within 10s fails the reload, and the master keeps its
+// workers.
+//
 // # Signals
 //
 // The master handles the signals it receives as follows:

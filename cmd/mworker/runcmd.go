@@ -12,6 +12,9 @@ import (
 // runMaster is "mworker run": it checks the whole command line, resolves
 // the command, and hands over to the adapter, whose status it returns.
 func runMaster(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == osadapter.CheckFlag {
+		return checkHandover(args[1:], stderr)
+	}
 	cfg, err := parseRunArgs(args)
 	if errors.Is(err, errHelp) {
 		fmt.Fprint(stdout, runManual())
@@ -31,6 +34,7 @@ func runMaster(args []string, stdout, stderr io.Writer) int {
 		return report(stderr, err)
 	}
 	cfg.Stderr = stderr
+	cfg.CheckTakeover = true
 	return osadapter.Run(cfg)
 }
 
@@ -42,4 +46,22 @@ func report(stderr io.Writer, err error) int {
 		return ue.status
 	}
 	return 1
+}
+
+// checkHandover is "mworker run --check-handover ...", which a master runs
+// on the binary at its start path before a reload's execve: exit 0 when
+// this binary accepts the command line and the handover in the
+// environment, else one line and a non-zero status (osadapter.CheckFlag).
+func checkHandover(args []string, stderr io.Writer) int {
+	cfg, err := parseRunArgs(args)
+	if err == nil {
+		err = osadapter.CheckHandover(cfg)
+	}
+	if errors.Is(err, errHelp) {
+		err = usagef("%s takes no --help", osadapter.CheckFlag)
+	}
+	if err != nil {
+		return report(stderr, err)
+	}
+	return 0
 }
