@@ -14,8 +14,9 @@ import (
 )
 
 // CheckFlag is the hidden option that turns "mworker run" into a takeover
-// check. Before a reload's execve a master with Config.CheckTakeover runs
-// the binary at its start path as
+// check. Before a reload's execve, when the file at its start path is not
+// the one it runs from (an upgrade), a master with Config.CheckTakeover
+// runs that binary as
 //
 //	PATH run --check-handover OPTIONS... -- COMMAND...
 //
@@ -35,6 +36,20 @@ const CheckFlag = "--check-handover"
 // checkTimeout bounds a takeover check; it normally takes a few
 // milliseconds (the new binary's start and one decode).
 const checkTimeout = 10 * time.Second
+
+// isRunningImage says whether path is the file this process was executed
+// from: the same device and inode as /proc/self/exe (which still names the
+// running image when the path has been replaced). A running executable
+// cannot be opened for writing (ETXTBSY), so the same inode is the same
+// program, which takes its own command line and handover: the check is
+// for a binary that was replaced, an upgrade.
+func isRunningImage(path string) bool {
+	var a, b unix.Stat_t
+	if unix.Stat(path, &a) != nil || unix.Stat("/proc/self/exe", &b) != nil {
+		return false
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino
+}
 
 // isCheckCommand says whether this image is a takeover check.
 func isCheckCommand() bool {

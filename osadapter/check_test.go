@@ -176,3 +176,39 @@ func TestCheckHandover(t *testing.T) {
 		t.Fatalf("no handover: %v", err)
 	}
 }
+
+func TestNoTakeoverCheckForTheRunningBinary(t *testing.T) {
+	f := newFakeOS()
+	f.running = true
+	f.checkErr = errors.New("must not be asked")
+	l, _ := fakeLoop(t, f, Config{CheckTakeover: true}, nil)
+	l.start()
+	reload(t, f, l)
+	if len(f.checks) != 0 {
+		t.Fatalf("the running binary was checked: %q", f.calls)
+	}
+}
+
+func TestIsRunningImage(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !isRunningImage(self) {
+		t.Errorf("%s is not the running image", self)
+	}
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(self, link); err != nil {
+		t.Fatal(err)
+	}
+	if !isRunningImage(link) {
+		t.Errorf("a symlink to the running image is not it")
+	}
+	other := filepath.Join(t.TempDir(), "copy")
+	if err := os.WriteFile(other, []byte("x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if isRunningImage(other) || isRunningImage(filepath.Join(t.TempDir(), "none")) {
+		t.Errorf("another file, or none, is the running image")
+	}
+}

@@ -105,11 +105,13 @@ func (l *loop) exec(a fsm.Exec) {
 	env := append(withoutVars(l.sys.Environ(), names...), extra...)
 	env = append(env, envState+"="+enc)
 
-	// Ask the binary now at the path whether it takes this command line and
-	// this handover (check.go), before anything is handed to it: the
-	// listeners and the control socket are still close-on-exec.
+	// A binary that replaced the running one is asked whether it takes this
+	// command line and this handover (check.go), before anything is handed
+	// to it: the listeners and the control socket are still close-on-exec.
 	if l.check && l.sys.CheckTakeover != nil {
-		if err := l.sys.CheckTakeover(a.Path, checkArgv(a.Argv), env); err != nil {
+		if l.sys.Running != nil && l.sys.Running(a.Path) {
+			l.logf(slog.LevelDebug, "takeover check skipped: the start path is the running binary", "path", a.Path)
+		} else if err := l.sys.CheckTakeover(a.Path, checkArgv(a.Argv), env); err != nil {
 			failedAfterPrepare(err)
 			return
 		}

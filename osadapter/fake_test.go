@@ -29,6 +29,7 @@ type fakeOS struct {
 	// checks are the takeover checks run; checkErr is their verdict.
 	checks   []fakeExec
 	checkErr error
+	running  bool // the start path is the running image
 	// killErr returns the error of kill(pid, sig); nil when unset.
 	killErr func(pid int) error
 	// onSpawn and onKill, when set, play the rest of the world after a
@@ -123,6 +124,7 @@ func (f *fakeOS) os() *OS {
 			f.record("check %s", path)
 			return f.checkErr
 		},
+		Running: func(path string) bool { return f.running },
 		SigMask: func(how int, set, old *unix.Sigset_t) error {
 			if old != nil {
 				*old = f.mask

@@ -35,6 +35,9 @@ type OS struct {
 	// with argv and env and returns why it refused, or nil. Nil skips the
 	// check.
 	CheckTakeover func(path string, argv, env []string) error
+	// Running says whether path is the very file this image runs from
+	// (same device and inode): then it needs no takeover check.
+	Running func(path string) bool
 
 	// SigMask is pthread_sigmask on the calling thread.
 	SigMask func(how int, set, old *unix.Sigset_t) error
@@ -72,6 +75,7 @@ func realOS() *OS {
 		CheckTakeover: func(path string, argv, env []string) error {
 			return runCheck(path, argv, env, checkTimeout)
 		},
+		Running: isRunningImage,
 		SigMask: unix.PthreadSigmask,
 		Ignore:  func(sig syscall.Signal) { signal.Ignore(sig) },
 		Catch:   func(sig syscall.Signal) { signal.Notify(subscribed(), sig) },

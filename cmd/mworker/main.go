@@ -51,11 +51,11 @@
 //
 // Durations are Go durations: 500ms, 10s, 1m30s.
 //
-// Before each reload's re-exec the master runs the binary at its start path
-// once as "mworker run --check-handover ARGS..." (an option for that use
-// only): a binary that rejects the command line or the handover, crashes or
-// does not answer within 10s fails the reload, and the master keeps its
-// workers.
+// When the binary at its start path has been replaced (an upgrade), the
+// master runs it once before the reload's re-exec as "mworker run
+// --check-handover ARGS..." (an option for that use only): a binary that
+// rejects the command line or the handover, crashes or does not answer
+// within 10s fails the reload, and the master keeps its workers.
 //
 // # Signals
 //
