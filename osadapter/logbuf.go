@@ -14,7 +14,8 @@ import (
 // logged; lines logged from other goroutines wait for the event too.
 //
 // The loop flushes before an execve (the next image would not have them)
-// and the hold never outlives an event, so nothing is kept for long.
+// and before it answers a control request (its client may read the log
+// next), and the hold never outlives an event, so nothing is kept for long.
 type heldWriter struct {
 	mu   sync.Mutex
 	w    io.Writer

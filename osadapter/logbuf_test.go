@@ -141,3 +141,28 @@ func TestHeldLinesAreWrittenBeforeExec(t *testing.T) {
 		t.Fatalf("the reload's lines were still held at execve, the next image would never print them:\n%q", atExec)
 	}
 }
+
+func TestHeldLinesAreWrittenBeforeAReply(t *testing.T) {
+	f := newFakeOS()
+	var w writes
+	var atReply string
+	cfg := Config{Command: []string{"/bin/worker"}, LogLevel: -4, Replier: replierFunc(func(fsm.Reply) error {
+		atReply = w.all()
+		return nil
+	})}
+	cfg.Machine = fsm.Config{Workers: 1, ReadyTimeout: 30e9, StopTimeout: 10e9, StopSignal: 15,
+		Path: "/usr/bin/mworker", Argv: []string{"mworker", "run", "--", "/bin/worker"}}
+	l, err := newLoop(cfg, f.os(), nil, &w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.start()
+	l.step(fsm.ControlRequest{ID: 1, Command: fsm.CmdStop})
+	if !strings.Contains(atReply, "soft stop") {
+		t.Fatalf("the stop was answered before it was logged; log at the reply:\n%s", atReply)
+	}
+}
+
+type replierFunc func(fsm.Reply) error
+
+func (f replierFunc) Reply(r fsm.Reply) error { return f(r) }

@@ -112,6 +112,9 @@ func (l *loop) perform(a fsm.Action) {
 			l.logf(slog.LevelWarn, "cannot notify the service manager", "action", a.String(), "err", err.Error())
 		}
 	case fsm.Reply:
+		// Whoever asked may read the log next: what led to the answer is
+		// written before it.
+		l.out.flush()
 		if l.ctl != nil {
 			l.answer(a)
 		} else if err := l.reply.Reply(a); err != nil {
