@@ -64,33 +64,41 @@ type loop struct {
 
 func (l *loop) done() bool { return l.exited || l.replace }
 
-// step feeds ev to the machine and performs the actions it returns, in
-// order. An action's outcome (a spawn, an exec failure) is fed back at once,
-// before the next action, as the core requires.
+// step feeds ev to the machine and performs the actions it returns, all of
+// them and in order; then it feeds the spawns' outcomes, in the order of
+// the spawns, before any other event (fsm's duties 2 and 3). An exec's
+// failure is fed from within the Exec action, the last of its list.
 func (l *loop) step(ev fsm.Event) {
 	if l.done() {
 		return
 	}
 	l.out.hold()
 	defer l.out.release()
+	var outcomes []fsm.Event
 	for _, a := range l.m.Step(ev) {
-		l.perform(a)
+		if o := l.perform(a); o != nil {
+			outcomes = append(outcomes, o)
+		}
 		if l.done() {
 			return
 		}
 	}
+	for _, o := range outcomes {
+		l.step(o)
+	}
 }
 
-func (l *loop) perform(a fsm.Action) {
+// perform carries out one action; for a Spawn it returns the outcome the
+// machine must be told.
+func (l *loop) perform(a fsm.Action) fsm.Event {
 	switch a := a.(type) {
 	case fsm.Spawn:
 		pid, err := l.spawn(a.Generation, a.Slot)
 		if err != nil {
-			l.step(fsm.SpawnFailed{Generation: a.Generation, Slot: a.Slot, Status: fsm.ExitStatus{Code: spawnStatus(err)}, Err: err.Error()})
-			return
+			return fsm.SpawnFailed{Generation: a.Generation, Slot: a.Slot, Status: fsm.ExitStatus{Code: spawnStatus(err)}, Err: err.Error()}
 		}
 		l.spawned[pid] = l.sys.Now()
-		l.step(fsm.WorkerStarted{Generation: a.Generation, Slot: a.Slot, Pid: pid})
+		return fsm.WorkerStarted{Generation: a.Generation, Slot: a.Slot, Pid: pid}
 	case fsm.Kill:
 		for _, pid := range a.Pids {
 			l.killGroup(pid, syscall.Signal(a.Signal))
@@ -125,6 +133,7 @@ func (l *loop) perform(a fsm.Action) {
 	default:
 		l.logf(slog.LevelError, "osadapter: unknown action ignored", "action", a.String())
 	}
+	return nil
 }
 
 func (l *loop) logf(level slog.Level, msg string, attrs ...any) {

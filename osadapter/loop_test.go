@@ -1,6 +1,7 @@
 package osadapter
 
 import (
+	"bytes"
 	"io"
 	"os"
 	"slices"
@@ -429,5 +430,30 @@ func TestRunLoopRestartsOnTimerAndExits(t *testing.T) {
 	}
 	if d := spawnedAt[101].Sub(spawnedAt[100]); d < 100*time.Millisecond {
 		t.Errorf("restarted after %v, before the 100ms backoff", d)
+	}
+}
+
+// The machine hears of a spawn's outcome only once every action of the
+// list that asked for it is done (fsm duties 2 and 3), in spawn order.
+func TestSpawnOutcomesFollowTheWholeActionList(t *testing.T) {
+	f := newFakeOS()
+	l, _ := fakeLoop(t, f, Config{}, nil)
+	var heldAtSpawn []string
+	f.onSpawn = func(pid int) {
+		l.out.mu.Lock()
+		heldAtSpawn = append(heldAtSpawn, l.out.buf.String())
+		l.out.mu.Unlock()
+	}
+	l.start()
+	if len(heldAtSpawn) != 2 {
+		t.Fatalf("%d spawns, want 2", len(heldAtSpawn))
+	}
+	if strings.Contains(heldAtSpawn[1], "worker started") {
+		t.Fatalf("the machine was told of the first worker before the second was spawned:\n%s", heldAtSpawn[1])
+	}
+	logs := l.out.w.(*bytes.Buffer).String()
+	i, j := strings.Index(logs, "pid=100"), strings.Index(logs, "pid=101")
+	if i < 0 || j < 0 || i > j {
+		t.Fatalf("outcomes not fed in spawn order:\n%s", logs)
 	}
 }
