@@ -275,3 +275,60 @@ func fileInode(t *testing.T, path string) uint64 {
 	}
 	return fi.Sys().(*syscall.Stat_t).Ino
 }
+
+// Control clients that connect while the master re-executes are all
+// answered: one accepted by the old image has its request handed over,
+// one that connects during the execve waits in the listen queue for the
+// new image. None sees its connection close unanswered.
+func TestControlClientsAnsweredAcrossReexecs(t *testing.T) {
+	m := startMaster(t, t.TempDir(), demoOptions, mworkerPath, "demo-worker")
+	m.waitSettled(2, 15*time.Second)
+
+	stop := make(chan struct{})
+	type result struct {
+		asked, failed int
+		last          error
+	}
+	results := make(chan result, 4)
+	for range 4 {
+		go func() {
+			var r result
+			for {
+				select {
+				case <-stop:
+					results <- r
+					return
+				default:
+				}
+				r.asked++
+				if _, err := m.askStatus(); err != nil {
+					r.failed++
+					r.last = err
+				}
+			}
+		}()
+	}
+	for i := 1; i <= reloads; i++ {
+		if code, stderr := m.reload(); code != 0 {
+			close(stop)
+			t.Fatalf("reload %d: mworker reload exited %d: %s", i, code, stderr)
+		}
+	}
+	close(stop)
+	var total result
+	for range 4 {
+		r := <-results
+		total.asked += r.asked
+		total.failed += r.failed
+		if r.last != nil {
+			total.last = r.last
+		}
+	}
+	t.Logf("%d status requests during %d reloads, %d failed", total.asked, reloads, total.failed)
+	if total.asked < reloads {
+		t.Fatalf("only %d status requests during %d reloads: the test did not exercise the exec window", total.asked, reloads)
+	}
+	if total.failed > 0 {
+		t.Fatalf("%d of %d status requests failed across %d re-execs; last: %v", total.failed, total.asked, reloads, total.last)
+	}
+}

@@ -80,7 +80,14 @@ func (l *loop) answer(r fsm.Reply) {
 // the machine hands over, and the requests still in the channel to the
 // next image. undo runs after a failed execve; the loop then feeds the
 // queued requests (requeue).
-func (c *controlSocket) prepareExec(requests []fsm.RequestID) (env []string, undo func(), err error) {
+func (c *controlSocket) prepareExec(requests []fsm.RequestID, log *slog.Logger) (env []string, undo func(), err error) {
+	// Stop accepting first: clients that connect from now on wait in the
+	// listen queue for the next image, and those already accepted are read
+	// to the end, so that the drain below finds every request this image
+	// took.
+	if !c.ln.Pause(pauseWait) {
+		log.Log(context.Background(), slog.LevelWarn, "control: a client was still sending its request at the re-exec; it will see its connection close")
+	}
 	c.queued = c.queued[:0]
 	for drained := false; !drained; {
 		select {
@@ -98,10 +105,15 @@ func (c *controlSocket) prepareExec(requests []fsm.RequestID) (env []string, und
 	}
 	h, err := c.ln.PrepareExec(pending, c.queued)
 	if err != nil {
+		c.ln.Resume()
 		return nil, nil, errorf("keep the control socket across the re-exec: %w", err)
 	}
-	return h.Env, func() { h.Undo() }, nil
+	return h.Env, func() { h.Undo(); c.ln.Resume() }, nil
 }
+
+// pauseWait bounds how long a re-exec waits for control clients already
+// accepted to send their request line (a client sends it as it connects).
+const pauseWait = 200 * time.Millisecond
 
 // requeue feeds, after a failed execve, the requests prepareExec took from
 // the channel.

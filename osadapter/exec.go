@@ -127,11 +127,12 @@ func (l *loop) exec(a fsm.Exec) {
 		cleared = append(cleared, fd)
 	}
 
-	// The control socket comes last, so that as few requests as possible
-	// arrive after its channel is drained: one that does is lost with this
-	// image (its client sees the connection close unanswered).
+	// The control socket comes last: it stops accepting, the requests of
+	// the clients it accepted are drained and handed over with their
+	// connections, and clients that connect later wait in the listen queue
+	// for the next image.
 	if l.ctl != nil {
-		cenv, u, err := l.ctl.prepareExec(a.Handover.Requests)
+		cenv, u, err := l.ctl.prepareExec(a.Handover.Requests, l.log)
 		if err != nil {
 			l.restoreCloexec(cleared)
 			failedAfterPrepare(err)

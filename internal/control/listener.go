@@ -53,6 +53,14 @@ type Listener struct {
 	queued   []Request // handed over by the previous image; Serve sends them first
 	done     chan struct{}
 	once     sync.Once
+
+	// Pause and Resume (pause.go).
+	pmu      sync.Mutex
+	paused   bool
+	parked   chan struct{} // closed by Serve once it has stopped accepting
+	resumed  chan struct{} // closed by Resume
+	inflight int           // accepted clients not yet sent on or answered
+	drained  chan struct{} // closed when inflight drops to 0, if set
 }
 
 // Request is a valid control request, handed to the event loop.
@@ -201,12 +209,18 @@ func (l *Listener) Serve(out chan<- Request) error {
 	}
 	var pause time.Duration
 	for {
+		if !l.waitWhilePaused() {
+			return nil
+		}
 		c, err := l.ln.AcceptUnix()
 		if err != nil {
 			select {
 			case <-l.done:
 				return nil
 			default:
+			}
+			if l.isPaused() {
+				continue // Pause interrupted the accept
 			}
 			// Out of fds, or a client that gave up in the queue: the
 			// master carries on, a little later.
@@ -224,7 +238,13 @@ func (l *Listener) Serve(out chan<- Request) error {
 			return fmt.Errorf("control: accept on %s: %w", l.path, err)
 		}
 		pause = 0
-		go l.handle(&Conn{c: c}, out)
+		l.pmu.Lock()
+		l.inflight++
+		l.pmu.Unlock()
+		go func() {
+			defer l.handled()
+			l.handle(&Conn{c: c}, out)
+		}()
 	}
 }
 
