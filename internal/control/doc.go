@@ -24,14 +24,17 @@
 //     facts only the adapter knows (the master's pid, worker uptimes); it
 //     writes the answer and closes the connection. A Reply with no known
 //     Conn (the client went away) is dropped.
-//  5. Just before execve, take what is left in the request channel
-//     without blocking (requests the machine has not seen), and call
-//     PrepareExec with the connections of the requests in
-//     fsm.Handover.Requests and those queued requests; add Handoff.Env to
-//     the new image's environment. The new image's Serve sends the queued
-//     requests again, with their IDs, before any new one. If execve fails,
-//     call Handoff.Undo so that the fds are close-on-exec again, feed the
-//     queued requests to the machine, and keep serving.
+//  5. Just before execve, call Pause (Serve stops accepting; clients that
+//     connect later wait in the listen queue, which the next image
+//     inherits; those already accepted are read and sent on), then take
+//     what is left in the request channel without blocking (requests the
+//     machine has not seen), and call PrepareExec with the connections of
+//     the requests in fsm.Handover.Requests and those queued requests; add
+//     Handoff.Env to the new image's environment. The new image's Serve
+//     sends the queued requests again, with their IDs, before any new one.
+//     If execve fails, call Handoff.Undo so that the fds are close-on-exec
+//     again, Resume, feed the queued requests to the machine, and keep
+//     serving.
 //  6. When the master exits, Close the listener: it removes the socket file
 //     if it is still the one this master bound.
 package control
