@@ -10,6 +10,7 @@
 #   bench/idle.sh            idle CPU ticks and RSS
 #   bench/reload-scaling.sh  reload round trip against workers
 #   bench/orphans.sh         reaping 10,000 orphans
+#   bench/execwindow.sh      the re-exec window (docs/signals.md)
 #
 # With OTHERS=1 it also runs the two measurements other sections of
 # docs/performance.md own: `go test ./fsm -run XXX -bench Step -benchmem
@@ -52,6 +53,7 @@ step "start overhead" bench/start.sh
 step "idle cost" bench/idle.sh
 step "reload round trip against workers" bench/reload-scaling.sh
 step "reaping orphans" bench/orphans.sh
+step "re-exec window" bench/execwindow.sh
 if [ "$OTHERS" = 1 ]; then
 	step "the core" go test ./fsm -run XXX -bench Step -benchmem -count 3
 	step "reloads under load" bench/reload.sh
