@@ -34,6 +34,21 @@ func (w *writes) count() int {
 	return len(w.calls)
 }
 
+// writesLoop is a started loop over f with workers workers whose log goes,
+// write by write, to w.
+func writesLoop(t *testing.T, f *fakeOS, workers int, w *writes, replier Replier) *loop {
+	t.Helper()
+	cfg := Config{Command: []string{"/bin/worker"}, LogLevel: -4, Replier: replier}
+	cfg.Machine = fsm.Config{Workers: workers, ReadyTimeout: 30e9, StopTimeout: 10e9, StopSignal: 15,
+		Path: "/usr/bin/mworker", Argv: []string{"mworker", "run", "--", "/bin/worker"}}
+	l, err := newLoop(cfg, f.os(), nil, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.start()
+	return l
+}
+
 func TestHeldWriterNestsAndKeepsOrder(t *testing.T) {
 	var w writes
 	h := &heldWriter{w: &w}
@@ -73,14 +88,7 @@ func TestHeldWriterNestsAndKeepsOrder(t *testing.T) {
 func TestEventSignalsWorkersBeforeLoggingAndLogsInOneWrite(t *testing.T) {
 	f := newFakeOS()
 	var w writes
-	cfg := Config{Command: []string{"/bin/worker"}, LogLevel: -4}
-	cfg.Machine = fsm.Config{Workers: 2, ReadyTimeout: 30e9, StopTimeout: 10e9, StopSignal: 15,
-		Path: "/usr/bin/mworker", Argv: []string{"mworker", "run", "--", "/bin/worker"}}
-	l, err := newLoop(cfg, f.os(), nil, &w)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.start()
+	l := writesLoop(t, f, 2, &w, nil)
 	before := w.count()
 	var atKill []string
 	f.onKill = func(pid int, sig syscall.Signal) { atKill = append(atKill, w.all()) }
@@ -118,14 +126,7 @@ func TestEventSignalsWorkersBeforeLoggingAndLogsInOneWrite(t *testing.T) {
 func TestHeldLinesAreWrittenBeforeExec(t *testing.T) {
 	f := newFakeOS()
 	var w writes
-	cfg := Config{Command: []string{"/bin/worker"}, LogLevel: -4}
-	cfg.Machine = fsm.Config{Workers: 1, ReadyTimeout: 30e9, StopTimeout: 10e9, StopSignal: 15,
-		Path: "/usr/bin/mworker", Argv: []string{"mworker", "run", "--", "/bin/worker"}}
-	l, err := newLoop(cfg, f.os(), nil, &w)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.start()
+	l := writesLoop(t, f, 1, &w, nil)
 	var atExec string
 	sys := l.sys
 	exec := sys.Exec
@@ -146,17 +147,10 @@ func TestHeldLinesAreWrittenBeforeAReply(t *testing.T) {
 	f := newFakeOS()
 	var w writes
 	var atReply string
-	cfg := Config{Command: []string{"/bin/worker"}, LogLevel: -4, Replier: replierFunc(func(fsm.Reply) error {
+	l := writesLoop(t, f, 1, &w, replierFunc(func(fsm.Reply) error {
 		atReply = w.all()
 		return nil
-	})}
-	cfg.Machine = fsm.Config{Workers: 1, ReadyTimeout: 30e9, StopTimeout: 10e9, StopSignal: 15,
-		Path: "/usr/bin/mworker", Argv: []string{"mworker", "run", "--", "/bin/worker"}}
-	l, err := newLoop(cfg, f.os(), nil, &w)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.start()
+	}))
 	l.step(fsm.ControlRequest{ID: 1, Command: fsm.CmdStop})
 	if !strings.Contains(atReply, "soft stop") {
 		t.Fatalf("the stop was answered before it was logged; log at the reply:\n%s", atReply)

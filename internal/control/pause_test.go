@@ -48,19 +48,8 @@ func TestPauseHoldsNewClientsInTheQueue(t *testing.T) {
 // Pause returns once a client accepted before it has been read and sent
 // on, so that draining the channel afterwards finds its request.
 func TestPauseWaitsForAcceptedClients(t *testing.T) {
-	path := sockPath(t)
-	l, reqs := serve(t, path)
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	l, reqs, c := acceptedClient(t)
 	// Accepted, but its line comes later.
-	waitFor(t, 5*time.Second, func() bool {
-		l.pmu.Lock()
-		defer l.pmu.Unlock()
-		return l.inflight == 1
-	})
 	go func() {
 		time.Sleep(100 * time.Millisecond)
 		c.Write([]byte("reload\n"))
@@ -82,18 +71,7 @@ func TestPauseWaitsForAcceptedClients(t *testing.T) {
 
 // A client that never sends its line does not hold Pause past its bound.
 func TestPauseGivesUpOnASilentClient(t *testing.T) {
-	path := sockPath(t)
-	l, _ := serve(t, path)
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	waitFor(t, 5*time.Second, func() bool {
-		l.pmu.Lock()
-		defer l.pmu.Unlock()
-		return l.inflight == 1
-	})
+	l, _, _ := acceptedClient(t)
 	start := time.Now()
 	if l.Pause(200 * time.Millisecond) {
 		t.Fatal("Pause says a silent client was done")
@@ -122,4 +100,23 @@ func rawAskAsync(t *testing.T, path string, reqs chan Request) string {
 		t.Fatal("no request")
 	}
 	return ""
+}
+
+// acceptedClient serves a fresh listener and connects one client that has
+// been accepted and sent nothing yet.
+func acceptedClient(t *testing.T) (*Listener, chan Request, net.Conn) {
+	t.Helper()
+	path := sockPath(t)
+	l, reqs := serve(t, path)
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	waitFor(t, 5*time.Second, func() bool {
+		l.pmu.Lock()
+		defer l.pmu.Unlock()
+		return l.inflight == 1
+	})
+	return l, reqs, c
 }
