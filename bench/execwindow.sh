@@ -20,13 +20,15 @@
 #
 # runs RELOADS `mworker reload` in a row (each once the previous one has
 # answered), reads those lines from the master's log and prints min,
-# median, p90 and max of each figure in ms.
+# median, p90 and max of each figure in ms, and writes
+# OUT/exec-window.png, a box plot of the three.
 #
 # Usage: bench/execwindow.sh
 #
 # Environment (defaults in brackets):
 #   RELOADS [40]     reloads
 #   WORKERS [2]      workers per generation
+#   OUT [docs/img]   where the PNG goes
 #
 # Needs only Go; builds mworker as a release is built (bench/lib.sh) and
 # stops the master it started when it ends, also on Ctrl-C. Every wait is
@@ -39,6 +41,8 @@ WORKERS=${WORKERS:-2}
 
 . "$(dirname "$0")/lib.sh"
 bench_setup
+OUT=${OUT:-docs/img}
+mkdir -p "$OUT"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mworker-execwindow.XXXXXX")
 mpid=
@@ -54,6 +58,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 build_mworker "$tmp/mworker"
+(cd bench/plot && go build -o "$tmp/plot" .) || die "go build bench/plot failed"
 sock=$tmp/ctl.sock
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr), $(go version | awk '{ print $3 }')"
@@ -91,3 +96,11 @@ echo "|---|---:|---:|---:|---:|"
 echo "| window (execve to SIGTERM, SIGINT, SIGQUIT caught) | $(stats window_us) |"
 echo "| before init (execve to osadapter's init) | $(stats init_us) |"
 echo "| all (execve to every signal caught) | $(stats all_us) |"
+
+for f in window init all; do
+	grep '"re-exec window' "$tmp/log" | sed -E "s/.*\"${f}_us\":([0-9]+).*/\1/" |
+		awk -v f="$f" '{ printf "%s\t%.3f\n", f, $1 / 1000 }'
+done | "$tmp/plot" -kind box -o "$OUT/exec-window.png" \
+	-title "Re-exec window: execve to signals caught ($RELOADS reloads)" -y "ms"
+echo
+echo "plot: $OUT/exec-window.png"
