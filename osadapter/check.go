@@ -105,7 +105,8 @@ func withoutCheckFlag(argv []string) []string {
 
 // runCheck runs path as a takeover check and waits for its verdict: nil
 // when it exited 0, else an error with its exit status and the last line
-// it printed. The check's stdout and stderr go to a pipe; stdin is
+// it printed (the core's message names the path: "cannot execute PATH:
+// it refuses to take over ..."). The check's stdout and stderr go to a pipe; stdin is
 // /dev/null; it gets its own process group and SIGKILL if the master dies.
 func runCheck(path string, argv, env []string, timeout time.Duration) error {
 	var p [2]int
@@ -134,7 +135,7 @@ func runCheck(path string, argv, env []string, timeout time.Duration) error {
 	null.Close()
 	unix.Close(p[1])
 	if err != nil {
-		return &os.PathError{Op: "takeover check: execve", Path: path, Err: err}
+		return fmt.Errorf("takeover check: %w", err)
 	}
 
 	out, timedOut := readUntil(r, time.Now().Add(timeout))
@@ -154,7 +155,7 @@ func runCheck(path string, argv, env []string, timeout time.Duration) error {
 	}
 	switch {
 	case timedOut:
-		return fmt.Errorf("the binary at %s did not answer the takeover check within %v", path, timeout)
+		return fmt.Errorf("it did not answer the takeover check within %v", timeout)
 	case ws.Exited() && ws.ExitStatus() == 0:
 		return nil
 	}
@@ -162,7 +163,7 @@ func runCheck(path string, argv, env []string, timeout time.Duration) error {
 	if why == "" {
 		why = "it printed nothing"
 	}
-	return fmt.Errorf("the binary at %s refuses to take over (%s): %s", path, describeStatus(ws), why)
+	return fmt.Errorf("it refuses to take over (%s): %s", describeStatus(ws), why)
 }
 
 // readUntil reads r to its end, keeping the last 4 KiB, until deadline.

@@ -3,6 +3,7 @@ package osadapter
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -46,7 +47,7 @@ func TestTakeoverCheckRunsBeforeTheExec(t *testing.T) {
 
 func TestTakeoverCheckRefusalFailsTheReload(t *testing.T) {
 	f := newFakeOS()
-	f.checkErr = errors.New("the binary at /usr/bin/mworker refuses to take over (exit status 2): mworker: unknown option --x")
+	f.checkErr = errors.New("it refuses to take over (exit status 2): mworker: unknown option --x")
 	l, logs := fakeLoop(t, f, Config{CheckTakeover: true}, nil)
 	l.keep = map[string]int{"listener 0 x": 7}
 	l.start()
@@ -84,11 +85,7 @@ func TestRunCheck(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	script := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		return p
+		return writeOutside(t, filepath.Join(dir, name), "#!/bin/sh\n"+body+"\n", "755")
 	}
 	argv := checkArgv([]string{"mworker", "run", "-n", "2", "--", "server"})
 	if !slices.Equal(argv, []string{"mworker", "run", CheckFlag, "-n", "2", "--", "server"}) {
@@ -142,14 +139,25 @@ func TestRunCheck(t *testing.T) {
 
 	t.Run("not executable", func(t *testing.T) {
 		t.Parallel()
-		p := filepath.Join(dir, "plain")
-		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		p := writeOutside(t, filepath.Join(dir, "plain"), "x", "644")
 		if err := runCheck(p, argv, nil, time.Second); err == nil || !errors.Is(err, syscall.EACCES) {
 			t.Fatalf("got %v, want EACCES", err)
 		}
 	})
+}
+
+// writeOutside writes content to path, mode mode, from another process:
+// a file this process held open for writing, even for an instant, could
+// leak into a child another parallel test forks, and executing it would
+// then fail with ETXTBSY.
+func writeOutside(t *testing.T, path, content, mode string) string {
+	t.Helper()
+	cmd := exec.Command("/bin/sh", "-c", `cat > "$1" && chmod "$2" "$1"`, "sh", path, mode)
+	cmd.Stdin = strings.NewReader(content)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("write %s: %v %s", path, err, out)
+	}
+	return path
 }
 
 func TestCheckHandover(t *testing.T) {
