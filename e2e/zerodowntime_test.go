@@ -85,7 +85,7 @@ func TestFailedGenerationRolledBack(t *testing.T) {
 	// reload decides what the new generation does; the serving one is
 	// not affected.
 	script := filepath.Join(dir, "worker.sh")
-	err := os.WriteFile(script, []byte(fmt.Sprintf(`#!/bin/sh
+	err := e2etest.WriteExecutable(script, fmt.Sprintf(`#!/bin/sh
 case "$(cat '%s')" in
 exit)
 	echo "worker $$: mode exit: exiting 1 before READY=1" >&2
@@ -94,7 +94,7 @@ hang)
 	exec sleep 600 ;; # never sends READY=1
 esac
 exec '%s' demo-worker
-`, modeFile, mworkerPath)), 0o755)
+`, modeFile, mworkerPath))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package osadapter
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mworker/mworker/fsm"
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 func TestTakeoverCheckRunsBeforeTheExec(t *testing.T) {
@@ -85,7 +85,11 @@ func TestRunCheck(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	script := func(name, body string) string {
-		return writeOutside(t, filepath.Join(dir, name), "#!/bin/sh\n"+body+"\n", "755")
+		p := filepath.Join(dir, name)
+		if err := e2etest.WriteExecutable(p, "#!/bin/sh\n"+body+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
 	argv := checkArgv([]string{"mworker", "run", "-n", "2", "--", "server"})
 	if !slices.Equal(argv, []string{"mworker", "run", CheckFlag, "-n", "2", "--", "server"}) {
@@ -139,25 +143,15 @@ func TestRunCheck(t *testing.T) {
 
 	t.Run("not executable", func(t *testing.T) {
 		t.Parallel()
-		p := writeOutside(t, filepath.Join(dir, "plain"), "x", "644")
+		// Not executable: execve refuses it before it looks for writers.
+		p := filepath.Join(dir, "plain")
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		if err := runCheck(p, argv, nil, time.Second); err == nil || !errors.Is(err, syscall.EACCES) {
 			t.Fatalf("got %v, want EACCES", err)
 		}
 	})
-}
-
-// writeOutside writes content to path, mode mode, from another process:
-// a file this process held open for writing, even for an instant, could
-// leak into a child another parallel test forks, and executing it would
-// then fail with ETXTBSY.
-func writeOutside(t *testing.T, path, content, mode string) string {
-	t.Helper()
-	cmd := exec.Command("/bin/sh", "-c", `cat > "$1" && chmod "$2" "$1"`, "sh", path, mode)
-	cmd.Stdin = strings.NewReader(content)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("write %s: %v %s", path, err, out)
-	}
-	return path
 }
 
 func TestCheckHandover(t *testing.T) {

@@ -3,7 +3,6 @@ package osadapter
 import (
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -312,22 +311,15 @@ func TestRealExecFailureKeepsWorkers(t *testing.T) {
 	}
 }
 
+// copyFile installs a copy of from at to with cp(1), never by writing it
+// from this process: a file open for writing here leaks, for an instant,
+// into any child that another parallel test forks, and executing the copy
+// then fails with ETXTBSY.
 func copyFile(t *testing.T, from, to string) {
 	t.Helper()
-	src, err := os.Open(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		t.Fatal(err)
-	}
-	if err := dst.Close(); err != nil {
-		t.Fatal(err)
+	os.Remove(to)
+	if out, err := exec.Command("cp", from, to).CombinedOutput(); err != nil {
+		t.Fatalf("cp %s %s: %v %s", from, to, err, out)
 	}
 }
 

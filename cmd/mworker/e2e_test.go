@@ -276,12 +276,7 @@ func TestReexecFailure(t *testing.T) {
 	// replaceWith puts a script at p: it execs, so only the takeover check
 	// keeps it from replacing the master.
 	replaceWith := func(script string) func(p string) error {
-		return func(p string) error {
-			if err := os.Remove(p); err != nil {
-				return err
-			}
-			return os.WriteFile(p, []byte("#!/bin/sh\n"+script+"\n"), 0o755)
-		}
+		return func(p string) error { return e2etest.WriteExecutable(p, "#!/bin/sh\n"+script+"\n") }
 	}
 	for _, tt := range []struct {
 		name  string
@@ -289,12 +284,7 @@ func TestReexecFailure(t *testing.T) {
 		why   string // in the logged reason
 	}{
 		{"chmod -x", func(p string) error { return os.Chmod(p, 0o644) }, "permission denied"},
-		{"replaced by a text file", func(p string) error {
-			if err := os.Remove(p); err != nil {
-				return err
-			}
-			return os.WriteFile(p, []byte("not a program\n"), 0o755)
-		}, "exec format error"},
+		{"replaced by a text file", func(p string) error { return e2etest.WriteExecutable(p, "not a program\n") }, "exec format error"},
 		// A newer or older mworker that no longer takes this command line.
 		{"replaced by a binary that rejects the command line",
 			replaceWith(`echo 'mworker: unknown option --stop-timeout: see mworker run --help' >&2; exit 2`),
@@ -741,11 +731,11 @@ func TestWorkerSignalState(t *testing.T) {
 	dir := t.TempDir()
 	reference := filepath.Join(dir, "reference")
 	wrapper := filepath.Join(dir, "mworker-nointr")
-	if err := os.WriteFile(wrapper, []byte(`#!/bin/sh
+	if err := e2etest.WriteExecutable(wrapper, `#!/bin/sh
 trap '' INT
 grep -E '^Sig(Blk|Ign)' /proc/self/status > `+reference+`
 exec `+mworkerBinary(t)+` "$@"
-`), 0o755); err != nil {
+`); err != nil {
 		t.Fatal(err)
 	}
 	m := startRun(t, wrapper, `grep -E '^Sig(Blk|Ign)' /proc/self/status > "$d/mask.$$"
@@ -783,10 +773,10 @@ func TestWorkerEnvironment(t *testing.T) {
 	}
 	defer notify.Close()
 	wrapper := filepath.Join(dir, "mworker-env")
-	if err := os.WriteFile(wrapper, []byte(`#!/bin/sh
+	if err := e2etest.WriteExecutable(wrapper, `#!/bin/sh
 export APP_TEST_KEEP=kept NOTIFY_SOCKET=`+filepath.Join(dir, "notify")+` LISTEN_PID=1 LISTEN_FDS=1 LISTEN_FDNAMES=x
 exec `+mworkerBinary(t)+` "$@"
-`), 0o755); err != nil {
+`); err != nil {
 		t.Fatal(err)
 	}
 	m := startRun(t, wrapper, `env > "$d/env.$$"

@@ -93,7 +93,7 @@ func startRun(t *testing.T, binary, script string, options ...string) *master {
 	}
 	dir := t.TempDir()
 	sh := filepath.Join(dir, "worker.sh")
-	if err := os.WriteFile(sh, []byte("#!/bin/sh\n"+workerScript+script), 0o755); err != nil {
+	if err := e2etest.WriteExecutable(sh, "#!/bin/sh\n"+workerScript+script); err != nil {
 		t.Fatal(err)
 	}
 	args := []string{"run"}

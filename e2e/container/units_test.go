@@ -261,7 +261,7 @@ func TestUnitPlaysSystemd(t *testing.T) {
 	fail := filepath.Join(dir, "fail")
 	app := filepath.Join(dir, "app")
 	script := fmt.Sprintf("#!/bin/sh\n[ -e %s ] && exit 3\nexec %s \"$@\"\n", fail, httpworkerPath)
-	if err := os.WriteFile(app, []byte(script), 0o755); err != nil {
+	if err := e2etest.WriteExecutable(app, script); err != nil {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "http.sock")

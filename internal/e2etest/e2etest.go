@@ -1,6 +1,7 @@
 // Package e2etest holds what the end-to-end tests of several packages
 // share: waiting for a condition with a deadline (never sleep-and-hope),
-// and building a binary of this module for a test run. Only tests import
+// building a binary of this module for a test run, starting a master with
+// its log in a file, and writing a script to execute. Only tests import
 // it.
 package e2etest
 
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -99,4 +101,19 @@ func StartLogged(log, binary string, args ...string) (*Process, error) {
 		close(p.Done)
 	}()
 	return p, nil
+}
+
+// WriteExecutable replaces path by a new file with content and mode 0755,
+// written by another process (sh and cat). A file the test process held
+// open for writing, even for an instant, leaks into any child that another
+// parallel test forks at that moment, until that child execs; executing
+// the file then fails with ETXTBSY.
+func WriteExecutable(path, content string) error {
+	os.Remove(path)
+	cmd := exec.Command("/bin/sh", "-c", `cat > "$1" && chmod 755 "$1"`, "sh", path)
+	cmd.Stdin = strings.NewReader(content)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("write %s: %v: %s", path, err, out)
+	}
+	return nil
 }
