@@ -287,7 +287,9 @@ func TestRealExecFailureKeepsWorkers(t *testing.T) {
 	// its execute bit, as when a broken package replaced the binary.
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "mworker")
-	copyFile(t, testBinary(t), bin)
+	if err := e2etest.CopyFile(testBinary(t), bin); err != nil {
+		t.Fatal(err)
+	}
 	m := startMaster(t, bin, testMaster{Workers: 2, Command: []string{"/bin/sh", "-c", "echo $$ >> DIR/workers; exec sleep 1000"}})
 	e2etest.WaitFor(t, 10*time.Second, "2 workers", func() bool { return m.count("worker started") == 2 })
 	if err := os.Chmod(bin, 0o644); err != nil {
@@ -308,18 +310,6 @@ func TestRealExecFailureKeepsWorkers(t *testing.T) {
 	m.signal(syscall.SIGTERM)
 	if got := m.wait(20 * time.Second); got != 143 {
 		t.Errorf("master exited %d after SIGTERM, want 143", got)
-	}
-}
-
-// copyFile installs a copy of from at to with cp(1), never by writing it
-// from this process: a file open for writing here leaks, for an instant,
-// into any child that another parallel test forks, and executing the copy
-// then fails with ETXTBSY.
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	os.Remove(to)
-	if out, err := exec.Command("cp", from, to).CombinedOutput(); err != nil {
-		t.Fatalf("cp %s %s: %v %s", from, to, err, out)
 	}
 }
 

@@ -224,15 +224,18 @@ func pidsText(pids []int) string {
 	return "[" + strings.Join(s, " ") + "]"
 }
 
+// reloadSignals are the signals that ask for a reload.
+var reloadSignals = []struct {
+	name string
+	sig  syscall.Signal
+}{{"USR2", syscall.SIGUSR2}, {"HUP", syscall.SIGHUP}}
+
 // SIGUSR2 and SIGHUP reload: same master pid, every worker replaced by one
 // of a newer generation, the old ones stopped, and "-sf <old pids>" on the
 // master's new command line.
 func TestReload(t *testing.T) {
 	t.Parallel()
-	for _, tt := range []struct {
-		name string
-		sig  syscall.Signal
-	}{{"USR2", syscall.SIGUSR2}, {"HUP", syscall.SIGHUP}} {
+	for _, tt := range reloadSignals {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			m := startRun(t, "", stopOnTerm, "-n", "2", "--stop-timeout", "5s")
@@ -294,7 +297,9 @@ func TestReexecFailure(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			bin := filepath.Join(t.TempDir(), "mworker")
-			copyFile(t, mworkerBinary(t), bin)
+			if err := e2etest.CopyFile(mworkerBinary(t), bin); err != nil {
+				t.Fatal(err)
+			}
 			m := startRun(t, bin, stopOnTerm, "-n", "2", "--stop-timeout", "5s")
 			old := m.waitWorkers(2)
 			argsBefore := argv(m.pid)
@@ -321,7 +326,9 @@ func TestReexecFailure(t *testing.T) {
 				t.Errorf("command line changed to %q after a failed exec", got)
 			}
 
-			copyFile(t, mworkerBinary(t), bin)
+			if err := e2etest.CopyFile(mworkerBinary(t), bin); err != nil {
+				t.Fatal(err)
+			}
 			m.signal(syscall.SIGUSR2)
 			m.waitReplaced(old, 2)
 
@@ -330,19 +337,6 @@ func TestReexecFailure(t *testing.T) {
 				t.Errorf("master exited %d after SIGTERM, want 0", got)
 			}
 		})
-	}
-}
-
-// copyFile installs a copy of from at to with cp(1), never by writing it
-// from this process: a file open for writing here leaks, for an instant,
-// into any child that another parallel test forks, and executing the file
-// then fails with ETXTBSY.
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	// A new file, never the running one rewritten in place (ETXTBSY).
-	os.Remove(to)
-	if out, err := exec.Command("cp", from, to).CombinedOutput(); err != nil {
-		t.Fatalf("cp %s %s: %v %s", from, to, err, out)
 	}
 }
 
@@ -383,10 +377,7 @@ func TestReloadWithCommandGone(t *testing.T) {
 // master re-executes itself.
 func TestReloadStorm(t *testing.T) {
 	t.Parallel()
-	for _, tt := range []struct {
-		name string
-		sig  syscall.Signal
-	}{{"USR2", syscall.SIGUSR2}, {"HUP", syscall.SIGHUP}} {
+	for _, tt := range reloadSignals {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			const n = 3

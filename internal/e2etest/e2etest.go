@@ -117,3 +117,14 @@ func WriteExecutable(path, content string) error {
 	}
 	return nil
 }
+
+// CopyFile installs a new copy of from at to with cp(1), for the same
+// reason as WriteExecutable: never a file this process writes, never the
+// running one rewritten in place (ETXTBSY).
+func CopyFile(from, to string) error {
+	os.Remove(to)
+	if out, err := exec.Command("cp", from, to).CombinedOutput(); err != nil {
+		return fmt.Errorf("cp %s %s: %v: %s", from, to, err, out)
+	}
+	return nil
+}
