@@ -5,6 +5,12 @@
 // listeners (--listen, socket activation), a notify socket per worker
 // (--ready notify), the control socket (--control) and the master's own
 // sd_notify (NOTIFY_SOCKET); each keeps what it must across a re-exec.
+// Every descriptor the master holds for its whole life has one owner
+// that the loop references until the master exits, never only an fd
+// number whose *os.File the collector could finalize: the listeners are
+// owned by the loop's fd registry (fds.go), which also checks them before
+// each spawn and re-exec; the control and notify sockets by their
+// transports.
 //
 // The caller has a few duties:
 //
@@ -67,7 +73,11 @@ func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener) int {
 		fmt.Fprintf(stderr, "mworker: %v\n", err)
 		return 1
 	}
-	l.useListeners(ls)
+	if err := l.useListeners(ls); err != nil {
+		l.closeTransports()
+		fmt.Fprintf(stderr, "mworker: %v\n", err)
+		return 1
+	}
 	if l.ctl != nil {
 		go l.ctl.serve(l.log)
 	}
@@ -83,9 +93,12 @@ func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener) int {
 	return status
 }
 
-// closeTransports closes the notify and control sockets for good, at the
-// master's exit (never across a re-exec).
+// closeTransports closes the listeners, the notify sockets and the
+// control socket for good, at the master's exit (never across a re-exec).
 func (l *loop) closeTransports() {
+	if err := l.fds.closeAll(); err != nil {
+		l.logf(slog.LevelDebug, "close listeners", "err", err.Error())
+	}
 	l.ready.closeAll()
 	if l.ctl != nil {
 		l.ctl.close(l.log)
@@ -130,6 +143,7 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loo
 	if l.reply == nil {
 		l.reply = debugTransport{logger}
 	}
+	l.fds.fstat = sys.Fstat
 
 	if v, ok := lookupEnv(env, envState); ok {
 		st, err := decodeState(v)
