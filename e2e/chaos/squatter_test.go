@@ -274,6 +274,26 @@ func TestSquatterCannotEmptySlot(t *testing.T) {
 		t.Fatalf("worker %d killed: after 10 s the ready current workers are %v, want %d; log:\n%s",
 			victim, last, n, lastLines(m.logText(), 20))
 	}
+	squatterStop(t, m, live)
+}
+
+// squatterStop stops the master with SIGTERM and checks that it removed
+// the directory of the notify address addr (a master killed by SIGKILL,
+// as the tests' cleanup does, leaves it).
+func squatterStop(t *testing.T, m *master, addr string) {
+	t.Helper()
+	if err := m.p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	e2etest.WaitFor(t, 20*time.Second, "the master's exit", m.exited)
+	if m.p.Status != 0 {
+		t.Errorf("master exited %d, want 0; log:\n%s", m.p.Status, lastLines(m.logText(), 10))
+	}
+	if dir := filepath.Dir(addr); strings.HasPrefix(addr, "/") {
+		if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+			t.Errorf("after the master's exit, its notify socket directory %s: %v; want it removed", dir, err)
+		}
+	}
 }
 
 // A notify client that takes NOTIFY_SOCKET only as a filesystem path (Ruby's
@@ -282,5 +302,6 @@ func TestSquatterCannotEmptySlot(t *testing.T) {
 func TestSquatterPathOnlyNotifyClient(t *testing.T) {
 	t.Parallel()
 	m := startMaster(t, "-n", "2", "--ready", "notify", "--", squatterHelper(t), squatterPathClient)
-	m.waitServing(2, 20*time.Second)
+	a := m.waitServing(2, 20*time.Second)
+	squatterStop(t, m, squatterNotifySocket(t, currentPids(a)[0]))
 }
