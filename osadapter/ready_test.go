@@ -275,6 +275,14 @@ func TestReadyDirPlace(t *testing.T) {
 	t.Parallel()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	base := t.TempDir()
+	if len(base)+len("/run")+readyDirSuffix+readyNameRoom > sdnotify.MaxAddr {
+		// A long TMPDIR: the test needs a place short enough.
+		var err error
+		if base, err = os.MkdirTemp("/tmp", "rd"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(base) })
+	}
 	short := filepath.Join(base, "run")
 	long := filepath.Join(base, strings.Repeat("l", 60))
 	open := filepath.Join(base, "open")
