@@ -73,7 +73,7 @@ func (l *loop) exec(a fsm.Exec) {
 		failed(err)
 		return
 	}
-	extra = append(extra, readyEnv)
+	extra = append(extra, readyEnv...)
 	undo := readyUndo
 	if l.prepareExec != nil {
 		env, u, err := l.prepareExec(a.Handover)

@@ -94,12 +94,15 @@ func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener) int {
 }
 
 // closeTransports closes the listeners, the notify sockets and the
-// control socket for good, at the master's exit (never across a re-exec).
+// control socket for good, and removes the notify sockets' directory, at
+// the master's exit (never across a re-exec).
 func (l *loop) closeTransports() {
 	if err := l.fds.closeAll(); err != nil {
 		l.logf(slog.LevelDebug, "close listeners", "err", err.Error())
 	}
-	l.ready.closeAll()
+	if l.ready != nil {
+		l.ready.exit()
+	}
 	if l.ctl != nil {
 		l.ctl.close(l.log)
 	}
@@ -110,7 +113,7 @@ func errorf(format string, a ...any) error {
 }
 
 // newLoop prepares everything Run needs before the first event.
-func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loop, error) {
+func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *loop, err error) {
 	out := &heldWriter{w: stderr}
 	logger, err := newLogger(cfg.LogFormat, cfg.LogLevel, out)
 	if err != nil {
@@ -221,9 +224,15 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loo
 			}
 		}
 	}
-	if l.ready, err = newReadySockets(mc.Ready.Kind == fsm.ReadyNotify, logger, sys.Getpid()); err != nil {
+	if l.ready, err = newReadySockets(mc.Ready.Kind == fsm.ReadyNotify, logger, env); err != nil {
 		return nil, err
 	}
+	// The master exits if it cannot start: leave no directory behind.
+	defer func() {
+		if err != nil {
+			l.ready.exit()
+		}
+	}()
 	// Whatever this image's --ready, take over the sockets the previous
 	// image handed over, so that none leaks.
 	if v, ok := lookupEnv(env, envReadySockets); ok {
