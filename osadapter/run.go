@@ -183,6 +183,9 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 		}
 		l.ignored = startIgnored
 	}
+	if rawSigErr != nil {
+		l.logf(slog.LevelWarn, "SIGPROF, 32 and 34 cannot be caught: the first is dropped, the others end the master", "err", rawSigErr.Error())
+	}
 
 	mc := cfg.Machine
 	if mc.Path == "" {
