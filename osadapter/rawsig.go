@@ -1,7 +1,9 @@
 package osadapter
 
 import (
+	"errors"
 	"os"
+	"runtime"
 	"syscall"
 	"unsafe"
 
@@ -57,6 +59,11 @@ const (
 // to ch. It returns an error, and installs nothing, if the pipe cannot be
 // made.
 func catchRaw(ch chan<- os.Signal) error {
+	if rawSigHandlerPC == 0 {
+		// No rawsig_GOARCH.s: installing address 0 would set SIG_DFL,
+		// which ends the master on these signals.
+		return errors.New("no raw signal handler for " + runtime.GOARCH)
+	}
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return err
