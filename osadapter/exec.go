@@ -35,6 +35,9 @@ func (l *loop) exec(a fsm.Exec) {
 	for _, s := range l.ignored {
 		st.Ignored = append(st.Ignored, int(s))
 	}
+	if sm, ok := l.notify.(*serviceManager); ok {
+		st.NotifyDropped = sm.dropped
+	}
 	st.Spawned = make(map[int]int64, len(a.Handover.Workers))
 	for _, w := range a.Handover.Workers {
 		if at, ok := l.spawned[w.Pid]; ok {

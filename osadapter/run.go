@@ -204,9 +204,10 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loo
 	}
 	// The master's own service manager, when it gave one.
 	if addr, ok := lookupEnv(env, sdnotify.EnvNotifySocket); l.notify == nil && ok && addr != "" {
-		sm := &serviceManager{addr: addr, pid: sys.Getpid(), now: sys.Now}
+		sm := &serviceManager{addr: addr, pid: sys.Getpid(), now: sys.Now, log: logger}
 		if l.resumed != nil {
 			sm.announced = l.resumed.Handover.Announced
+			sm.dropped = l.resumed.NotifyDropped
 		}
 		l.notify = sm
 	}
