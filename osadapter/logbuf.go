@@ -101,8 +101,10 @@ const logQueueSize = 1 << 20
 
 // logWait bounds how long the loop waits for the queue to be written:
 // until the writer has spent stall in one write(2) that has not returned
-// (stderr is not being read), and never longer than limit (the writer's
-// goroutine was not even scheduled).
+// (stderr is not being read), and never longer than limit. The limit only
+// matters when the writer is not in write(2) at all: its goroutine has not
+// been scheduled yet on a loaded machine, which is no reason to give up
+// the order of log and answer.
 type logWait struct {
 	stall, limit time.Duration
 }
@@ -110,7 +112,7 @@ type logWait struct {
 var (
 	// A reply's client may read the log next; a stalled reader must not
 	// delay the answer by more than a few ms.
-	replyWait = logWait{stall: 5 * time.Millisecond, limit: 100 * time.Millisecond}
+	replyWait = logWait{stall: 5 * time.Millisecond, limit: time.Second}
 	// The next image will not have what is queued: a little longer.
 	execWait = logWait{stall: 50 * time.Millisecond, limit: time.Second}
 	// The last lines say why the master exits.
