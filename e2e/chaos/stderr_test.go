@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mworker/mworker/internal/control"
 	"github.com/mworker/mworker/internal/e2etest"
 )
 
@@ -98,12 +99,17 @@ func TestStalledStderrDoesNotFreezeTheMaster(t *testing.T) {
 	}
 	t.Logf("slowest of 20 status calls with stderr stalled: %v", slowest)
 
-	// A killed worker is reaped and its slot restarted.
-	a, err := ask(ctl, "status", 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	victim := a.Workers[0]
+	// A killed worker is reaped and its slot restarted. The victim is a
+	// current worker, once the old ones are gone.
+	var victim control.Worker
+	e2etest.WaitFor(t, 10*time.Second, "2 current workers and no old one", func() bool {
+		a, err := ask(ctl, "status", time.Second)
+		if err != nil || len(a.Workers) != 2 || !a.Workers[0].Current || !a.Workers[1].Current {
+			return false
+		}
+		victim = a.Workers[0]
+		return true
+	})
 	syscall.Kill(victim.Pid, syscall.SIGKILL)
 	e2etest.WaitFor(t, 10*time.Second, fmt.Sprintf("slot %d to get a new worker after pid %d was killed", victim.Slot, victim.Pid), func() bool {
 		a, err := ask(ctl, "status", time.Second)
@@ -118,7 +124,7 @@ func TestStalledStderrDoesNotFreezeTheMaster(t *testing.T) {
 		return false
 	})
 
-	a, err = ask(ctl, "status", 2*time.Second)
+	a, err := ask(ctl, "status", 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
