@@ -96,7 +96,7 @@ func (c *controlSocket) prepareExec(requests []fsm.RequestID, log *slog.Logger) 
 	// with their request, or kept unread for the next image to read, so
 	// that the drain below and Held find every request this image took.
 	if !c.ln.Pause(pauseWait) {
-		log.Log(context.Background(), slog.LevelWarn, "control: a client was still being answered at the re-exec (a bad request); it will see its connection close")
+		log.Log(context.Background(), slog.LevelWarn, "control: a client accepted before the re-exec was not handed over in time; it will see its connection close", "waited", pauseWait)
 	}
 	// Requests not fed yet (a re-exec while requeue feeds them) stay
 	// first: they are the oldest.
@@ -132,10 +132,12 @@ func (c *controlSocket) prepareExec(requests []fsm.RequestID, log *slog.Logger) 
 	return h.Env, coalesced, func() { h.Undo(); c.ln.Resume() }, nil
 }
 
-// pauseWait bounds how long a re-exec waits for the control clients
-// already accepted to be held or kept (at once) or answered (a bad request
-// answered by the listener).
-const pauseWait = 200 * time.Millisecond
+// pauseWait bounds how long a re-exec waits for the goroutines of the
+// control clients already accepted to hold or keep them. They do nothing
+// that blocks, so the wait is their scheduling: well under a millisecond
+// on an idle machine, and the bound is for a machine so loaded that they
+// are not run for a long while.
+const pauseWait = time.Second
 
 // requeue feeds the requests the machine has not seen: after a failed
 // execve, those prepareExec took; in a new image, right after Start, those

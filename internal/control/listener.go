@@ -268,8 +268,9 @@ func (l *Listener) start(u unread, out chan<- Request) {
 	l.inflight++
 	l.pmu.Unlock()
 	go func() {
-		defer l.handled()
-		l.handle(u.conn, u.prefix, out)
+		done := sync.OnceFunc(l.handled)
+		defer done()
+		l.handle(u.conn, u.prefix, out, done)
 	}()
 }
 
@@ -288,30 +289,38 @@ func (l *Listener) readUnread(out chan<- Request) {
 }
 
 // handle reads the request of an accepted client, whose first bytes, if a
-// Pause interrupted an earlier read, are prefix.
-func (l *Listener) handle(conn *Conn, prefix []byte, out chan<- Request) {
+// Pause interrupted an earlier read, are prefix. It calls done before it
+// answers a bad request itself, which may take a while (a client that does
+// not read): a Pause need not wait for a request that will never reach the
+// event loop. Any other way through is quick, so Pause waits for it.
+func (l *Listener) handle(conn *Conn, prefix []byte, out chan<- Request, done func()) {
 	uid, err := peerUID(conn.c)
 	if err != nil {
+		done()
 		l.log(slog.LevelWarn, "control: cannot read peer credentials", "err", err)
 		conn.answer(Answer{Error: "cannot read your credentials: " + err.Error()})
 		return
 	}
 	if uid != l.uid {
+		done()
 		l.log(slog.LevelWarn, "control: refused a peer of another uid", "uid", uid)
 		conn.write(Answer{Error: fmt.Sprintf("permission denied: your uid %d is not mworker's uid %d; connect as the user that runs mworker", uid, l.uid)})
 		conn.drain()
 		return
 	}
 	if !l.startReading(conn) {
-		l.keepUnread(conn, prefix, out)
+		l.keepUnread(conn, prefix, out, done)
 		return
 	}
 	line, partial, err := readRequest(conn.c, prefix)
 	if l.stopReading(conn, err) {
 		// Pause interrupted the read: the client is handed over with what
 		// it has sent so far, or read on after Resume.
-		l.keepUnread(conn, partial, out)
+		l.keepUnread(conn, partial, out, done)
 		return
+	}
+	if err != nil {
+		done()
 	}
 	switch {
 	case errors.Is(err, errTooLong):
@@ -332,6 +341,7 @@ func (l *Listener) handle(conn *Conn, prefix []byte, out chan<- Request) {
 	}
 	cmd, ok := fsm.ParseCommand(line)
 	if !ok {
+		done()
 		l.log(slog.LevelWarn, "control: unknown request", "request", clip(line))
 		conn.answer(Answer{Error: fmt.Sprintf("unknown request %q: use reload, status or stop", clip(line))})
 		return

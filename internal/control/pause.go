@@ -14,9 +14,11 @@ import (
 // PrepareExec to hand over (the next image reads the rest) or for Resume to
 // read on. Nothing waits for a client, so a client that is slow to send
 // its line, or a storm of them, cannot hold the re-exec nor lose its
-// answer. Pause then waits, at most wait, until every accepted client is
-// held, kept or answered (a bad request's answer may take a moment to
-// write), and reports whether all were.
+// answer. Pause then waits, at most wait, until the goroutine of every
+// accepted client has held or kept it (or begun answering a bad request,
+// which it does alone), and reports whether all did. That takes no more
+// than their scheduling, but on a loaded machine that can be a while, and
+// a client they had not held or kept by then would die with the exec.
 //
 // Resume undoes it (the execve failed). Both are for the event loop's
 // goroutine; Serve must be running.
@@ -113,7 +115,7 @@ func (l *Listener) stopReading(conn *Conn, err error) bool {
 
 // keepUnread keeps a client whose request Pause interrupted, with the
 // bytes read so far; if Resume came first, it reads on at once.
-func (l *Listener) keepUnread(conn *Conn, prefix []byte, out chan<- Request) {
+func (l *Listener) keepUnread(conn *Conn, prefix []byte, out chan<- Request, done func()) {
 	l.pmu.Lock()
 	if l.paused {
 		l.unread = append(l.unread, unread{conn: conn, prefix: prefix})
@@ -121,7 +123,7 @@ func (l *Listener) keepUnread(conn *Conn, prefix []byte, out chan<- Request) {
 		return
 	}
 	l.pmu.Unlock()
-	l.handle(conn, prefix, out)
+	l.handle(conn, prefix, out, done)
 }
 
 // Resume lets Serve accept again after Pause, and read on the clients
