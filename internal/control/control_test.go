@@ -3,6 +3,7 @@ package control
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"io/fs"
 	"net"
@@ -389,6 +390,87 @@ func TestClientReportsNoAnswer(t *testing.T) {
 	code, _, stderr = client("reload", "--control", path)
 	if code != 1 || !strings.Contains(stderr, "closed the connection without an answer") {
 		t.Fatalf("dropped: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// A client that meets a full listen queue (EAGAIN at once on a unix
+// socket) connects again within its --timeout, and gets its answer once
+// the master accepts.
+func TestClientRetriesAFullQueue(t *testing.T) {
+	path := sockPath(t)
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	fl, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := fl.(*net.UnixListener)
+	defer ln.Close()
+	// Fill the queue until a connect fails with EAGAIN.
+	var filler []net.Conn
+	defer func() {
+		for _, c := range filler {
+			c.Close()
+		}
+	}()
+	for {
+		c, err := net.Dial("unix", path)
+		if errors.Is(err, syscall.EAGAIN) {
+			break
+		}
+		if err != nil || len(filler) > 100 {
+			t.Fatalf("filling the queue: %v after %d clients", err, len(filler))
+		}
+		filler = append(filler, c)
+	}
+	type result struct {
+		code     int
+		out, err string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, out, errText := client("reload", "--control", path, "--timeout", "20s")
+		done <- result{code, out, errText}
+	}()
+	// Without a retry the client fails at once: give it time to meet the
+	// full queue before the master accepts.
+	select {
+	case r := <-done:
+		t.Fatalf("the client gave up on a full queue: exit %d, stderr %q", r.code, r.err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	go func() {
+		for {
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				line, _, _ := readRequest(c, nil)
+				if line == "reload" {
+					c.Write([]byte("{\"ok\":true}\n"))
+				}
+			}()
+		}
+	}()
+	select {
+	case r := <-done:
+		if r.code != 0 || r.out != "reload succeeded\n" {
+			t.Fatalf("exit %d, out %q, stderr %q", r.code, r.out, r.err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no answer")
 	}
 }
 
