@@ -3,6 +3,7 @@ package osadapter
 import (
 	"context"
 	"log/slog"
+	"runtime"
 	"time"
 
 	"github.com/mworker/mworker/fsm"
@@ -61,7 +62,7 @@ func (l *loop) answer(r fsm.Reply) {
 		return
 	}
 	delete(l.ctl.conns, r.ID)
-	facts := control.Facts{MasterPid: l.sys.Getpid(), DroppedLogLines: l.out.q.droppedLines()}
+	facts := control.Facts{MasterPid: l.sys.Getpid(), DroppedLogLines: l.out.q.droppedLines(), Goroutines: runtime.NumGoroutine()}
 	if r.Status != nil {
 		now := l.sys.Now()
 		facts.Uptime = make(map[int]time.Duration, len(r.Status.Workers))

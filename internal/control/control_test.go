@@ -238,7 +238,7 @@ func TestRequestsRoundTrip(t *testing.T) {
 
 	answer(fsm.CmdStatus, fsm.Reply{OK: true, Status: status})
 	code, out, stderr = client("status", "--control", path, "--json")
-	wantJSON := `{"ok":true,"master":{"pid":42,"state":"running","generation":3,"reloads":2,"failed_reloads":1,"dropped_log_lines":0},` +
+	wantJSON := `{"ok":true,"master":{"pid":42,"state":"running","generation":3,"reloads":2,"failed_reloads":1,"dropped_log_lines":0,"goroutines":0},` +
 		`"workers":[{"pid":101,"generation":3,"slot":0,"current":true,"role":"current","ready":true,"stopping":false,"uptime_seconds":61.5},` +
 		`{"pid":99,"generation":2,"slot":0,"current":false,"role":"old","ready":true,"stopping":true,"uptime_seconds":3600}]}` + "\n"
 	if code != 0 || out != wantJSON {
@@ -249,7 +249,10 @@ func TestRequestsRoundTrip(t *testing.T) {
 // Dropped log lines are in the answer, and in the table only when there
 // are some.
 func TestStatusShowsDroppedLogLines(t *testing.T) {
-	a := NewAnswer(fsm.Reply{OK: true, Status: &fsm.Status{State: "running", Generation: 1}}, Facts{MasterPid: 7, DroppedLogLines: 12})
+	a := NewAnswer(fsm.Reply{OK: true, Status: &fsm.Status{State: "running", Generation: 1}}, Facts{MasterPid: 7, DroppedLogLines: 12, Goroutines: 9})
+	if a.Master.Goroutines != 9 {
+		t.Errorf("goroutines %d, want 9", a.Master.Goroutines)
+	}
 	if a.Master.DroppedLogLines != 12 {
 		t.Fatalf("dropped_log_lines %d, want 12", a.Master.DroppedLogLines)
 	}
@@ -265,7 +268,7 @@ func TestStatusShowsDroppedLogLines(t *testing.T) {
 
 func TestStatusWithoutWorkersKeepsTheList(t *testing.T) {
 	b, _ := json.Marshal(NewAnswer(fsm.Reply{OK: true, Status: &fsm.Status{State: "exiting"}}, Facts{MasterPid: 1}))
-	if want := `{"ok":true,"master":{"pid":1,"state":"exiting","generation":0,"reloads":0,"failed_reloads":0,"dropped_log_lines":0},"workers":[]}`; string(b) != want {
+	if want := `{"ok":true,"master":{"pid":1,"state":"exiting","generation":0,"reloads":0,"failed_reloads":0,"dropped_log_lines":0,"goroutines":0},"workers":[]}`; string(b) != want {
 		t.Fatalf("got %s\nwant %s", b, want)
 	}
 	b, _ = json.Marshal(NewAnswer(fsm.Reply{}, Facts{}))
