@@ -39,6 +39,11 @@
 //	                       current worker exits on its own; restarts back
 //	                       off from 100ms doubling to 30s, reset after 60s
 //	                       up (default always)
+//	--reexec WHEN          when a reload re-executes the master: upgrade
+//	                       (only when the binary at the start path is not
+//	                       the running one), always or never; a reload
+//	                       that does not re-execute starts the new
+//	                       generation in place (default upgrade)
 //	--control PATH         unix control socket for reload, status and stop
 //	                       (mode 0600, same-uid peers only)
 //	--pidfile PATH         write the master's pid there, atomically

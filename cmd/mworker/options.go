@@ -111,7 +111,7 @@ var runOptions = []option{
 			return nil
 		}},
 	{long: "--reexec", arg: "WHEN", def: "upgrade",
-		help: "when a reload re-executes the master: upgrade (a new binary at the start path), always or never",
+		help: "when a reload re-executes: upgrade (a new binary at the start path), always or never",
 		set: func(c *osadapter.Config, v string) error {
 			p, err := fsm.ParseReexecPolicy(v)
 			if err != nil {
