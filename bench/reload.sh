@@ -17,9 +17,11 @@
 # 4. Prints one table: tool, mode, reloads, requests, failed (wrk's
 #    non-2xx/3xx responses + socket errors), req/s.
 # 5. The median round trip of `mworker reload` (the command, from start
-#    to its exit 0) with WORKERS workers that are ready at once
-#    (`--ready immediate`), over ROUNDTRIPS reloads, each started once the
-#    previous one has settled (no old worker left).
+#    to its exit 0) with WORKERS workers, for each --ready mode in
+#    ROUNDTRIP_READY (`immediate`, ready at once; `default`, no --ready
+#    option: the 1 s the default makes a new generation stay up), over
+#    ROUNDTRIPS reloads each, each started once the previous one has
+#    settled (no old worker left).
 #
 # Everything runs on loopback and is bounded in time; every process the
 # script starts is stopped when it ends, also on Ctrl-C.
@@ -34,9 +36,12 @@
 #   CONNECTIONS [32]   wrk connections
 #   MW_PORT [18080]    mworker's port on 127.0.0.1
 #   HA_PORT [18081]    HAProxy's port on 127.0.0.1
-#   ROUNDTRIPS [30]    reloads timed for the round trip
+#   ROUNDTRIPS [30]    reloads timed for the round trip, per mode
+#   ROUNDTRIP_READY ["immediate default"]  --ready modes of the round trip
+#                      (`default` passes no --ready)
 #   TOOLS ["mworker haproxy"]  which halves to run (the round trip belongs
-#                      to mworker)
+#                      to mworker); `roundtrip` runs only the round trip,
+#                      without wrk or HAProxy
 #
 # A mworker reload is counted when `mworker reload` exits 0 (the new
 # generation is ready); one that exits 1 is counted as failed and its
@@ -53,10 +58,15 @@ CONNECTIONS=${CONNECTIONS:-32}
 MW_PORT=${MW_PORT:-18080}
 HA_PORT=${HA_PORT:-18081}
 ROUNDTRIPS=${ROUNDTRIPS:-30}
+ROUNDTRIP_READY=${ROUNDTRIP_READY:-immediate default}
 TOOLS=${TOOLS:-mworker haproxy}
 
 . "$(dirname "$0")/lib.sh"
-bench_setup wrk haproxy
+if [ "$TOOLS" = roundtrip ]; then
+	bench_setup
+else
+	bench_setup wrk haproxy
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/mworker-reload-bench.XXXXXX")
 mw="$work/mworker"
@@ -108,10 +118,12 @@ settled() {
 		[ "$(grep -o '"ready":true' <<<"$js" | wc -l)" -eq "$WORKERS" ]
 }
 
-# start_mworker READY-MODE
+# start_mworker READY-MODE: "default" passes no --ready.
 start_mworker() {
 	port_free "$MW_PORT" || die "127.0.0.1:$MW_PORT is in use: set MW_PORT"
-	"$mw" run -n "$WORKERS" --listen "127.0.0.1:$MW_PORT" --ready "$1" --control "$ctl" \
+	local ready=(--ready "$1")
+	[ "$1" = default ] && ready=()
+	"$mw" run -n "$WORKERS" --listen "127.0.0.1:$MW_PORT" "${ready[@]}" --control "$ctl" \
 		-- "$mw" demo-worker >>"$work/mworker.log" 2>&1 &
 	mw_pid=$!
 	wait_until 20 "mworker's $WORKERS workers (log: $work/mworker.log)" settled
@@ -244,18 +256,18 @@ EOF
 	ha_pid=""
 }
 
-# run_roundtrip times ROUNDTRIPS reloads, each once the previous one has
-# settled.
+# run_roundtrip READY-MODE times ROUNDTRIPS reloads, each once the
+# previous one has settled, into $work/roundtrips.READY-MODE.
 run_roundtrip() {
-	echo "round trip: $ROUNDTRIPS reloads of $WORKERS workers, --ready immediate" >&2
-	start_mworker immediate
+	echo "round trip: $ROUNDTRIPS reloads of $WORKERS workers, --ready $1" >&2
+	start_mworker "$1"
 	local t0 t1 i
-	: >"$work/roundtrips"
+	: >"$work/roundtrips.$1"
 	for ((i = 0; i < ROUNDTRIPS; i++)); do
 		t0=$(now_ns)
 		"$mw" reload --control "$ctl" >/dev/null || die "mworker reload failed during the round-trip run (log: $work/mworker.log)"
 		t1=$(now_ns)
-		echo $(((t1 - t0) / 1000)) >>"$work/roundtrips"
+		echo $(((t1 - t0) / 1000)) >>"$work/roundtrips.$1"
 		wait_until 30 "mworker to settle after a reload" settled
 	done
 	stop_mworker
@@ -265,22 +277,27 @@ runs() { [[ " $TOOLS " == *" $1 "* ]]; }
 
 if runs mworker; then run_mworker; fi
 if runs haproxy; then run_haproxy; fi
-if runs mworker; then run_roundtrip; fi
+if runs mworker || runs roundtrip; then
+	for mode in $ROUNDTRIP_READY; do run_roundtrip "$mode"; done
+fi
 
-echo
-echo "| tool     | mode       | reloads          |  requests | failed |   req/s |"
-echo "|----------|------------|------------------|----------:|-------:|--------:|"
-printf '%s\n' "${rows[@]}"
-echo
-echo "wrk's errors (failed = non-2xx/3xx + socket errors):"
-printf '  %s\n' "${details[@]}"
-if [ -s "$work/roundtrips" ]; then
+if [ ${#rows[@]} -gt 0 ]; then
 	echo
-	sort -n "$work/roundtrips" | awk -v w="$WORKERS" '
+	echo "| tool     | mode       | reloads          |  requests | failed |   req/s |"
+	echo "|----------|------------|------------------|----------:|-------:|--------:|"
+	printf '%s\n' "${rows[@]}"
+	echo
+	echo "wrk's errors (failed = non-2xx/3xx + socket errors):"
+	printf '  %s\n' "${details[@]}"
+fi
+for mode in $ROUNDTRIP_READY; do
+	[ -s "$work/roundtrips.$mode" ] || continue
+	echo
+	sort -n "$work/roundtrips.$mode" | awk -v w="$WORKERS" -v mode="$mode" '
 		{ t[NR] = $1 }
 		END {
 			med = (NR % 2) ? t[(NR + 1) / 2] : (t[NR / 2] + t[NR / 2 + 1]) / 2
-			printf "mworker reload round trip, %d workers, --ready immediate, %d reloads: median %.1f ms (min %.1f, max %.1f)\n",
-				w, NR, med / 1000, t[1] / 1000, t[NR] / 1000
+			printf "mworker reload round trip, %d workers, --ready %s, %d reloads: median %.1f ms (min %.1f, max %.1f)\n",
+				w, mode, NR, med / 1000, t[1] / 1000, t[NR] / 1000
 		}'
-fi
+done

@@ -21,7 +21,9 @@ type Config struct {
 	// reuses it with earlier -sf/-st lists removed and -sf <live pids> added.
 	Argv []string
 
-	// Ready says when a new worker counts as ready.
+	// Ready says when a new worker counts as ready. The zero value is
+	// ReadyImmediate, which no reload can roll back once the workers have
+	// started; the command line's default is DefaultReady.
 	Ready ReadyMode
 	// ReadyTimeout bounds the wait for a new generation during a reload.
 	ReadyTimeout time.Duration
@@ -56,6 +58,15 @@ type ReadyMode struct {
 	// After is the uptime that makes a worker ready (ReadyAfter).
 	After time.Duration
 }
+
+// DefaultReady is the readiness of "mworker run" without --ready: a worker
+// is ready once it has stayed up one second. A new generation whose
+// workers start and then die on a bad configuration is rolled back
+// instead of replacing the serving one, at the cost of that second in
+// every reload and start. One second is supervisord's startsecs and three
+// times the 0.3 s a server that reads its configuration after starting
+// took to exit in issue 12.
+var DefaultReady = ReadyMode{Kind: ReadyAfter, After: time.Second}
 
 // ReadyKind is the kind of readiness.
 type ReadyKind int

@@ -17,7 +17,7 @@ import (
 func TestTakeoverCheckRunsBeforeTheExec(t *testing.T) {
 	f := newFakeOS()
 	l, _ := fakeLoop(t, f, Config{CheckTakeover: true, Listen: nil}, nil)
-	l.keep = map[string]int{"listener 0 x": 7}
+	fakeListeners(t, f, l, []string{"x"}, 7)
 	l.start()
 	f.calls = nil
 	st := reload(t, f, l)
@@ -49,7 +49,7 @@ func TestTakeoverCheckRefusalFailsTheReload(t *testing.T) {
 	f := newFakeOS()
 	f.checkErr = errors.New("it refuses to take over (exit status 2): mworker: unknown option --x")
 	l, logs := fakeLoop(t, f, Config{CheckTakeover: true}, nil)
-	l.keep = map[string]int{"listener 0 x": 7}
+	fakeListeners(t, f, l, []string{"x"}, 7)
 	l.start()
 	f.calls = nil
 	l.step(fsm.SignalReceived{Signal: fsm.SIGUSR2})

@@ -1,6 +1,7 @@
 package osadapter
 
 import (
+	"errors"
 	"log/slog"
 	"os"
 	"strings"
@@ -72,7 +73,7 @@ func (l *loop) exec(a fsm.Exec) {
 		failed(err)
 		return
 	}
-	extra = append(extra, readyEnv)
+	extra = append(extra, readyEnv...)
 	undo := readyUndo
 	if l.prepareExec != nil {
 		env, u, err := l.prepareExec(a.Handover)
@@ -117,14 +118,16 @@ func (l *loop) exec(a fsm.Exec) {
 		}
 	}
 
-	var cleared []int
-	for name, fd := range l.keep {
-		if err := l.sys.SetCloexec(fd, false); err != nil {
-			l.restoreCloexec(cleared)
-			failedAfterPrepare(errorf("keep fd %d (%s) open across exec: %w", fd, name, err))
-			return
+	// The listeners are checked as before a spawn: the next image takes
+	// each fd number it is told for the listener it was.
+	cleared, bad, err := l.fds.keepOnExec(l.sys.SetCloexec)
+	if err != nil {
+		if errors.Is(err, errFdReplaced) {
+			l.logf(slog.LevelError, "refusing to hand a listener that is no longer the socket it was to the next image",
+				"listener", bad.name, "fd", bad.fd, "err", err.Error())
 		}
-		cleared = append(cleared, fd)
+		failedAfterPrepare(err)
+		return
 	}
 
 	// The control socket comes last: it stops accepting, the requests of

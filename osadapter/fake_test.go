@@ -38,6 +38,9 @@ type fakeOS struct {
 	onKill  func(pid int, sig syscall.Signal)
 
 	mask unix.Sigset_t
+	// inodes are what fstat reports as each fd's inode; an fd missing
+	// here is closed (EBADF). fakeListeners fills it.
+	inodes map[int]uint64
 }
 
 type fakeKill struct {
@@ -152,9 +155,17 @@ func (f *fakeOS) os() *OS {
 		Ignore:     func(sig syscall.Signal) { f.record("ignore %d", sig) },
 		Catch:      func(sig syscall.Signal) { f.record("catch %d", sig) },
 		SetCloexec: func(fd int, on bool) error { f.record("cloexec %d %v", fd, on); return nil },
-		Subreaper:  func() error { f.record("subreaper"); return nil },
-		SelfExe:    "/proc/self/exe",
-		Shell:      f.shell,
+		Fstat: func(fd int, st *unix.Stat_t) error {
+			ino, ok := f.inodes[fd]
+			if !ok {
+				return syscall.EBADF
+			}
+			*st = unix.Stat_t{Dev: 9, Ino: ino}
+			return nil
+		},
+		Subreaper: func() error { f.record("subreaper"); return nil },
+		SelfExe:   "/proc/self/exe",
+		Shell:     f.shell,
 	}
 }
 
@@ -166,6 +177,23 @@ func (f *fakeOS) exited(pid, code int) {
 // killed queues a wait4 result: pid killed by sig.
 func (f *fakeOS) killed(pid int, sig syscall.Signal) {
 	f.waits = append(f.waits, fakeWait{pid, syscall.WaitStatus(sig)})
+}
+
+// fakeListeners registers listeners with l as if bound at start: fds
+// (7, 9...) named by names, each a socket of its own on f.
+func fakeListeners(t *testing.T, f *fakeOS, l *loop, names []string, fds ...int) {
+	t.Helper()
+	if f.inodes == nil {
+		f.inodes = make(map[int]uint64)
+	}
+	for i, fd := range fds {
+		f.inodes[fd] = uint64(5000 + fd)
+		o := &ownedFd{key: "listener " + itoa(i) + " " + names[i], name: names[i], fd: fd}
+		if err := l.fds.record(o); err != nil {
+			t.Fatal(err)
+		}
+		l.fds.listeners = append(l.fds.listeners, o)
+	}
 }
 
 // fakeLoop builds a loop on f; the returned buffer collects its logs.

@@ -2,7 +2,6 @@ package osadapter
 
 import (
 	"log/slog"
-	"strconv"
 
 	"github.com/mworker/mworker/internal/listen"
 )
@@ -29,21 +28,20 @@ func takeListeners(specs []string) ([]listen.Listener, error) {
 	return nil, err
 }
 
-// useListeners passes ls to every worker as fds 3.. and keeps them open
-// across re-execs.
-func (l *loop) useListeners(ls []listen.Listener) {
-	if len(ls) == 0 {
-		return
-	}
-	if l.keep == nil {
-		l.keep = make(map[string]int)
-	}
+// useListeners hands ls to the loop's fd registry, which owns them from
+// now on: it passes them to every worker as fds 3.. and keeps them open
+// across re-execs. The caller drops ls.
+func (l *loop) useListeners(ls []listen.Listener) error {
 	for i, ln := range ls {
-		fd := int(ln.File.Fd())
-		l.listen = append(l.listen, fd)
-		l.listenAs = append(l.listenAs, ln.Name)
-		l.keep["listener "+strconv.Itoa(i)+" "+ln.Name] = fd
+		if _, err := l.fds.addListener(ln.Name, ln.File); err != nil {
+			// The registry closes what it owns; the rest is still ours.
+			listen.Close(ls[i:])
+			return err
+		}
 		l.logf(slog.LevelInfo, "listening", "name", ln.Name, "address", ln.URL(), "fd", 3+i)
 	}
-	l.execEnv = append(l.execEnv, listen.EnvInherited+"="+listen.Encode(ls))
+	if len(ls) > 0 {
+		l.execEnv = append(l.execEnv, listen.EnvInherited+"="+listen.Encode(ls))
+	}
+	return nil
 }

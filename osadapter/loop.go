@@ -39,9 +39,7 @@ type loop struct {
 	workerEnv   []string         // the worker's environment, less generation and slot
 	ignored     []syscall.Signal // SIG_IGN at the first start; workers get them back
 	mask        unix.Sigset_t    // the thread's mask at the first start
-	listen      []int            // listener fds, passed to workers as 3..
-	listenAs    []string         // their names (LISTEN_FDNAMES)
-	keep        map[string]int   // fds that survive a re-exec
+	fds         fdRegistry       // the listeners: passed to workers as 3.., kept across re-execs
 	execEnv     []string         // variables that describe them to the next image
 	pidFile     string
 	prepareExec func(fsm.Handover) ([]string, func(), error)

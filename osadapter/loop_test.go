@@ -93,7 +93,7 @@ func TestSpawnAttributes(t *testing.T) {
 func TestSpawnThroughTrampolineWithListeners(t *testing.T) {
 	f := newFakeOS()
 	l, _ := fakeLoop(t, f, Config{}, nil)
-	l.listen, l.listenAs = []int{7, 9}, []string{"web", "admin"}
+	fakeListeners(t, f, l, []string{"web", "admin"}, 7, 9)
 	l.ignored = []syscall.Signal{syscall.SIGHUP}
 	l.start()
 	s := f.spawns[0]

@@ -46,6 +46,9 @@ type OS struct {
 	Catch  func(sig syscall.Signal)
 	// SetCloexec sets or clears FD_CLOEXEC on fd.
 	SetCloexec func(fd int, on bool) error
+	// Fstat is fstat(2): the registry's check that a listener's fd still
+	// names the socket it did (fds.go).
+	Fstat func(fd int, st *unix.Stat_t) error
 	// Subreaper makes the master the reaper of its descendants' orphans.
 	Subreaper func() error
 
@@ -92,6 +95,7 @@ func realOS() *OS {
 			_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFD, flags)
 			return err
 		},
+		Fstat:     unix.Fstat,
 		Subreaper: func() error { return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
 		SelfExe:   "/proc/self/exe",
 		Shell:     findShell(),

@@ -2,12 +2,11 @@ package osadapter
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,27 +17,41 @@ import (
 )
 
 // envReadySockets carries the notify sockets of live workers across a
-// re-exec: "PID:FD" entries joined by commas. Internal: no worker sees it.
-const envReadySockets = "MWORKER_READY_SOCKETS"
+// re-exec: "PID:FD" entries joined by commas. envReadyDir carries the
+// directory they are in, which the next image adopts. Internal: no worker
+// sees them.
+const (
+	envReadySockets = "MWORKER_READY_SOCKETS"
+	envReadyDir     = "MWORKER_READY_DIR"
+)
 
 // readySockets are the workers' notify sockets (--ready notify): one per
 // worker, made by the master before the fork, so that the socket a
 // datagram arrives on names the worker, whichever process of its tree
 // sent it (see sdnotify.Socket). Each socket has one goroutine blocked in
 // Receive; a READY=1 reaches the loop on out, where it becomes
-// fsm.WorkerReady. The sockets are abstract ("@..."): no file to create
-// or to clean up after a re-exec or a crash, and the kernel frees the
-// name with the last descriptor.
+// fsm.WorkerReady.
+//
+// The sockets are files "<gen>.<slot>.<seq>" in a directory of mode 0700
+// that the master makes once (sdnotify.MakeDir), that every later image
+// adopts, and that the last one removes at exit. They were abstract
+// names once, which needed no file; but anyone can read those in
+// /proc/net/unix and bind the next one first, and a spawn then failed
+// with EADDRINUSE for as long as another uid cared to squat, while
+// clients that take NOTIFY_SOCKET only as a path (Ruby's sd_notify, so
+// puma) could not use them at all. No other uid can enter the directory,
+// so the names are of no use to it.
 type readySockets struct {
 	// enabled is --ready notify: only then do new workers get a socket.
 	// Sockets handed over by a previous image are taken over regardless,
 	// so that none leaks.
 	enabled bool
 	log     *slog.Logger
-	prefix  string // "@mworker-notify/<master pid>/<random>/": unique to this image
-	seq     int
-	byPid   map[int]*readySocket
-	out     chan readySignal
+	// dir holds the sockets; "" when --ready notify was never on.
+	dir   string
+	seq   int // of the last name tried; names stay unique across images
+	byPid map[int]*readySocket
+	out   chan readySignal
 }
 
 // readySocket is one worker's socket.
@@ -51,30 +64,143 @@ type readySocket struct {
 // readySignal is a READY=1 received on sock.
 type readySignal struct{ sock *readySocket }
 
-func newReadySockets(enabled bool, log *slog.Logger, masterPid int) (*readySockets, error) {
-	var b [6]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return nil, errorf("name notify sockets: %w", err)
-	}
-	return &readySockets{
+// newReadySockets adopts the directory of the previous image, if env
+// names one that is still the master's own, and otherwise makes one when
+// enabled, in the first usable of readyDirParents(env).
+func newReadySockets(enabled bool, log *slog.Logger, env []string) (*readySockets, error) {
+	r := &readySockets{
 		enabled: enabled,
 		log:     log,
-		prefix:  "@mworker-notify/" + strconv.Itoa(masterPid) + "/" + hex.EncodeToString(b[:]) + "/",
 		byPid:   make(map[int]*readySocket),
 		out:     make(chan readySignal, 64),
-	}, nil
+	}
+	if dir, _ := lookupEnv(env, envReadyDir); dir != "" {
+		if err := checkReadyDir(dir); err != nil {
+			log.Warn("notify socket directory of the previous image not taken over: making a new one", "path", dir, "err", err.Error())
+		} else {
+			r.dir = dir
+		}
+	}
+	if r.dir == "" && enabled {
+		dir, err := makeReadyDir(readyDirParents(env), log)
+		if err != nil {
+			return nil, err
+		}
+		r.dir = dir
+	}
+	return r, nil
 }
+
+// readyNameRoom is the room a socket's "/<gen>.<slot>.<seq>" needs after
+// the directory in sun_path (1+7+1+5+1+10 leaves a million reloads of
+// 10,000 workers), and the directory takes "/mworker-" and up to 10
+// digits (os.MkdirTemp) after its parent.
+const (
+	readyNameRoom  = 32
+	readyDirSuffix = len("/mworker-") + 10
+)
+
+// readyDirParents are the places to make the directory in, best first:
+// systemd's RuntimeDirectory= (the first if it lists several), the user's
+// runtime directory, TMPDIR, then /tmp.
+func readyDirParents(env []string) []string {
+	var out []string
+	if v, _ := lookupEnv(env, "RUNTIME_DIRECTORY"); v != "" {
+		out = append(out, strings.Split(v, ":")[0])
+	}
+	for _, name := range []string{"XDG_RUNTIME_DIR", "TMPDIR"} {
+		if v, _ := lookupEnv(env, name); v != "" {
+			out = append(out, v)
+		}
+	}
+	return append(out, "/tmp")
+}
+
+// makeReadyDir makes the directory in the first of parents that is short
+// enough for sun_path, safe and writable; the error names each refusal.
+func makeReadyDir(parents []string, log *slog.Logger) (string, error) {
+	var why []string
+	for _, p := range parents {
+		p = filepath.Clean(p)
+		err := checkReadyParent(p)
+		var dir string
+		if err == nil {
+			dir, err = sdnotify.MakeDir(p)
+		}
+		if err != nil {
+			log.Debug("no notify socket directory here", "parent", p, "err", err.Error())
+			why = append(why, err.Error())
+			continue
+		}
+		log.Debug("notify socket directory", "path", dir)
+		return dir, nil
+	}
+	return "", errorf("--ready notify: no directory for the notify sockets (%s): set TMPDIR to a short directory this user may write", strings.Join(why, "; "))
+}
+
+// checkReadyParent refuses a parent that would make socket paths too long
+// for sun_path, or in which another user could rename the directory and
+// put another in its place: one owned by another user (XDG_RUNTIME_DIR
+// left over from sudo, say), or writable by others without the sticky
+// bit.
+func checkReadyParent(p string) error {
+	if !filepath.IsAbs(p) {
+		return fmt.Errorf("%s is not an absolute path", p)
+	}
+	if n := len(p) + readyDirSuffix + readyNameRoom; n > sdnotify.MaxAddr {
+		return fmt.Errorf("%s is too long: socket paths would take %d bytes, the kernel allows %d", p, n, sdnotify.MaxAddr)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		return &os.PathError{Op: "stat", Path: p, Err: err}
+	}
+	switch uid := uint32(os.Getuid()); {
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return fmt.Errorf("%s is not a directory", p)
+	case st.Uid != uid && st.Uid != 0:
+		return fmt.Errorf("%s belongs to uid %d", p, st.Uid)
+	case st.Mode&0o022 != 0 && st.Mode&unix.S_ISVTX == 0:
+		return fmt.Errorf("%s is writable by others and not sticky", p)
+	}
+	return nil
+}
+
+// checkReadyDir says whether dir, handed over by the previous image, is
+// still a directory of the master's uid that no one else may enter.
+func checkReadyDir(dir string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return &os.PathError{Op: "lstat", Path: dir, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != uint32(os.Getuid()) || st.Mode&0o077 != 0 {
+		return fmt.Errorf("%s: not a private directory of uid %d (mode %#o, uid %d)", dir, os.Getuid(), st.Mode, st.Uid)
+	}
+	return nil
+}
+
+// readyRetries bounds the names open tries when each is taken.
+const readyRetries = 8
 
 // open makes the socket of the worker about to be spawned in slot of gen;
 // its address is the worker's NOTIFY_SOCKET. Watch it once the worker has
-// a pid, or close it if the spawn fails.
+// a pid, or close it if the spawn fails. A name already taken (a file
+// left in the directory) does not fail the spawn: the next one is tried
+// at once.
 func (r *readySockets) open(gen, slot int) (*readySocket, error) {
-	r.seq++
-	s, err := sdnotify.Listen(r.prefix + strconv.Itoa(gen) + "." + strconv.Itoa(slot) + "." + strconv.Itoa(r.seq))
-	if err != nil {
-		return nil, errorf("notify socket of generation %d slot %d: %w", gen, slot, err)
+	if r.dir == "" {
+		return nil, errorf("notify socket of generation %d slot %d: no notify socket directory", gen, slot)
 	}
-	return &readySocket{s: s, done: make(chan struct{})}, nil
+	for try := 1; ; try++ {
+		r.seq++
+		s, err := sdnotify.Listen(filepath.Join(r.dir, strconv.Itoa(gen)+"."+strconv.Itoa(slot)+"."+strconv.Itoa(r.seq)))
+		if err == nil {
+			return &readySocket{s: s, done: make(chan struct{})}, nil
+		}
+		if !errors.Is(err, unix.EADDRINUSE) || try == readyRetries {
+			return nil, errorf("notify socket of generation %d slot %d: %w", gen, slot, err)
+		}
+		r.log.Debug("notify socket name taken: trying the next", "err", err.Error())
+	}
 }
 
 // watch ties rs to the worker pid and receives on it until the worker is
@@ -131,19 +257,35 @@ func (rs *readySocket) close(log *slog.Logger) {
 	}
 }
 
-// closeAll closes every socket, at the master's exit.
+// closeAll closes every socket and removes its file.
 func (r *readySockets) closeAll() {
 	for pid := range r.byPid {
 		r.drop(pid)
 	}
 }
 
-// prepareExec hands the sockets of the live workers to the next image: an
-// adopted worker may still send (STATUS=, STOPPING=1, a late READY=1),
-// and a datagram queued meanwhile stays in the socket. A socket is a
-// duplicate descriptor with close-on-exec cleared; the originals close
-// with this image. undo closes the duplicates after a failed execve.
-func (r *readySockets) prepareExec() (env string, undo func(), err error) {
+// exit closes every socket and removes the directory, at the master's
+// exit (never across a re-exec, which hands both to the next image). A
+// master killed by SIGKILL leaves the directory behind, with the files of
+// the sockets its workers had: see docs/guide.md.
+func (r *readySockets) exit() {
+	r.closeAll()
+	if r.dir == "" {
+		return
+	}
+	if err := os.RemoveAll(r.dir); err != nil {
+		r.log.Warn("cannot remove the notify socket directory", "path", r.dir, "err", err.Error())
+	}
+	r.dir = ""
+}
+
+// prepareExec hands the directory and the sockets of the live workers to
+// the next image: an adopted worker may still send (STATUS=, STOPPING=1,
+// a late READY=1), and a datagram queued meanwhile stays in the socket. A
+// socket is a duplicate descriptor with close-on-exec cleared; the
+// originals close with this image, and their files stay. undo closes the
+// duplicates after a failed execve.
+func (r *readySockets) prepareExec() (env []string, undo func(), err error) {
 	var files []*os.File
 	undo = func() {
 		for _, f := range files {
@@ -160,7 +302,7 @@ func (r *readySockets) prepareExec() (env string, undo func(), err error) {
 		f, err := r.byPid[pid].s.File()
 		if err != nil {
 			undo()
-			return "", nil, errorf("keep the notify socket of worker %d: %w", pid, err)
+			return nil, nil, errorf("keep the notify socket of worker %d: %w", pid, err)
 		}
 		files = append(files, f)
 		// Not f.Fd(): it would make the socket, shared with the one being
@@ -171,11 +313,13 @@ func (r *readySockets) prepareExec() (env string, undo func(), err error) {
 		}
 		if err != nil {
 			undo()
-			return "", nil, errorf("keep the notify socket of worker %d: %w", pid, err)
+			return nil, nil, errorf("keep the notify socket of worker %d: %w", pid, err)
 		}
 		entries = append(entries, strconv.Itoa(pid)+":"+strconv.Itoa(fd))
 	}
-	return envReadySockets + "=" + strings.Join(entries, ","), undo, nil
+	// Always set, if empty, so that a value this image was started with
+	// does not reach the next one.
+	return []string{envReadySockets + "=" + strings.Join(entries, ","), envReadyDir + "=" + r.dir}, undo, nil
 }
 
 // adopt takes over the sockets a previous image handed over in v (the
@@ -201,6 +345,14 @@ func (r *readySockets) adopt(v string) {
 			continue
 		}
 		r.watch(&readySocket{s: s, done: make(chan struct{})}, pid)
+		// The names of this image follow those of the previous one.
+		if _, seq, ok := strings.Cut(filepath.Base(s.Addr()), "."); ok {
+			if _, seq, ok = strings.Cut(seq, "."); ok {
+				if n, err := strconv.Atoi(seq); err == nil && n > r.seq {
+					r.seq = n
+				}
+			}
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package osadapter
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -138,17 +139,24 @@ func nextReady(t *testing.T, r *readySockets) readySignal {
 	return readySignal{}
 }
 
+// readyEnv is an environment whose notify socket directory goes under a
+// directory of the test.
+func readyEnv(t *testing.T) []string {
+	return []string{"TMPDIR=" + t.TempDir()}
+}
+
 // A socket names its worker; a reaped worker's socket is closed and its
-// late signals are not current; the sockets of live workers reach the
-// next image (here: a second readySockets in the same process) with
-// their datagrams, and a failed handover closes its duplicates.
+// file removed, and its late signals are not current; the directory and
+// the sockets of live workers reach the next image (here: a second
+// readySockets in the same process) with their datagrams, and a failed
+// handover closes its duplicates.
 func TestReadySocketsAcrossHandover(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	r, err := newReadySockets(true, log, os.Getpid())
+	r, err := newReadySockets(true, log, readyEnv(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.closeAll()
+	defer r.exit()
 	a, err := r.open(1, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -157,8 +165,8 @@ func TestReadySocketsAcrossHandover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.s.Addr() == b.s.Addr() || !strings.HasPrefix(a.s.Addr(), "@") {
-		t.Fatalf("addresses %q and %q: want two distinct abstract sockets", a.s.Addr(), b.s.Addr())
+	if a.s.Addr() != filepath.Join(r.dir, "1.0.1") || b.s.Addr() != filepath.Join(r.dir, "1.1.2") {
+		t.Fatalf("addresses %q and %q: want 1.0.1 and 1.1.2 in %s", a.s.Addr(), b.s.Addr(), r.dir)
 	}
 	r.watch(a, 100)
 	r.watch(b, 101)
@@ -176,13 +184,19 @@ func TestReadySocketsAcrossHandover(t *testing.T) {
 	if err := sdnotify.Send(b.s.Addr(), "READY=1"); err == nil {
 		t.Error("the socket of a reaped worker still receives")
 	}
+	if _, err := os.Lstat(b.s.Addr()); !os.IsNotExist(err) {
+		t.Errorf("the socket file of a reaped worker: %v, want it removed", err)
+	}
 
 	// Handover: worker 100 has not said READY=1 yet.
 	env, undo, err := r.prepareExec()
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, ok := strings.CutPrefix(env, envReadySockets+"=")
+	if len(env) != 2 || env[1] != envReadyDir+"="+r.dir {
+		t.Fatalf("handover %q: want the sockets and %s=%s", env, envReadyDir, r.dir)
+	}
+	v, ok := strings.CutPrefix(env[0], envReadySockets+"=")
 	var fd int
 	if _, err := fmt.Sscanf(v, "100:%d", &fd); !ok || err != nil || strings.Contains(v, ",") {
 		t.Fatalf("handover %q: want only worker 100's socket", env)
@@ -191,27 +205,48 @@ func TestReadySocketsAcrossHandover(t *testing.T) {
 		t.Fatalf("handed-over fd %d: flags %#x, %v; want close-on-exec cleared", fd, flags, err)
 	}
 	// The exec keeps the handed-over descriptors and closes the rest; here
-	// the next image gets copies, and this one closes all of its own.
+	// the next image gets copies, and this one closes all of its own. An
+	// exec leaves the socket files; closeAll removes them, so a second
+	// link keeps worker 100's in place.
 	copyFd, err := unix.Dup(fd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	v = "100:" + strconv.Itoa(copyFd)
+	if err := os.Link(a.s.Addr(), a.s.Addr()+".exec"); err != nil {
+		t.Fatal(err)
+	}
 	r.closeAll()
 	undo()
+	if err := os.Rename(a.s.Addr()+".exec", a.s.Addr()); err != nil {
+		t.Fatal(err)
+	}
 	// Sent between the exec and the next image's receive: it waits in the
 	// socket, which the duplicate keeps open.
 	if err := sdnotify.Send(a.s.Addr(), "READY=1"); err != nil {
 		t.Fatal(err)
 	}
-	next, err := newReadySockets(true, log, os.Getpid())
+	var nextLog strings.Builder
+	next, err := newReadySockets(true, slog.New(slog.NewTextHandler(&nextLog, &slog.HandlerOptions{Level: slog.LevelDebug})), append(readyEnv(t), env[1]))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer next.closeAll()
+	defer next.exit()
+	if next.dir != r.dir {
+		t.Fatalf("the next image uses %s, want the directory it was handed, %s", next.dir, r.dir)
+	}
 	next.adopt(v)
 	if sig := nextReady(t, next); sig.sock.pid != 100 || !next.current(sig) {
 		t.Fatalf("after the handover READY=1 arrived as pid %d", sig.sock.pid)
+	}
+	// Its names follow the previous image's: not one is taken.
+	c, err := next.open(1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.close(log)
+	if c.s.Addr() != filepath.Join(r.dir, "1.0.2") || strings.Contains(nextLog.String(), "name taken") {
+		t.Errorf("the next image's first socket is %s, want 1.0.2 in %s at the first try; log:\n%s", c.s.Addr(), r.dir, nextLog.String())
 	}
 
 	// A failed exec: the duplicates are closed again.
@@ -223,6 +258,127 @@ func TestReadySocketsAcrossHandover(t *testing.T) {
 	undo2()
 	if after := countFds(t); after != before-1 {
 		t.Errorf("undo left %d fds, want %d", after, before-1)
+	}
+
+	// The last image's exit removes the directory and what is in it.
+	dir := next.dir
+	next.exit()
+	if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+		t.Errorf("after exit: %v, want the notify socket directory removed", err)
+	}
+}
+
+// The directory is private (0700, the master's uid), under the first
+// usable place; a place too long for sun_path, or one another user could
+// swap it in, is passed over; when none is left, the error says so.
+func TestReadyDirPlace(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	base := t.TempDir()
+	if len(base)+len("/run")+readyDirSuffix+readyNameRoom > sdnotify.MaxAddr {
+		// A long TMPDIR: the test needs a place short enough.
+		var err error
+		if base, err = os.MkdirTemp("/tmp", "rd"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(base) })
+	}
+	short := filepath.Join(base, "run")
+	long := filepath.Join(base, strings.Repeat("l", 60))
+	open := filepath.Join(base, "open")
+	for _, d := range []string{short, long, open} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+
+	r, err := newReadySockets(true, log, []string{"RUNTIME_DIRECTORY=" + short + ":/elsewhere", "TMPDIR=" + base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.exit()
+	fi, err := os.Stat(r.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if filepath.Dir(r.dir) != short || !strings.HasPrefix(filepath.Base(r.dir), "mworker-") || fi.Mode() != os.ModeDir|0o700 || int(st.Uid) != os.Getuid() {
+		t.Errorf("directory %s, mode %v, uid %d: want mworker-* of mode 0700 and uid %d in %s", r.dir, fi.Mode(), st.Uid, os.Getuid(), short)
+	}
+
+	r2, err := newReadySockets(true, log, []string{"RUNTIME_DIRECTORY=" + long, "XDG_RUNTIME_DIR=" + open, "TMPDIR=" + short})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.exit()
+	if filepath.Dir(r2.dir) != short {
+		t.Errorf("with a long RUNTIME_DIRECTORY and an open XDG_RUNTIME_DIR: directory %s, want one in %s", r2.dir, short)
+	}
+
+	// Without --ready notify, no directory.
+	r3, err := newReadySockets(false, log, []string{"TMPDIR=" + short})
+	if err != nil || r3.dir != "" {
+		t.Errorf("without --ready notify: %q, %v; want no directory", r3.dir, err)
+	}
+
+	_, err = makeReadyDir([]string{long, open}, log)
+	if err == nil || !strings.Contains(err.Error(), "too long") || !strings.Contains(err.Error(), "writable by others") || !strings.Contains(err.Error(), "set TMPDIR") {
+		t.Errorf("no usable place: %v; want each refusal and what to do", err)
+	}
+
+	// A handed-over directory that is no longer private is not adopted.
+	if err := os.Chmod(r.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r4, err := newReadySockets(true, log, []string{envReadyDir + "=" + r.dir, "TMPDIR=" + short})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r4.exit()
+	if r4.dir == r.dir || r4.dir == "" {
+		t.Errorf("a handed-over directory of mode 0755 was adopted (%s)", r4.dir)
+	}
+}
+
+// A name already taken in the directory does not fail the spawn: the next
+// one is used at once.
+func TestReadySocketNameTaken(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	r, err := newReadySockets(true, log, readyEnv(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.exit()
+	// A file and a socket bound by someone else at the next two names.
+	if err := os.WriteFile(filepath.Join(r.dir, "2.0.1"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	squatter, err := sdnotify.Listen(filepath.Join(r.dir, "2.0.2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer squatter.Close()
+	rs, err := r.open(2, 0)
+	if err != nil {
+		t.Fatalf("open with the next names taken: %v", err)
+	}
+	defer rs.close(log)
+	if rs.s.Addr() != filepath.Join(r.dir, "2.0.3") {
+		t.Errorf("socket at %s, want 2.0.3 in %s", rs.s.Addr(), r.dir)
+	}
+
+	// Taken names without end give up, with the reason.
+	for i := 4; i < 4+readyRetries; i++ {
+		if err := os.WriteFile(filepath.Join(r.dir, "2.0."+strconv.Itoa(i)), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.open(2, 0); !errors.Is(err, unix.EADDRINUSE) {
+		t.Errorf("open with every name taken: %v, want EADDRINUSE", err)
 	}
 }
 

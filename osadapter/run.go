@@ -5,6 +5,12 @@
 // listeners (--listen, socket activation), a notify socket per worker
 // (--ready notify), the control socket (--control) and the master's own
 // sd_notify (NOTIFY_SOCKET); each keeps what it must across a re-exec.
+// Every descriptor the master holds for its whole life has one owner
+// that the loop references until the master exits, never only an fd
+// number whose *os.File the collector could finalize: the listeners are
+// owned by the loop's fd registry (fds.go), which also checks them before
+// each spawn and re-exec; the control and notify sockets by their
+// transports.
 //
 // The caller has a few duties:
 //
@@ -67,7 +73,11 @@ func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener) int {
 		fmt.Fprintf(stderr, "mworker: %v\n", err)
 		return 1
 	}
-	l.useListeners(ls)
+	if err := l.useListeners(ls); err != nil {
+		l.closeTransports()
+		fmt.Fprintf(stderr, "mworker: %v\n", err)
+		return 1
+	}
 	if l.ctl != nil {
 		go l.ctl.serve(l.log)
 	}
@@ -83,10 +93,16 @@ func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener) int {
 	return status
 }
 
-// closeTransports closes the notify and control sockets for good, at the
-// master's exit (never across a re-exec).
+// closeTransports closes the listeners, the notify sockets and the
+// control socket for good, and removes the notify sockets' directory, at
+// the master's exit (never across a re-exec).
 func (l *loop) closeTransports() {
-	l.ready.closeAll()
+	if err := l.fds.closeAll(); err != nil {
+		l.logf(slog.LevelDebug, "close listeners", "err", err.Error())
+	}
+	if l.ready != nil {
+		l.ready.exit()
+	}
 	if l.ctl != nil {
 		l.ctl.close(l.log)
 	}
@@ -97,7 +113,7 @@ func errorf(format string, a ...any) error {
 }
 
 // newLoop prepares everything Run needs before the first event.
-func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loop, error) {
+func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *loop, err error) {
 	out := &heldWriter{w: stderr}
 	logger, err := newLogger(cfg.LogFormat, cfg.LogLevel, out)
 	if err != nil {
@@ -130,6 +146,7 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loo
 	if l.reply == nil {
 		l.reply = debugTransport{logger}
 	}
+	l.fds.fstat = sys.Fstat
 
 	if v, ok := lookupEnv(env, envState); ok {
 		st, err := decodeState(v)
@@ -208,9 +225,15 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (*loo
 			}
 		}
 	}
-	if l.ready, err = newReadySockets(mc.Ready.Kind == fsm.ReadyNotify, logger, sys.Getpid()); err != nil {
+	if l.ready, err = newReadySockets(mc.Ready.Kind == fsm.ReadyNotify, logger, env); err != nil {
 		return nil, err
 	}
+	// The master exits if it cannot start: leave no directory behind.
+	defer func() {
+		if err != nil {
+			l.ready.exit()
+		}
+	}()
 	// Whatever this image's --ready, take over the sockets the previous
 	// image handed over, so that none leaks.
 	if v, ok := lookupEnv(env, envReadySockets); ok {

@@ -1,6 +1,7 @@
 package osadapter
 
 import (
+	"log/slog"
 	"slices"
 	"strings"
 	"syscall"
@@ -11,21 +12,28 @@ import (
 // parent-death signal; with --ready notify, a notify socket of its own. It
 // runs on the master's thread (see OS).
 func (l *loop) spawn(gen, slot int) (int, error) {
+	// A worker gets its listeners only if each fd still names the socket
+	// it was registered with: never a closed fd, never whatever socket
+	// reused its number (the control socket as fd 3).
+	listeners, bad, err := l.fds.workerFds()
+	if err != nil {
+		l.logf(slog.LevelError, "refusing to pass a listener that is no longer the socket it was to a worker",
+			"listener", bad.name, "fd", bad.fd, "generation", gen, "slot", slot, "err", err.Error())
+		return 0, err
+	}
 	env := append(slices.Clip(l.workerEnv), EnvGeneration+"="+itoa(gen), EnvSlot+"="+itoa(slot))
 	files := []uintptr{0, 1, 2}
-	for _, fd := range l.listen {
+	for _, fd := range listeners {
 		files = append(files, uintptr(fd))
 	}
 	argv0, argv := l.command[0], l.command
-	if len(l.listen) > 0 || len(l.ignored) > 0 {
-		if len(l.listen) > 0 {
-			env = append(env, "LISTEN_FDS="+itoa(len(l.listen)))
-			if len(l.listenAs) > 0 {
-				env = append(env, "LISTEN_FDNAMES="+strings.Join(l.listenAs, ":"))
-			}
+	if len(listeners) > 0 || len(l.ignored) > 0 {
+		if len(listeners) > 0 {
+			env = append(env, "LISTEN_FDS="+itoa(len(listeners)))
+			env = append(env, "LISTEN_FDNAMES="+strings.Join(l.fds.names(), ":"))
 		}
 		if l.sys.Shell != "" {
-			argv0, argv = shellTrampoline(l.sys.Shell, l.command, l.ignored, len(l.listen) > 0)
+			argv0, argv = shellTrampoline(l.sys.Shell, l.command, l.ignored, len(listeners) > 0)
 		} else {
 			env = append(env, envTrampoline+"="+trampolineSpec(argv0, l.ignored))
 			argv0 = l.sys.SelfExe
@@ -33,7 +41,6 @@ func (l *loop) spawn(gen, slot int) (int, error) {
 	}
 	var rs *readySocket
 	if l.ready != nil && l.ready.enabled {
-		var err error
 		if rs, err = l.ready.open(gen, slot); err != nil {
 			return 0, err
 		}

@@ -18,7 +18,7 @@ func TestSpawnThroughShellTrampoline(t *testing.T) {
 	f := newFakeOS()
 	f.shell = "/bin/sh"
 	l, _ := fakeLoop(t, f, Config{}, nil)
-	l.listen, l.listenAs = []int{7}, []string{"web"}
+	fakeListeners(t, f, l, []string{"web"}, 7)
 	l.ignored = []syscall.Signal{syscall.SIGHUP, syscall.SIGINT}
 	l.start()
 	s := f.spawns[0]
@@ -62,7 +62,11 @@ func TestTrampolinesForReal(t *testing.T) {
 			}
 			script := `set -- "$0" "$@"; { echo "$LISTEN_PID $$ $#"; grep SigIgn /proc/$$/status; [ -e /proc/$$/fd/3 ] && echo fd3; } > ` + out + `.tmp && mv ` + out + `.tmp ` + out
 			l := &loop{sys: sys, command: []string{"/bin/sh", "-c", script, "arg one", "two"}, workerEnv: os.Environ(),
-				listen: []int{int(r.Fd())}, ignored: []syscall.Signal{syscall.SIGHUP}}
+				ignored: []syscall.Signal{syscall.SIGHUP}}
+			l.fds.fstat = sys.Fstat
+			if _, err := l.fds.addListener("pipe", r); err != nil { // r still closes with the deferred Close
+				t.Fatal(err)
+			}
 			pid, err := l.spawn(1, 0)
 			if err != nil {
 				t.Fatal(err)

@@ -31,7 +31,8 @@ func drawConfig(t *rapid.T) fsm.Config {
 	case 1:
 		cfg.Ready = fsm.ReadyMode{Kind: fsm.ReadyNotify}
 	case 2:
-		cfg.Ready = fsm.ReadyMode{Kind: fsm.ReadyAfter, After: 2 * time.Second}
+		// A duration, as the command line's default is one.
+		cfg.Ready = fsm.DefaultReady
 	}
 	if rapid.IntRange(0, 3).Draw(t, "backoff") == 0 {
 		cfg.Backoff = fsm.Backoff{Min: time.Second, Max: 5 * time.Second, Reset: 10 * time.Second}

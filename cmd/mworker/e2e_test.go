@@ -126,7 +126,7 @@ func TestTerminateReachesOldWorkers(t *testing.T) {
 	t.Parallel()
 	m := startRun(t, "", `trap 'echo QUIT >> "$d/sig.$$"' QUIT
 trap 'echo TERM >> "$d/sig.$$"; exit 0' TERM
-`+idle, "-n", "2", "--stop-signal", "QUIT", "--stop-timeout", "20s")
+`+idle, "-n", "2", "--ready", "immediate", "--stop-signal", "QUIT", "--stop-timeout", "20s")
 	old := m.waitWorkers(2)
 	m.signal(syscall.SIGUSR2)
 	var fresh []int
@@ -234,7 +234,8 @@ var reloadSignals = []struct {
 // of a newer generation, the old ones stopped. With --reexec always the
 // master re-executes, with "-sf <old pids>" on its new command line; by
 // default (the binary unchanged) it starts the new generation in place and
-// its command line stays as it was.
+// its command line stays as it was. With the default --ready: the old
+// workers are stopped only once the new ones have stayed up for its second.
 func TestReload(t *testing.T) {
 	t.Parallel()
 	for _, tt := range reloadSignals {
@@ -318,7 +319,7 @@ func TestReexecFailure(t *testing.T) {
 			}
 			// chmod -x leaves the running binary in place, which an
 			// ordinary reload would not re-execute.
-			m := startRun(t, bin, stopOnTerm, "-n", "2", "--stop-timeout", "5s", "--reexec", "always")
+			m := startRun(t, bin, stopOnTerm, "-n", "2", "--ready", "immediate", "--stop-timeout", "5s", "--reexec", "always")
 			old := m.waitWorkers(2)
 			argsBefore := argv(m.pid)
 			if err := tt.spoil(bin); err != nil {
@@ -399,7 +400,7 @@ func TestReloadStorm(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			const n = 3
-			m := startRun(t, "", stopOnTerm, "-n", strconv.Itoa(n), "--stop-timeout", "2s")
+			m := startRun(t, "", stopOnTerm, "-n", strconv.Itoa(n), "--ready", "immediate", "--stop-timeout", "2s")
 			m.waitWorkers(n)
 			tick := time.NewTicker(10 * time.Millisecond)
 			for range 100 {
@@ -570,7 +571,7 @@ while :; do sleep 30; done
 // Reloads leak no file descriptor in the master.
 func TestNoFdLeakOverReloads(t *testing.T) {
 	t.Parallel()
-	m := startRun(t, "", stopOnTerm, "-n", "2", "--stop-timeout", "2s")
+	m := startRun(t, "", stopOnTerm, "-n", "2", "--ready", "immediate", "--stop-timeout", "2s")
 	ws := m.waitWorkers(2)
 	before, beforeList := fdCount(m.pid), fdList(m.pid)
 	for range 50 {
@@ -672,7 +673,7 @@ while :; do sleep 0.2; done`, "sh", mark)
 				return err == nil
 			})
 
-			m := startRun(t, "", stopOnTerm, "--stop-signal", "QUIT", tt.flag, strconv.Itoa(foreign.Process.Pid))
+			m := startRun(t, "", stopOnTerm, "--ready", "immediate", "--stop-signal", "QUIT", tt.flag, strconv.Itoa(foreign.Process.Pid))
 			m.waitWorkers(1)
 			select {
 			case <-done:
@@ -692,7 +693,7 @@ while :; do sleep 0.2; done`, "sh", mark)
 // --pidfile holds the master's pid, across a reload, until it exits.
 func TestPidFile(t *testing.T) {
 	t.Parallel()
-	m := startRun(t, "", stopOnTerm, "--pidfile", "{dir}/master.pid")
+	m := startRun(t, "", stopOnTerm, "--ready", "immediate", "--pidfile", "{dir}/master.pid")
 	pidFile := filepath.Join(m.dir, "master.pid")
 	want := strconv.Itoa(m.pid)
 	read := func() string { b, _ := os.ReadFile(pidFile); return strings.TrimSpace(string(b)) }
@@ -713,7 +714,7 @@ func TestPidFile(t *testing.T) {
 // --log-format json: every line the master writes is one JSON object.
 func TestJSONLogs(t *testing.T) {
 	t.Parallel()
-	m := startRun(t, "", "exec 2>/dev/null\n"+stopOnTerm, "--log-format", "json", "-n", "2")
+	m := startRun(t, "", "exec 2>/dev/null\n"+stopOnTerm, "--log-format", "json", "-n", "2", "--ready", "immediate")
 	old := m.waitWorkers(2)
 	m.signal(syscall.SIGUSR2)
 	m.waitReplaced(old, 2)
@@ -748,7 +749,7 @@ exec `+mworkerBinary(t)+` "$@"
 		t.Fatal(err)
 	}
 	m := startRun(t, wrapper, `grep -E '^Sig(Blk|Ign)' /proc/self/status > "$d/mask.$$"
-`+stopOnTerm, "-n", "2")
+`+stopOnTerm, "-n", "2", "--ready", "immediate")
 	old := m.waitWorkers(2)
 	m.signal(syscall.SIGUSR2)
 	fresh := m.waitReplaced(old, 2)
@@ -789,7 +790,7 @@ exec `+mworkerBinary(t)+` "$@"
 		t.Fatal(err)
 	}
 	m := startRun(t, wrapper, `env > "$d/env.$$"
-`+stopOnTerm, "-n", "2")
+`+stopOnTerm, "-n", "2", "--ready", "immediate")
 	old := m.waitWorkers(2)
 	m.signal(syscall.SIGUSR2)
 	fresh := m.waitReplaced(old, 2)
@@ -823,7 +824,7 @@ exec `+mworkerBinary(t)+` "$@"
 func TestListen(t *testing.T) {
 	t.Parallel()
 	m := startRun(t, "", `echo "$LISTEN_PID $LISTEN_FDS $LISTEN_FDNAMES $(readlink /proc/$$/fd/3)" > "$d/listen.$$"
-`+stopOnTerm, "-n", "2", "--listen", "web=127.0.0.1:0")
+`+stopOnTerm, "-n", "2", "--ready", "immediate", "--listen", "web=127.0.0.1:0")
 	old := m.waitWorkers(2)
 	m.signal(syscall.SIGUSR2)
 	fresh := m.waitReplaced(old, 2)

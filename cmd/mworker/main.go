@@ -26,9 +26,11 @@
 //	                       unix:///PATH, bound once by the master and passed
 //	                       to every worker as fd 3.. with LISTEN_FDS,
 //	                       LISTEN_PID and LISTEN_FDNAMES set as systemd does
-//	--ready MODE           when a new worker counts as ready: immediate,
-//	                       notify (it sends READY=1 to NOTIFY_SOCKET) or a
-//	                       duration it must stay up, e.g. 2s (default immediate)
+//	--ready MODE           when a new worker counts as ready: a duration it
+//	                       must stay up (a new generation that exits sooner
+//	                       is rolled back), notify (it sends READY=1 to
+//	                       NOTIFY_SOCKET) or immediate (at once: no
+//	                       rollback once started) (default 1s)
 //	--ready-timeout D      a new generation not ready by then is rolled
 //	                       back (default 30s)
 //	--stop-signal SIG      graceful stop signal for old workers and for a
@@ -55,6 +57,13 @@
 //	-st PID...             the same with SIGTERM (HAProxy's -st)
 //
 // Durations are Go durations: 500ms, 10s, 1m30s.
+//
+// A worker counts as ready, by default, once it has stayed up 1s: a
+// reload whose new workers exit within that second (a configuration they
+// reject after starting) fails and the old workers keep serving. Every
+// reload, and the first READY=1 to systemd, waits that second. A worker
+// that can say when it serves should use --ready notify, which trusts
+// READY=1 at once; --ready immediate skips the wait and the protection.
 //
 // When the binary at its start path has been replaced (an upgrade), the
 // master runs it once before the reload's re-exec as "mworker run

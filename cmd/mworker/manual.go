@@ -35,6 +35,13 @@ Options:
 Durations are Go durations: 500ms, 10s, 1m30s. Restarts back off from
 100ms, doubling up to 30s, and reset once a worker has stayed up 60s.
 
+A worker counts as ready, by default, once it has stayed up 1s: a reload
+whose new workers exit within that second (a configuration they reject
+after starting) fails and the old workers keep serving. Every reload, and
+the first READY=1 to systemd, waits that second. A worker that can say
+when it serves should use --ready notify, which trusts READY=1 at once;
+--ready immediate skips the wait and the protection.
+
 Signals to the master:
   SIGUSR2, SIGHUP   reload: re-exec mworker from the path it was started
                     from with "-sf <live pids>", start a new generation,

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -67,8 +68,8 @@ var runOptions = []option{
 			c.Listen = append(c.Listen, v) // checked as a whole below
 			return nil
 		}},
-	{long: "--ready", arg: "MODE", def: "immediate",
-		help: "immediate, notify (READY=1 to NOTIFY_SOCKET) or a duration the worker must stay up",
+	{long: "--ready", arg: "MODE", def: fsm.DefaultReady.String(),
+		help: "when a new worker counts as ready: a duration it must stay up (a new generation that exits sooner is rolled back), notify (READY=1 to NOTIFY_SOCKET) or immediate (at once: no rollback once started)",
 		set: func(c *osadapter.Config, v string) error {
 			r, err := fsm.ParseReadyMode(v)
 			if err != nil {
@@ -164,7 +165,7 @@ func defaultConfig() osadapter.Config {
 	return osadapter.Config{
 		Machine: fsm.Config{
 			Workers:      1,
-			Ready:        fsm.ReadyMode{Kind: fsm.ReadyImmediate},
+			Ready:        fsm.DefaultReady,
 			ReadyTimeout: 30 * time.Second,
 			StopSignal:   fsm.SIGTERM,
 			StopTimeout:  10 * time.Second,
@@ -235,6 +236,17 @@ func parseRunArgs(args []string) (osadapter.Config, error) {
 	if _, err := listen.ParseSpecs(cfg.Listen); err != nil {
 		return cfg, usagef("%s", strings.TrimPrefix(err.Error(), "listen: "))
 	}
+	// A generation that must stay up longer than it is given to become
+	// ready fails every reload. With the default --ready, that is a
+	// --ready-timeout of a second or less that was fine before 1s became
+	// the default, so name where the duration came from.
+	if r, t := cfg.Machine.Ready, cfg.Machine.ReadyTimeout; r.Kind == fsm.ReadyAfter && r.After >= t {
+		what := "--ready " + r.String()
+		if r == fsm.DefaultReady && !slices.ContainsFunc(args[:i], isReadyOption) {
+			what += " (the default)"
+		}
+		return cfg, usagef("--ready-timeout %v is not longer than %s: every reload would be rolled back; use a longer --ready-timeout, a shorter --ready, or --ready notify", t, what)
+	}
 	// The machine checks its own configuration again; a value the parser
 	// let through but the core refuses is still bad input, not a crash.
 	if _, err := fsm.New(cfg.Machine); err != nil {
@@ -304,3 +316,6 @@ func trimPackage(err error) string {
 	s = strings.TrimPrefix(s, "fsm: ")
 	return s
 }
+
+// isReadyOption says whether a word of the command line sets --ready.
+func isReadyOption(w string) bool { return w == "--ready" || strings.HasPrefix(w, "--ready=") }

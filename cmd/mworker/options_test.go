@@ -20,7 +20,7 @@ func TestParseRunArgsDefaults(t *testing.T) {
 	want := osadapter.Config{
 		Machine: fsm.Config{
 			Workers:      1,
-			Ready:        fsm.ReadyMode{Kind: fsm.ReadyImmediate},
+			Ready:        fsm.ReadyMode{Kind: fsm.ReadyAfter, After: time.Second},
 			ReadyTimeout: 30 * time.Second,
 			StopSignal:   fsm.SIGTERM,
 			StopTimeout:  10 * time.Second,
@@ -119,6 +119,9 @@ func TestParseRunArgsErrors(t *testing.T) {
 		{[]string{"--ready", "-1s", "--", "x"}, `bad --ready "-1s": use immediate, notify or a positive duration such as 2s`},
 		{[]string{"--ready-timeout", "10", "--", "x"}, `bad --ready-timeout "10": use a positive duration such as 500ms, 10s or 1m`},
 		{[]string{"--ready-timeout=0s", "--", "x"}, `bad --ready-timeout "0s": use a positive duration such as 500ms, 10s or 1m`},
+		{[]string{"--ready-timeout", "500ms", "--", "x"}, `--ready-timeout 500ms is not longer than --ready 1s (the default): every reload would be rolled back; use a longer --ready-timeout, a shorter --ready, or --ready notify`},
+		{[]string{"--ready", "1s", "--ready-timeout", "1s", "--", "x"}, `--ready-timeout 1s is not longer than --ready 1s: every reload would be rolled back; ...`},
+		{[]string{"--ready-timeout", "5s", "--ready=10s", "--", "x"}, `--ready-timeout 5s is not longer than --ready 10s: every reload ...`},
 		{[]string{"--stop-timeout", "forever", "--", "x"}, `bad --stop-timeout "forever": use a positive duration such as 500ms, 10s or 1m`},
 		{[]string{"--stop-timeout", "-2s", "--", "x"}, `bad --stop-timeout "-2s": use a positive duration such as 500ms, 10s or 1m`},
 		{[]string{"--stop-signal", "FOO", "--", "x"}, `bad --stop-signal: unknown signal "FOO": use a name such as TERM, SIGUSR1 or a number 1..64`},

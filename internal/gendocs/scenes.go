@@ -342,7 +342,7 @@ func rows() []row {
 		timerRow(fsm.TimerStable, "a current worker", func(s *scene) ([]fsm.Event, fsm.Timer, string) {
 			return nil, fsm.Timer{Kind: fsm.TimerStable, Pid: s.first("current")}, ""
 		}),
-		timerRow(fsm.TimerReadyAfter, "a started worker; --ready DURATION only", func(s *scene) ([]fsm.Event, fsm.Timer, string) {
+		timerRow(fsm.TimerReadyAfter, "a started worker; --ready DURATION, 1s by default", func(s *scene) ([]fsm.Event, fsm.Timer, string) {
 			pid := s.first("current")
 			if len(s.unready) > 0 {
 				pid = s.unready[0]

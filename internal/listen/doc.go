@@ -19,6 +19,9 @@
 //     line that says how to fix it, and it comes before any worker starts.
 //  2. Keep every Listener.File open for the master's whole life and never
 //     read from it: the master holds the sockets, the workers accept.
+//     Keep the *os.File itself referenced, not only its number: a File
+//     nothing references is closed by its finalizer at a garbage
+//     collection, and the number then names the next file opened.
 //  3. To spawn a worker, remove the master's own activation variables
 //     from the environment (IsActivationVar), add WorkerEnv(Names(ls)),
 //     pass WorkerFiles(ls) as syscall.ProcAttr.Files, and have the child

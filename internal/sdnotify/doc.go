@@ -12,9 +12,11 @@
 // As the service manager of its workers (--ready notify):
 //
 //  1. Make one Socket per worker with Listen, before the worker starts, at
-//     a path in a directory from MakeDir or at an abstract "@NAME" that
-//     is unique (e.g. with the master's pid, the generation and the slot).
-//     Give the worker NOTIFY_SOCKET=Addr() and never the master's own.
+//     a unique path in a directory from MakeDir, and give the worker
+//     NOTIFY_SOCKET=Addr(), never the master's own. Not at an abstract
+//     "@NAME": another uid can read those names and bind the next one
+//     first (Listen then fails with EADDRINUSE), and some clients take
+//     NOTIFY_SOCKET only as a path. On EADDRINUSE, try the next name.
 //  2. Call Receive in a loop (it blocks; one goroutine per socket). An
 //     error wrapping ErrRejected is a datagram to log at debug level,
 //     with its pid and uid, before receiving again; any other error ends

@@ -57,9 +57,11 @@ type Socket struct {
 
 // Listen makes a notify socket at addr: an absolute path (put it in a
 // directory only the master's user may enter; MakeDir makes one) or an
-// abstract name "@NAME", which needs no file but which any process in the
-// network namespace can reach (the uid check still refuses other users).
-// A path must not exist yet.
+// abstract name "@NAME". An abstract name needs no file, but any process
+// in the network namespace can see it (/proc/net/unix) and bind the next
+// one first, and clients that take NOTIFY_SOCKET only as a path cannot
+// use it; the uid check refuses other users' datagrams either way. A path
+// must not exist yet: an existing one gives an error wrapping EADDRINUSE.
 func Listen(addr string) (*Socket, error) {
 	if err := checkAddr(addr); err != nil {
 		return nil, err
@@ -237,26 +239,39 @@ func readControl(oob []byte, d *Datagram) (haveCreds bool, fds []int, err error)
 	return haveCreds, fds, err
 }
 
-// MakeDir makes a private directory (mode 0700) for notify sockets under
-// parent, or under os.TempDir() when parent is "". The caller removes it
-// when the master exits for good (os.RemoveAll), not across a re-exec.
+// MakeDir makes a private directory for notify sockets under parent, or
+// under os.TempDir() when parent is "": named "mworker-<random>", mode
+// 0700 whatever the umask, so that no other uid can enter it, and so
+// neither reach a socket in it nor take the name of the next one. The
+// caller removes it when the master exits for good (os.RemoveAll), not
+// across a re-exec.
 func MakeDir(parent string) (string, error) {
-	dir, err := os.MkdirTemp(parent, "mworker-notify-")
+	dir, err := os.MkdirTemp(parent, "mworker-")
+	if err == nil {
+		// MkdirTemp asks for 0700 less the umask; a umask that takes the
+		// owner's bits would leave a directory the master cannot use.
+		if err = os.Chmod(dir, 0o700); err != nil {
+			os.Remove(dir)
+		}
+	}
 	if err != nil {
 		return "", fmt.Errorf("sdnotify: cannot make a directory for notify sockets: %w", err)
 	}
 	return dir, nil
 }
 
+// MaxAddr is the longest address Listen and Send take: sun_path less the
+// final NUL.
+const MaxAddr = 107
+
 // checkAddr accepts what NOTIFY_SOCKET may hold here: an absolute path or
 // an abstract "@NAME", short enough for sockaddr_un.
 func checkAddr(addr string) error {
-	const maxPath = 107 // sun_path less the final NUL
 	switch {
 	case addr == "" || (addr[0] != '/' && addr[0] != '@') || addr == "@":
 		return fmt.Errorf("sdnotify: notify socket address %q: use an absolute path or an abstract @NAME", addr)
-	case len(addr) > maxPath:
-		return fmt.Errorf("sdnotify: notify socket address %q is %d bytes long; the kernel allows %d, use a shorter directory", addr, len(addr), maxPath)
+	case len(addr) > MaxAddr:
+		return fmt.Errorf("sdnotify: notify socket address %q is %d bytes long; the kernel allows %d, use a shorter directory", addr, len(addr), MaxAddr)
 	case strings.IndexByte(addr, 0) >= 0:
 		return fmt.Errorf("sdnotify: notify socket address %q holds a NUL byte", addr)
 	}

@@ -426,7 +426,7 @@ func TestMakeDirIsPrivate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi.Mode().Perm() != 0o700 || !fi.IsDir() {
-		t.Errorf("MakeDir made %v", fi.Mode())
+	if fi.Mode().Perm() != 0o700 || !fi.IsDir() || !strings.HasPrefix(filepath.Base(dir), "mworker-") {
+		t.Errorf("MakeDir made %s, %v", dir, fi.Mode())
 	}
 }
