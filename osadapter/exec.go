@@ -150,16 +150,65 @@ func (l *loop) exec(a fsm.Exec) {
 	// catches after the drain is lost with this image.
 	l.out.flush() // the next image would not have what is held
 	l.sys.Ignore(syscall.SIGHUP)
+	// Every thread of this image blocks the stop and reload signals, so
+	// that one arriving from now on stays pending instead of being caught
+	// by the runtime and lost with the image. A stop found pending after
+	// the drain abandons the exec: it is acted on here, by this image.
+	// What is left is the few microseconds between that look and execve
+	// (a stop pending at execve kills the new image before its runtime
+	// can catch it) and the new image's own start (docs/signals.md).
+	// USR1 and USR2 pending at execve are caught by the new image.
+	held := sigset(execHeld...)
+	blockedAll := l.sys.BlockAll != nil && l.sys.BlockAll(&held) == nil
+	unblockAll := func() {
+		if blockedAll {
+			l.sys.UnblockAll(&held)
+		}
+	}
 	drained = l.drainSignals()
+	if blockedAll {
+		if stop, ok := l.pendingStop(); ok {
+			unblockAll() // the runtime catches it now; the loop reads it next
+			l.sys.Catch(syscall.SIGHUP)
+			l.restoreCloexec(cleared)
+			l.logf(slog.LevelInfo, "re-exec abandoned: a stop signal arrived during it", "signal", fsm.Signal(stop).String())
+			failedAfterPrepare(errorf("re-exec abandoned: %s arrived during it", fsm.Signal(stop)))
+			return
+		}
+	}
 	err = l.sys.Exec(a.Path, a.Argv, append(env, carried(drained, l.sys.Now())))
 	if err == nil {
 		l.replace = true // a fake OS "replaced" the image
 		return
 	}
+	unblockAll()
 	l.sys.Catch(syscall.SIGHUP)
 	l.restoreCloexec(cleared)
 	l.logf(slog.LevelDebug, "execve failed", "path", a.Path, "err", err.Error())
 	failedAfterPrepare(&os.PathError{Op: "execve", Path: a.Path, Err: err})
+}
+
+// execHeld are the signals every thread blocks from the last drain to
+// execve: the stop signals, whose pending instance abandons the exec, and
+// the reload and soft-stop signals, which the next image receives.
+var execHeld = []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
+
+// pendingStop reports a stop signal (TERM, INT or QUIT) pending for the
+// process or this thread.
+func (l *loop) pendingStop() (syscall.Signal, bool) {
+	if l.sys.Pending == nil {
+		return 0, false
+	}
+	var set unix.Sigset_t
+	if err := l.sys.Pending(&set); err != nil {
+		return 0, false
+	}
+	for _, s := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT} {
+		if sigsetHas(set, s) {
+			return s, true
+		}
+	}
+	return 0, false
 }
 
 func (l *loop) restoreCloexec(fds []int) {
