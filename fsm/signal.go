@@ -127,15 +127,24 @@ var signalTable = map[Signal]Route{
 	SIGINT:  RouteTerminate,
 	// SIGCHLD is the reaper's business, not the workers'.
 	SIGCHLD: RouteIgnore,
-	// The Go runtime preempts goroutines with SIGURG; forwarding it would
-	// flood the workers with signals they never asked for.
+	// The Go runtime preempts goroutines with SIGURG, sent to its own
+	// threads many times a second; a subscriber cannot tell those from one
+	// sent with kill(2), and forwarding them would flood the workers with
+	// signals they never asked for.
 	SIGURG: RouteIgnore,
-	// Synchronous signals describe a fault of the master itself; they are
-	// never meaningful to a worker.
-	SIGILL: RouteIgnore, SIGTRAP: RouteIgnore, SIGABRT: RouteIgnore, SIGBUS: RouteIgnore,
-	SIGFPE: RouteIgnore, SIGSEGV: RouteIgnore, SIGSYS: RouteIgnore,
-	// A broken pipe on the master's stderr is the master's problem.
+	// The kernel raises SIGPIPE when the master writes to a pipe or socket
+	// whose reader is gone (its stderr, a control client): the master's
+	// problem, which a subscriber cannot tell from one sent with kill(2).
 	SIGPIPE: RouteIgnore,
+	// The synchronous signals (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP,
+	// SIGABRT, SIGSYS) are not listed: a real fault of the master still
+	// crashes it (the Go runtime never delivers a fault to a subscriber),
+	// and one sent with kill(2) is an operator's signal like any other,
+	// forwarded as dumb-init and tini forward it.
+	// The Go runtime runs a system call on every thread with signal 33
+	// (syscall.AllThreadsSyscall, setuid), as the C library does, and
+	// drops one sent with kill(2): it cannot be caught.
+	33: RouteIgnore,
 	// KILL and STOP cannot be caught; listed so that the table is complete.
 	SIGKILL: RouteIgnore, SIGSTOP: RouteIgnore,
 }
@@ -153,16 +162,13 @@ func RouteOf(sig Signal) Route {
 	return RouteForward
 }
 
-// CatchableSignals lists, in order, every signal the caller should subscribe
-// to (signal.Notify): all signals 1..64 whose route is not RouteIgnore, plus
-// SIGCHLD, which drives the reaper. Real-time signals 32 and 33 are reserved
-// by the C library and left alone.
+// CatchableSignals lists, in order, every signal the caller should catch:
+// all signals 1..64 whose route is not RouteIgnore, plus SIGCHLD, which
+// drives the reaper. Signals 32 and 34, which the C library keeps for its
+// threads, are among them: a master has no C library, and forwards them.
 func CatchableSignals() []Signal {
 	var out []Signal
 	for s := Signal(1); s <= 64; s++ {
-		if s == 32 || s == 33 {
-			continue
-		}
 		if RouteOf(s) != RouteIgnore || s == SIGCHLD {
 			out = append(out, s)
 		}

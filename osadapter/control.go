@@ -63,7 +63,7 @@ func (l *loop) answer(r fsm.Reply) {
 		return
 	}
 	delete(l.ctl.conns, r.ID)
-	facts := control.Facts{MasterPid: l.sys.Getpid()}
+	facts := control.Facts{MasterPid: l.sys.Getpid(), DroppedLogLines: l.out.q.droppedLines()}
 	if r.Status != nil {
 		now := l.sys.Now()
 		facts.Uptime = make(map[int]time.Duration, len(r.Status.Workers))

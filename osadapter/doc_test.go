@@ -25,12 +25,28 @@ var routeText = map[fsm.Route]string{
 	fsm.RouteForward:   "forwarded to the current workers (each one's process group)",
 }
 
+// forwardText adds, for a forwarded signal that the Go runtime would not
+// let through alone, how the master catches it.
+var forwardText = map[fsm.Signal]string{
+	fsm.SIGILL:  "; only one sent with kill(2): a real fault of the master crashes it",
+	fsm.SIGTRAP: "; only one sent with kill(2): a real fault of the master crashes it",
+	fsm.SIGABRT: "; only one sent with kill(2): a real fault of the master crashes it",
+	fsm.SIGBUS:  "; only one sent with kill(2): a real fault of the master crashes it",
+	fsm.SIGFPE:  "; only one sent with kill(2): a real fault of the master crashes it",
+	fsm.SIGSEGV: "; only one sent with kill(2): a real fault of the master crashes it",
+	fsm.SIGSYS:  "; only one sent with kill(2): a real fault of the master crashes it",
+	fsm.SIGPROF: "; caught by a handler of mworker's own, the runtime's profiler handler drops it (osadapter/rawsig.go)",
+	32:          "; caught by a handler of mworker's own, the runtime leaves it to the C library (osadapter/rawsig.go)",
+	34:          "; caught by a handler of mworker's own, the runtime leaves it to the C library (osadapter/rawsig.go)",
+}
+
 // ignoredText says why a signal of RouteIgnore is not acted on, and what
 // actually happens when someone sends it.
 var ignoredText = map[fsm.Signal]string{
 	fsm.SIGCHLD: "internal: reap every exited child (wait4 loop)",
-	fsm.SIGURG:  "not caught: the Go runtime preempts goroutines with it; never forwarded",
-	fsm.SIGPIPE: "caught and dropped: a write to a closed stderr fails instead of killing the master",
+	fsm.SIGURG:  "not caught: the Go runtime preempts goroutines with it, many times a second, and a subscriber cannot tell one sent with kill(2) from those; never forwarded",
+	fsm.SIGPIPE: "caught and dropped: a write to a closed stderr or a gone control client fails instead of killing the master; the kernel's cannot be told from one sent with kill(2)",
+	33:          "the Go runtime's own (a system call on every thread, as the C library uses it); one sent with kill(2) is dropped",
 	fsm.SIGKILL: "cannot be caught: the master dies, the workers get SIGTERM (parent-death signal)",
 	fsm.SIGSTOP: "cannot be caught: the master stops until SIGCONT",
 }
@@ -45,7 +61,7 @@ func windowText(s fsm.Signal) string {
 		return "held pending (blocked before execve), handled right after"
 	case fsm.SIGTERM, fsm.SIGINT:
 		return "**kills the master**; the workers get SIGTERM"
-	case fsm.SIGQUIT:
+	case fsm.SIGQUIT, fsm.SIGILL, fsm.SIGTRAP, fsm.SIGABRT, fsm.SIGBUS, fsm.SIGFPE, fsm.SIGSEGV, fsm.SIGSYS:
 		return "**the runtime dumps goroutines and exits 2**; the workers get SIGTERM"
 	case fsm.SIGTSTP, fsm.SIGTTIN, fsm.SIGTTOU:
 		return "stops the master until SIGCONT"
@@ -53,19 +69,19 @@ func windowText(s fsm.Signal) string {
 		return "harmless: the new image reaps at start"
 	case fsm.SIGKILL, fsm.SIGSTOP:
 		return "as always"
-	case fsm.SIGILL, fsm.SIGTRAP, fsm.SIGABRT, fsm.SIGBUS, fsm.SIGFPE, fsm.SIGSEGV, fsm.SIGSYS:
-		return "as always"
 	case fsm.SIGSTKFLT:
 		return "**the runtime crashes the master (exit 2)**; the workers get SIGTERM"
-	case fsm.SIGURG, fsm.SIGPIPE, fsm.SIGCONT, fsm.SIGWINCH:
+	case fsm.SIGURG, fsm.SIGPIPE, fsm.SIGCONT, fsm.SIGWINCH, fsm.SIGPROF, 33:
 		return "dropped"
+	case 32, 34:
+		return "**kills the master** (the runtime leaves it at its default action); the workers get SIGTERM"
 	}
 	return "dropped, not forwarded (in the first fraction of a millisecond, before the runtime's handlers, its default action ends the master)"
 }
 
 func signalRow(name string, s fsm.Signal) string {
 	r := fsm.RouteOf(s)
-	what := routeText[r]
+	what := routeText[r] + forwardText[s]
 	if r == fsm.RouteIgnore {
 		what = ignoredText[s]
 		if what == "" {
@@ -82,7 +98,10 @@ func signalTable() string {
 	for s := fsm.Signal(1); s <= 31; s++ {
 		b.WriteString(signalRow("SIG"+s.String()+" ("+itoa(int(s))+")", s))
 	}
-	b.WriteString(signalRow("real-time 34..64", 34))
+	for s := fsm.Signal(32); s <= 34; s++ {
+		b.WriteString(signalRow("signal "+itoa(int(s)), s))
+	}
+	b.WriteString(signalRow("real-time 35..64", 35))
 	return b.String()
 }
 

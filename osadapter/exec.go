@@ -36,6 +36,9 @@ func (l *loop) exec(a fsm.Exec) {
 	for _, s := range l.ignored {
 		st.Ignored = append(st.Ignored, int(s))
 	}
+	if sm, ok := l.notify.(*serviceManager); ok {
+		st.NotifyDropped = sm.dropped
+	}
 	st.Spawned = make(map[int]int64, len(a.Handover.Workers))
 	for _, w := range a.Handover.Workers {
 		if at, ok := l.spawned[w.Pid]; ok {
@@ -98,7 +101,7 @@ func (l *loop) exec(a fsm.Exec) {
 		failedAfterPrepare(err)
 		return
 	}
-	names := []string{envState, envCarried}
+	names := []string{envState, envCarried, envLogDropped}
 	for _, kv := range extra {
 		name, _, _ := strings.Cut(kv, "=")
 		names = append(names, name)
@@ -148,7 +151,10 @@ func (l *loop) exec(a fsm.Exec) {
 
 	// From here to execve as little as possible: a signal the runtime
 	// catches after the drain is lost with this image.
-	l.out.flush() // the next image would not have what is held
+	// The next image would not have what is held or queued: the writer gets
+	// a bounded moment, and what it could not write is counted as dropped.
+	l.out.sync(execWait)
+	env = append(env, logDropped(l.out.q.handover()))
 	l.sys.Ignore(syscall.SIGHUP)
 	// Every thread of this image blocks the stop and reload signals, so
 	// that one arriving from now on stays pending instead of being caught

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -196,10 +198,36 @@ func fakeListeners(t *testing.T, f *fakeOS, l *loop, names []string, fds ...int)
 	}
 }
 
+// testLog collects a loop's log, written by the loop's queue on a
+// goroutine of its own.
+type testLog struct {
+	out *heldWriter // the loop's writer, or nil
+
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String is the log so far, once the loop's writer has written what it
+// holds and queues.
+func (l *testLog) String() string {
+	if l.out != nil {
+		l.out.sync(logWait{stall: time.Minute, limit: time.Minute})
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // fakeLoop builds a loop on f; the returned buffer collects its logs.
-func fakeLoop(t *testing.T, f *fakeOS, cfg Config, sigs chan os.Signal) (*loop, *bytes.Buffer) {
+func fakeLoop(t *testing.T, f *fakeOS, cfg Config, sigs chan os.Signal) (*loop, *testLog) {
 	t.Helper()
-	var logs bytes.Buffer
+	var logs testLog
 	if cfg.Command == nil {
 		cfg.Command = []string{"/bin/worker", "-x"}
 	}
@@ -226,5 +254,6 @@ func fakeLoop(t *testing.T, f *fakeOS, cfg Config, sigs chan os.Signal) (*loop, 
 	if err != nil {
 		t.Fatalf("newLoop: %v", err)
 	}
+	logs.out = l.out
 	return l, &logs
 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"syscall"
 	"unsafe"
 
@@ -54,6 +55,8 @@ var (
 	// SIGHUP and SIGINT, and does not touch the stop signals until
 	// signal.Notify, so those are the ones that can be seen.
 	startIgnored []syscall.Signal
+	// rawSigErr says why rawSignals could not be caught; Run logs it.
+	rawSigErr error
 )
 
 func installSignals() chan os.Signal {
@@ -97,6 +100,7 @@ func subscribeAll() chan os.Signal {
 	signal.Notify(ch, urgentSignals...)
 	notifiedAt = monotonicNow()
 	signal.Notify(ch, catchable()...)
+	rawSigErr = catchRaw(ch)
 	// Caught (not ignored, which workers would inherit): a write to a closed
 	// stderr then fails with EPIPE instead of killing the master.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
@@ -121,10 +125,14 @@ func isIgnored(sig syscall.Signal) bool {
 	return errno == 0 && old[0] == 1 // SIG_IGN
 }
 
+// catchable are the signals of fsm.CatchableSignals that signal.Notify can
+// deliver: all but rawSignals.
 func catchable() []os.Signal {
 	var out []os.Signal
 	for _, s := range fsm.CatchableSignals() {
-		out = append(out, syscall.Signal(s))
+		if !slices.Contains(rawSignals, syscall.Signal(s)) {
+			out = append(out, syscall.Signal(s))
+		}
 	}
 	return out
 }

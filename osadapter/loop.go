@@ -120,8 +120,9 @@ func (l *loop) perform(a fsm.Action) fsm.Event {
 		}
 	case fsm.Reply:
 		// Whoever asked may read the log next: what led to the answer is
-		// written before it.
-		l.out.flush()
+		// written before it, unless stderr is not being read (a bounded
+		// wait: the answer is late by a few ms at most).
+		l.out.sync(replyWait)
 		if l.ctl != nil {
 			l.answer(a)
 		} else if err := l.reply.Reply(a); err != nil {

@@ -1,7 +1,6 @@
 package osadapter
 
 import (
-	"bytes"
 	"io"
 	"os"
 	"slices"
@@ -437,7 +436,7 @@ func TestRunLoopRestartsOnTimerAndExits(t *testing.T) {
 // list that asked for it is done (fsm duties 2 and 3), in spawn order.
 func TestSpawnOutcomesFollowTheWholeActionList(t *testing.T) {
 	f := newFakeOS()
-	l, _ := fakeLoop(t, f, Config{}, nil)
+	l, log := fakeLoop(t, f, Config{}, nil)
 	var heldAtSpawn []string
 	f.onSpawn = func(pid int) {
 		l.out.mu.Lock()
@@ -451,7 +450,7 @@ func TestSpawnOutcomesFollowTheWholeActionList(t *testing.T) {
 	if strings.Contains(heldAtSpawn[1], "worker started") {
 		t.Fatalf("the machine was told of the first worker before the second was spawned:\n%s", heldAtSpawn[1])
 	}
-	logs := l.out.w.(*bytes.Buffer).String()
+	logs := log.String()
 	i, j := strings.Index(logs, "pid=100"), strings.Index(logs, "pid=101")
 	if i < 0 || j < 0 || i > j {
 		t.Fatalf("outcomes not fed in spawn order:\n%s", logs)

@@ -1,6 +1,7 @@
 package osadapter
 
 import (
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -10,9 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mworker/mworker/internal/sdnotify"
+	"golang.org/x/sys/unix"
 
+	"github.com/mworker/mworker/fsm"
 	"github.com/mworker/mworker/internal/e2etest"
+	"github.com/mworker/mworker/internal/sdnotify"
 )
 
 // The test plays systemd: it receives the master's notify datagrams on a
@@ -101,5 +104,58 @@ func TestRealServiceManagerNotify(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A service manager that does not read costs one warning, not one per
+// notification; a send that goes through again says how many were lost,
+// and a READY=1 lost carries MAINPID again on the next one.
+func TestDeafServiceManagerWarnsOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; sdnotify.Send(path, "STATUS=filler") == nil; i++ {
+		if i == 100_000 {
+			t.Fatal("the notify socket's queue never filled")
+		}
+	}
+
+	var logs testLog
+	sm := &serviceManager{addr: path, pid: 42, now: func() int64 { return 1e9 }, log: slog.New(slog.NewTextHandler(&logs, nil))}
+	for _, st := range []fsm.NotifyState{fsm.NotifyReady, fsm.NotifyReloading, fsm.NotifyReady} {
+		if err := sm.Notify(fsm.Notify{State: st}); err != nil {
+			t.Fatalf("Notify %v to a full queue = %v, want nil (dropped)", st, err)
+		}
+	}
+	if n := strings.Count(logs.String(), "level=WARN"); n != 1 || sm.dropped != 3 || sm.announced {
+		t.Fatalf("%d warnings, %d dropped, announced %v: want 1, 3, false; log:\n%s", n, sm.dropped, sm.announced, logs.String())
+	}
+
+	// The manager reads everything: the next READY=1 goes through, with
+	// MAINPID since the first was lost.
+	buf := make([]byte, sdnotify.MaxSize)
+	for {
+		if _, _, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT); err != nil {
+			break
+		}
+	}
+	if err := sm.Notify(fsm.Notify{State: fsm.NotifyReady}); err != nil {
+		t.Fatal(err)
+	}
+	n, _, err := unix.Recvfrom(fd, buf, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := sdnotify.Parse(buf[:n]); err != nil || !m.Ready || m.MainPID != 42 {
+		t.Fatalf("after the drops got %q (%v), want READY=1 with MAINPID=42", buf[:n], err)
+	}
+	if !strings.Contains(logs.String(), "reads its notify socket again") || !strings.Contains(logs.String(), "dropped=3") || sm.dropped != 0 {
+		t.Fatalf("the recovery was not logged with the 3 dropped:\n%s", logs.String())
 	}
 }

@@ -90,6 +90,9 @@ func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener) int {
 			l.logf(slog.LevelWarn, "cannot remove pid file", "path", l.pidFile, "err", err.Error())
 		}
 	}
+	// The last lines say why the master exits: give the writer a moment,
+	// bounded, as stderr may not be read at all.
+	l.out.sync(exitWait)
 	return status
 }
 
@@ -114,10 +117,13 @@ func errorf(format string, a ...any) error {
 
 // newLoop prepares everything Run needs before the first event.
 func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *loop, err error) {
-	out := &heldWriter{w: stderr}
+	out := newHeldWriter(stderr)
 	logger, err := newLogger(cfg.LogFormat, cfg.LogLevel, out)
 	if err != nil {
 		return nil, err
+	}
+	out.q.report = func(lines, total int64) {
+		logger.Warn(fmt.Sprintf("%d log lines dropped: stderr was not being read", lines), "dropped_log_lines", total)
 	}
 	if len(cfg.Command) == 0 {
 		return nil, errorf("no worker command: give one after --")
@@ -165,6 +171,13 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 		if err := sys.SigMask(unix.SIG_SETMASK, &l.mask, nil); err != nil {
 			return nil, errorf("restore the signal mask after re-exec: %w", err)
 		}
+		if v, ok := lookupEnv(env, envLogDropped); ok {
+			total, unreported, err := parseLogDropped(v)
+			if err != nil {
+				return nil, err
+			}
+			out.q.resume(total, unreported)
+		}
 		if v, ok := lookupEnv(env, envCarried); ok {
 			execAt, sigs, err := parseCarried(v)
 			if err != nil {
@@ -182,6 +195,9 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 			return nil, errorf("read the signal mask: %w", err)
 		}
 		l.ignored = startIgnored
+	}
+	if rawSigErr != nil {
+		l.logf(slog.LevelWarn, "SIGPROF, 32 and 34 cannot be caught: the first is dropped, the others end the master", "err", rawSigErr.Error())
 	}
 
 	mc := cfg.Machine
@@ -209,9 +225,10 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 	}
 	// The master's own service manager, when it gave one.
 	if addr, ok := lookupEnv(env, sdnotify.EnvNotifySocket); l.notify == nil && ok && addr != "" {
-		sm := &serviceManager{addr: addr, pid: sys.Getpid(), now: sys.Now}
+		sm := &serviceManager{addr: addr, pid: sys.Getpid(), now: sys.Now, log: logger}
 		if l.resumed != nil {
 			sm.announced = l.resumed.Handover.Announced
+			sm.dropped = l.resumed.NotifyDropped
 		}
 		l.notify = sm
 	}

@@ -48,6 +48,9 @@ type execState struct {
 	// Spawned is the CLOCK_MONOTONIC start (ns) of each live worker, by
 	// pid: status reports uptimes across re-execs.
 	Spawned map[int]int64
+	// NotifyDropped counts the notifications to the master's service
+	// manager lost since the last that went through (serviceManager).
+	NotifyDropped int
 }
 
 // envCarried carries what is known only in the last microseconds before

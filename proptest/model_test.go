@@ -257,9 +257,9 @@ func (m *model) status() *fsm.Status {
 
 // signalRoute is DESIGN.md's signal table, written again from the text:
 // reload, soft stop, terminate, and forward for the rest, except SIGCHLD
-// (the reaper's), signals that cannot be caught, the fault signals and
-// SIGPIPE that concern the master itself, SIGURG (the Go runtime's), and
-// numbers that are no signal at all.
+// (the reaper's), signals that cannot be caught, SIGPIPE that concerns the
+// master itself, SIGURG and 33 (the Go runtime's), and numbers that are no
+// signal at all. The fault signals sent with kill(2) are forwarded.
 func signalRoute(s fsm.Signal) fsm.Route {
 	switch s {
 	case fsm.SIGHUP, fsm.SIGUSR2:
@@ -268,8 +268,7 @@ func signalRoute(s fsm.Signal) fsm.Route {
 		return fsm.RouteSoftStop
 	case fsm.SIGTERM, fsm.SIGINT:
 		return fsm.RouteTerminate
-	case fsm.SIGCHLD, fsm.SIGKILL, fsm.SIGSTOP, fsm.SIGURG, fsm.SIGPIPE,
-		fsm.SIGILL, fsm.SIGTRAP, fsm.SIGABRT, fsm.SIGBUS, fsm.SIGFPE, fsm.SIGSEGV, fsm.SIGSYS:
+	case fsm.SIGCHLD, fsm.SIGKILL, fsm.SIGSTOP, fsm.SIGURG, fsm.SIGPIPE, 33:
 		return fsm.RouteIgnore
 	}
 	if s < 1 || s > 64 {

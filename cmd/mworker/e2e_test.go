@@ -440,11 +440,14 @@ func TestReloadStorm(t *testing.T) {
 	}
 }
 
-// Orphans of a worker are reparented to the master, which reaps them.
+// Orphans of a worker are reparented to the master, which reaps them. Each
+// orphan lives until the test creates the file "go", so that it can be seen
+// reparented first: its pid is written before the subshell that started it
+// exits.
 func TestOrphansReaped(t *testing.T) {
 	t.Parallel()
 	m := startRun(t, "", `for i in 1 2 3 4 5; do
-	(sleep 1 & echo $! >> "$d/orphans")
+	(sh -c 'while [ ! -e "$1" ]; do sleep 0.05; done' orphan "$d/go" & echo $! >> "$d/orphans")
 done
 `+stopOnTerm)
 	var orphans []int
@@ -452,14 +455,26 @@ done
 		orphans = readPids(filepath.Join(m.dir, "orphans"))
 		return len(orphans) == 5
 	})
-	for _, o := range orphans {
-		p, ok := readStat(o)
-		if !ok {
-			t.Fatalf("orphan %d ended before it could be observed", o)
+	parents := map[int]int{}
+	if !e2etest.Poll(10*time.Second, func() bool {
+		for _, o := range orphans {
+			p, ok := readStat(o)
+			if !ok {
+				t.Fatalf("orphan %d ended before it could be observed", o)
+			}
+			parents[o] = p.ppid
 		}
-		if p.ppid != m.pid {
-			t.Errorf("orphan %d has parent %d, want the master %d (child subreaper)", o, p.ppid, m.pid)
+		for _, pp := range parents {
+			if pp != m.pid {
+				return false
+			}
 		}
+		return true
+	}) {
+		t.Errorf("orphans' parents %v, want the master %d (child subreaper)", parents, m.pid)
+	}
+	if err := os.WriteFile(filepath.Join(m.dir, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	e2etest.WaitFor(t, 10*time.Second, "every orphan reaped", func() bool {
 		for _, o := range orphans {
@@ -758,7 +773,9 @@ exec `+mworkerBinary(t)+` "$@"
 		t.Fatal(err)
 	}
 	want := strings.TrimSpace(string(b))
-	if !strings.Contains(want, "SigIgn:\t0000000000000002") {
+	// Other bits are what this test process inherited (SIGHUP under nohup).
+	_, ign, _ := strings.Cut(want, "SigIgn:\t")
+	if bits, err := strconv.ParseUint(ign, 16, 64); err != nil || bits&(1<<(syscall.SIGINT-1)) == 0 {
 		t.Fatalf("the wrapper did not ignore SIGINT: %q", want)
 	}
 	for _, p := range append(old, fresh...) {

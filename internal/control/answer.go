@@ -26,6 +26,9 @@ type Master struct {
 	Generation    int    `json:"generation"`
 	Reloads       int    `json:"reloads"`
 	FailedReloads int    `json:"failed_reloads"`
+	// DroppedLogLines counts the log lines the master dropped, since its
+	// first start, because its stderr was not being read.
+	DroppedLogLines int64 `json:"dropped_log_lines"`
 }
 
 // Worker is one live worker in a status answer.
@@ -49,6 +52,9 @@ type Facts struct {
 	// Uptime is how long each worker, by pid, has been running; a pid
 	// missing here shows 0.
 	Uptime map[int]time.Duration
+	// DroppedLogLines counts the log lines the master dropped because its
+	// stderr was not being read.
+	DroppedLogLines int64
 }
 
 // NewAnswer turns the machine's reply into the answer a client gets.
@@ -61,7 +67,8 @@ func NewAnswer(r fsm.Reply, f Facts) Answer {
 		}
 	}
 	if s := r.Status; s != nil {
-		a.Master = &Master{Pid: f.MasterPid, State: s.State, Generation: s.Generation, Reloads: s.Reloads, FailedReloads: s.FailedReloads}
+		a.Master = &Master{Pid: f.MasterPid, State: s.State, Generation: s.Generation, Reloads: s.Reloads, FailedReloads: s.FailedReloads,
+			DroppedLogLines: f.DroppedLogLines}
 		a.Workers = make([]Worker, 0, len(s.Workers))
 		for _, w := range s.Workers {
 			a.Workers = append(a.Workers, Worker{

@@ -161,6 +161,9 @@ func WriteStatus(w io.Writer, a Answer) {
 	m := a.Master
 	fmt.Fprintf(w, "master pid %d, %s, generation %d, %d reloads (%d failed)\n",
 		m.Pid, m.State, m.Generation, m.Reloads, m.FailedReloads)
+	if m.DroppedLogLines > 0 {
+		fmt.Fprintf(w, "%d log lines dropped: stderr was not being read\n", m.DroppedLogLines)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PID\tGEN\tSLOT\tROLE\tREADY\tUPTIME")
 	for _, wk := range a.Workers {

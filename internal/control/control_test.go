@@ -237,7 +237,7 @@ func TestRequestsRoundTrip(t *testing.T) {
 
 	answer(fsm.CmdStatus, fsm.Reply{OK: true, Status: status})
 	code, out, stderr = client("status", "--control", path, "--json")
-	wantJSON := `{"ok":true,"master":{"pid":42,"state":"running","generation":3,"reloads":2,"failed_reloads":1},` +
+	wantJSON := `{"ok":true,"master":{"pid":42,"state":"running","generation":3,"reloads":2,"failed_reloads":1,"dropped_log_lines":0},` +
 		`"workers":[{"pid":101,"generation":3,"slot":0,"current":true,"role":"current","ready":true,"stopping":false,"uptime_seconds":61.5},` +
 		`{"pid":99,"generation":2,"slot":0,"current":false,"role":"old","ready":true,"stopping":true,"uptime_seconds":3600}]}` + "\n"
 	if code != 0 || out != wantJSON {
@@ -245,9 +245,26 @@ func TestRequestsRoundTrip(t *testing.T) {
 	}
 }
 
+// Dropped log lines are in the answer, and in the table only when there
+// are some.
+func TestStatusShowsDroppedLogLines(t *testing.T) {
+	a := NewAnswer(fsm.Reply{OK: true, Status: &fsm.Status{State: "running", Generation: 1}}, Facts{MasterPid: 7, DroppedLogLines: 12})
+	if a.Master.DroppedLogLines != 12 {
+		t.Fatalf("dropped_log_lines %d, want 12", a.Master.DroppedLogLines)
+	}
+	var b strings.Builder
+	WriteStatus(&b, a)
+	want := "master pid 7, running, generation 1, 0 reloads (0 failed)\n" +
+		"12 log lines dropped: stderr was not being read\n" +
+		"PID  GEN  SLOT  ROLE  READY  UPTIME\n"
+	if b.String() != want {
+		t.Fatalf("status:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
 func TestStatusWithoutWorkersKeepsTheList(t *testing.T) {
 	b, _ := json.Marshal(NewAnswer(fsm.Reply{OK: true, Status: &fsm.Status{State: "exiting"}}, Facts{MasterPid: 1}))
-	if want := `{"ok":true,"master":{"pid":1,"state":"exiting","generation":0,"reloads":0,"failed_reloads":0},"workers":[]}`; string(b) != want {
+	if want := `{"ok":true,"master":{"pid":1,"state":"exiting","generation":0,"reloads":0,"failed_reloads":0,"dropped_log_lines":0},"workers":[]}`; string(b) != want {
 		t.Fatalf("got %s\nwant %s", b, want)
 	}
 	b, _ = json.Marshal(NewAnswer(fsm.Reply{}, Facts{}))

@@ -70,7 +70,7 @@ func Worker(args []string, stdout, stderr io.Writer) int {
 	for _, ln := range lns {
 		go func() { served <- srv.Serve(ln) }()
 	}
-	if err := sdnotify.Notify("READY=1"); err != nil {
+	if err := notifyReady(); err != nil {
 		fmt.Fprintf(stderr, "%scannot send READY=1: %v\n", prefix, err)
 		srv.Close()
 		return 1
@@ -97,6 +97,20 @@ func Worker(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s%v again: closing the connections still open without draining\n", prefix, sig)
 		srv.Close()
 		return 1
+	}
+}
+
+// notifyReady sends READY=1 to NOTIFY_SOCKET. The send does not block, and
+// a worker that is never ready is stopped: a full queue (the master not
+// reading for a moment) is retried for up to 5 s rather than lost.
+func notifyReady() error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := sdnotify.Notify("READY=1")
+		if !errors.Is(err, sdnotify.ErrQueueFull) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

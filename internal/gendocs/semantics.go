@@ -319,7 +319,7 @@ func Semantics() (string, error) {
 	b.WriteString(intro)
 
 	b.WriteString("## Signals sent to the master\n\n")
-	b.WriteString("From `fsm.RouteOf` and `fsm.CatchableSignals` (real-time signals 34..64 are forwarded too).\n\n")
+	b.WriteString("From `fsm.RouteOf` and `fsm.CatchableSignals` (signal 32 and real-time signals 34..64 are forwarded too; 33 is the Go runtime's own).\n\n")
 	b.WriteString("| # | signal | route | what the master does | subscribed |\n|---|---|---|---|---|\n")
 	catchable := fsm.CatchableSignals()
 	for sig := fsm.Signal(1); sig <= 31; sig++ {

@@ -1,6 +1,7 @@
 package sdnotify
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -13,9 +14,9 @@ import (
 // socket.
 const EnvNotifySocket = "NOTIFY_SOCKET"
 
-// sendTimeout bounds a send to a service manager whose queue is full, so
-// that the master's loop never hangs on it.
-var sendTimeout = unix.Timeval{Sec: 5}
+// ErrQueueFull is wrapped by Send's error when the receiver's queue is
+// full: the receiver is not reading, and the datagram was dropped.
+var ErrQueueFull = errors.New("the receiver's queue is full (it is not reading): datagram dropped")
 
 // Notify sends state to the service manager at $NOTIFY_SOCKET. With the
 // variable unset or empty it does nothing and returns nil. It reads the
@@ -27,6 +28,11 @@ func Notify(state string) error {
 
 // Send sends state as one datagram to addr: an absolute path or an
 // abstract "@NAME". An empty addr does nothing.
+//
+// Send never blocks, as systemd's own sd_notify does not: when the
+// receiver's queue is full, the datagram is dropped and the error wraps
+// ErrQueueFull (and EAGAIN). A caller that must not lose the state (a
+// worker's READY=1) may send it again later.
 func Send(addr, state string) error {
 	if addr == "" {
 		return nil
@@ -42,10 +48,11 @@ func Send(addr, state string) error {
 		return fmt.Errorf("sdnotify: socket: %w", err)
 	}
 	defer unix.Close(fd)
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &sendTimeout); err != nil {
-		return fmt.Errorf("sdnotify: setsockopt(SO_SNDTIMEO): %w", err)
+	err = unix.Sendto(fd, []byte(state), unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, &unix.SockaddrUnix{Name: addr})
+	if errors.Is(err, unix.EAGAIN) {
+		return fmt.Errorf("sdnotify: send to %s: %w (%w)", addr, ErrQueueFull, err)
 	}
-	if err := unix.Sendto(fd, []byte(state), unix.MSG_NOSIGNAL, &unix.SockaddrUnix{Name: addr}); err != nil {
+	if err != nil {
 		return fmt.Errorf("sdnotify: send to %s: %w", addr, err)
 	}
 	return nil

@@ -33,6 +33,8 @@
 //
 // As a service of its own manager, call Notify with Ready, Reloading,
 // Stopping and Status (joined with Join) at the moments DESIGN.md names.
+// Notify and Send never block: a full queue drops the datagram with an
+// error wrapping ErrQueueFull; log it once, not once per send.
 // Notify is a no-op without NOTIFY_SOCKET; it leaves the variable set for
 // the next image, so keep it out of the workers' environment yourself.
 package sdnotify

@@ -157,6 +157,44 @@ func TestSendErrors(t *testing.T) {
 	}
 }
 
+// A receiver that does not read makes Send drop the datagram at once, as
+// sd_notify does, instead of waiting for room (the master once waited 5 s
+// per notification).
+func TestSendToAFullQueueDropsAtOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "deaf.sock")
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	// Send until it fails: each Send uses a socket of its own, so the
+	// receiver's queue (net.unix.max_dgram_qlen) is what fills.
+	for i := 0; ; i++ {
+		if i == 100_000 {
+			t.Fatal("100,000 datagrams queued and no send failed")
+		}
+		err := Send(path, "STATUS=filler")
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, ErrQueueFull) || !errors.Is(err, unix.EAGAIN) {
+			t.Fatalf("Send to a full queue = %v, want ErrQueueFull and EAGAIN", err)
+		}
+		break
+	}
+	// The queue drains: sends go through again.
+	buf := make([]byte, MaxSize)
+	if _, _, err := unix.Recvfrom(fd, buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := Send(path, "READY=1"); err != nil {
+		t.Fatalf("Send once the queue has room = %v", err)
+	}
+}
+
 // sendRaw sends payload with control data oob from a fresh socket.
 func sendRaw(t *testing.T, addr string, payload, oob []byte) error {
 	t.Helper()

@@ -1,0 +1,27 @@
+#include "textflag.h"
+
+// rawSigHandler is the handler of rawsig.go, called by the kernel with the
+// C calling convention (DI = the signal's number) on the thread's signal
+// stack. It writes one byte, rawSigBytes[DI], to the pipe rawSigFd and
+// returns to rawSigReturn. The registers it uses are restored by
+// rt_sigreturn; a full pipe drops the byte (EAGAIN), as the runtime drops a
+// signal when a channel is full.
+TEXT rawSigHandler<>(SB), NOSPLIT|NOFRAME, $0
+	LEAQ  ·rawSigBytes(SB), SI
+	ADDQ  DI, SI
+	MOVL  ·rawSigFd(SB), DI
+	MOVQ  $1, DX
+	MOVQ  $1, AX // write
+	SYSCALL
+	RET
+
+// rawSigReturn is the sigaction's restorer.
+TEXT rawSigReturn<>(SB), NOSPLIT|NOFRAME, $0
+	MOVQ $15, AX // rt_sigreturn
+	SYSCALL
+	INT  $3
+
+DATA ·rawSigHandlerPC+0(SB)/8, $rawSigHandler<>(SB)
+GLOBL ·rawSigHandlerPC(SB), RODATA, $8
+DATA ·rawSigReturnPC+0(SB)/8, $rawSigReturn<>(SB)
+GLOBL ·rawSigReturnPC(SB), RODATA, $8
