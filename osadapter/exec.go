@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -171,8 +172,12 @@ func (l *loop) exec(a fsm.Exec) {
 			l.sys.UnblockAll(&held)
 		}
 	}
+	if l.sys.BlockAll != nil && !blockedAll {
+		l.logf(slog.LevelDebug, "cannot block signals in every thread (a cgo build?): a stop in the re-exec window may be lost")
+	}
 	drained = l.drainSignals()
 	if blockedAll {
+		drained = append(drained, l.settleSignals()...)
 		if stop, ok := l.pendingStop(); ok {
 			unblockAll() // the runtime catches it now; the loop reads it next
 			l.sys.Catch(syscall.SIGHUP)
@@ -193,6 +198,42 @@ func (l *loop) exec(a fsm.Exec) {
 	l.logf(slog.LevelDebug, "execve failed", "path", a.Path, "err", err.Error())
 	failedAfterPrepare(&os.PathError{Op: "execve", Path: a.Path, Err: err})
 }
+
+// settleSignals takes from the channel every signal the runtime caught
+// before the signals were blocked: os/signal hands a caught signal to the
+// channel from a goroutine of its own, a moment later, so the channel may
+// not have it yet. The master sends itself execSentinel and reads until it
+// arrives: os/signal delivers what the runtime caught in order of arrival,
+// and of several caught at once the lower numbers first, so every stop or
+// reload signal caught before the sentinel comes before it. A real
+// SIGWINCH that coalesces with the sentinel is not forwarded.
+func (l *loop) settleSignals() []syscall.Signal {
+	if err := l.sys.Kill(l.sys.Getpid(), execSentinel); err != nil {
+		return nil
+	}
+	var out []syscall.Signal
+	deadline := time.NewTimer(settleWait)
+	defer deadline.Stop()
+	for {
+		select {
+		case s := <-l.sigs:
+			if s == execSentinel {
+				return out
+			}
+			out = append(out, s.(syscall.Signal))
+		case <-deadline.C:
+			l.logf(slog.LevelDebug, "re-exec: the sentinel signal did not arrive", "waited", settleWait.String())
+			return out
+		}
+	}
+}
+
+// execSentinel is the signal settleSignals sends the master: caught,
+// higher than every stop and reload signal, harmless if one is lost.
+const execSentinel = syscall.SIGWINCH
+
+// settleWait bounds settleSignals; the sentinel takes microseconds.
+const settleWait = 100 * time.Millisecond
 
 // execHeld are the signals every thread blocks from the last drain to
 // execve: the stop signals, whose pending instance abandons the exec, and
