@@ -3,6 +3,7 @@ package osadapter
 import (
 	"context"
 	"log/slog"
+	"runtime"
 	"time"
 
 	"github.com/mworker/mworker/fsm"
@@ -17,9 +18,10 @@ type controlSocket struct {
 	ln    *control.Listener
 	in    chan control.Request
 	conns map[fsm.RequestID]*control.Conn // clients waiting for their Reply
-	// queued are requests taken from in just before an execve, which the
-	// machine has not seen: the next image's Serve sends them again, or,
-	// if the execve fails, the loop feeds them after ExecFailed.
+	// queued are requests the machine has not seen: taken from in (and
+	// the listener's held ones) just before an execve, for the next image,
+	// which feeds them right after Start, or for this one to feed after
+	// ExecFailed; and in a new image, those the previous one handed over.
 	queued []control.Request
 }
 
@@ -35,7 +37,7 @@ func openControl(path string, log *slog.Logger) (*controlSocket, error) {
 	if pending == nil {
 		pending = make(map[fsm.RequestID]*control.Conn)
 	}
-	return &controlSocket{ln: ln, in: make(chan control.Request, 64), conns: pending}, nil
+	return &controlSocket{ln: ln, in: make(chan control.Request, 64), conns: pending, queued: ln.Queued()}, nil
 }
 
 func (c *controlSocket) serve(log *slog.Logger) {
@@ -63,7 +65,7 @@ func (l *loop) answer(r fsm.Reply) {
 		return
 	}
 	delete(l.ctl.conns, r.ID)
-	facts := control.Facts{MasterPid: l.sys.Getpid(), DroppedLogLines: l.out.q.droppedLines()}
+	facts := control.Facts{MasterPid: l.sys.Getpid(), DroppedLogLines: l.out.q.droppedLines(), Goroutines: runtime.NumGoroutine()}
 	if r.Status != nil {
 		now := l.sys.Now()
 		facts.Uptime = make(map[int]time.Duration, len(r.Status.Workers))
@@ -80,18 +82,28 @@ func (l *loop) answer(r fsm.Reply) {
 }
 
 // prepareExec hands the control socket, the clients of the reload requests
-// the machine hands over, and the requests still in the channel to the
-// next image. undo runs after a failed execve; the loop then feeds the
-// queued requests (requeue).
-func (c *controlSocket) prepareExec(requests []fsm.RequestID, log *slog.Logger) (env []string, undo func(), err error) {
+// the machine hands over, and the requests it has not seen to the next
+// image. undo runs after a failed execve; the loop then feeds the queued
+// requests (requeue).
+//
+// The reload requests among those the machine has not seen join this
+// reload: coalesced returns their IDs, which the caller adds to the
+// handover's Requests, and the next image answers them with this reload's
+// outcome, as the machine answers a reload requested before the one under
+// way begins. They were sent before this reload began, so its outcome is
+// theirs. Handed over as requests to feed instead, each would make the
+// next image re-execute at once, and a storm of N requests read during
+// one re-exec would become N re-execs in a row, one request each.
+func (c *controlSocket) prepareExec(requests []fsm.RequestID, log *slog.Logger) (env []string, coalesced []fsm.RequestID, undo func(), err error) {
 	// Stop accepting first: clients that connect from now on wait in the
-	// listen queue for the next image, and those already accepted are read
-	// to the end, so that the drain below finds every request this image
-	// took.
+	// listen queue for the next image; those already accepted are held
+	// with their request, or kept unread for the next image to read, so
+	// that the drain below and Held find every request this image took.
 	if !c.ln.Pause(pauseWait) {
-		log.Log(context.Background(), slog.LevelWarn, "control: a client was still sending its request at the re-exec; it will see its connection close")
+		log.Log(context.Background(), slog.LevelWarn, "control: a client accepted before the re-exec was not handed over in time; it will see its connection close", "waited", pauseWait)
 	}
-	c.queued = c.queued[:0]
+	// Requests not fed yet (a re-exec while requeue feeds them) stay
+	// first: they are the oldest.
 	for drained := false; !drained; {
 		select {
 		case r := <-c.in:
@@ -100,33 +112,47 @@ func (c *controlSocket) prepareExec(requests []fsm.RequestID, log *slog.Logger) 
 			drained = true
 		}
 	}
+	c.queued = append(c.queued, c.ln.Held()...)
 	pending := make(map[fsm.RequestID]*control.Conn, len(requests))
 	for _, id := range requests {
 		if conn, ok := c.conns[id]; ok {
 			pending[id] = conn
 		}
 	}
-	h, err := c.ln.PrepareExec(pending, c.queued)
+	var queued []control.Request
+	for _, r := range c.queued {
+		if r.Command == fsm.CmdReload {
+			pending[r.ID] = r.Conn
+			coalesced = append(coalesced, r.ID)
+		} else {
+			queued = append(queued, r)
+		}
+	}
+	h, err := c.ln.PrepareExec(pending, queued)
 	if err != nil {
 		c.ln.Resume()
-		return nil, nil, errorf("keep the control socket across the re-exec: %w", err)
+		return nil, nil, nil, errorf("keep the control socket across the re-exec: %w", err)
 	}
-	return h.Env, func() { h.Undo(); c.ln.Resume() }, nil
+	return h.Env, coalesced, func() { h.Undo(); c.ln.Resume() }, nil
 }
 
-// pauseWait bounds how long a re-exec waits for control clients already
-// accepted to send their request line (a client sends it as it connects).
-const pauseWait = 200 * time.Millisecond
+// pauseWait bounds how long a re-exec waits for the goroutines of the
+// control clients already accepted to hold or keep them. They do nothing
+// that blocks, so the wait is their scheduling: well under a millisecond
+// on an idle machine, and the bound is for a machine so loaded that they
+// are not run for a long while.
+const pauseWait = time.Second
 
-// requeue feeds, after a failed execve, the requests prepareExec took from
-// the channel.
+// requeue feeds the requests the machine has not seen: after a failed
+// execve, those prepareExec took; in a new image, right after Start, those
+// the previous image handed over.
+//
+// One at a time: a request may re-execute the master, and those not fed
+// yet are then handed over with the rest.
 func (l *loop) requeue() {
-	if l.ctl == nil {
-		return
-	}
-	queued := l.ctl.queued
-	l.ctl.queued = nil
-	for _, r := range queued {
+	for l.ctl != nil && len(l.ctl.queued) > 0 && !l.done() {
+		r := l.ctl.queued[0]
+		l.ctl.queued = l.ctl.queued[1:]
 		l.onRequest(r)
 	}
 }

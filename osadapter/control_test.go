@@ -182,3 +182,48 @@ func TestControlHandoverAndFailedExec(t *testing.T) {
 		t.Errorf("%d clients still held after their answers", len(l.ctl.conns))
 	}
 }
+
+// Reload requests read but not yet fed to the machine when it re-executes
+// join that reload: their clients are handed over as waiting for it, in
+// the handover's Requests, so that the next image answers them with its
+// outcome instead of re-executing once more for each. A status request
+// is handed over to be fed.
+func TestControlReloadsReadDuringExecJoinIt(t *testing.T) {
+	f := newFakeOS()
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	l, _ := fakeLoop(t, f, Config{Control: path}, nil)
+	defer l.closeTransports()
+	l.start()
+	go l.ctl.serve(l.log)
+
+	for i, req := range []string{"reload", "reload", "status", "reload"} {
+		c := dialRequest(t, path, req)
+		defer c.Close()
+		e2etest.WaitFor(t, 10*time.Second, "request "+req, func() bool { return len(l.ctl.in) == i+1 })
+	}
+	l.onRequest(<-l.ctl.in) // the first reload: exec
+
+	if len(f.execs) != 1 {
+		t.Fatalf("%d execs, want 1", len(f.execs))
+	}
+	env := f.execs[0].env
+	v, _ := lookupEnv(env, envState)
+	st, err := decodeState(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(st.Handover.Requests) != "[1 2 4]" {
+		t.Errorf("handover Requests %v, want the reloads [1 2 4]", st.Handover.Requests)
+	}
+	pending, _ := lookupEnv(env, control.EnvPending)
+	queued, _ := lookupEnv(env, control.EnvQueued)
+	var ids [3]int
+	var fds [3]int
+	if _, err := fmt.Sscanf(pending, "%d:%d,%d:%d,%d:%d", &ids[0], &fds[0], &ids[1], &fds[1], &ids[2], &fds[2]); err != nil || ids != [3]int{1, 2, 4} {
+		t.Errorf("%s=%q: want the clients of reloads 1, 2 and 4", control.EnvPending, pending)
+	}
+	var sid, sfd int
+	if _, err := fmt.Sscanf(queued, "%d:%d:status", &sid, &sfd); err != nil || sid != 3 {
+		t.Errorf("%s=%q: want the status request 3 alone", control.EnvQueued, queued)
+	}
+}

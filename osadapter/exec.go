@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -137,9 +138,19 @@ func (l *loop) exec(a fsm.Exec) {
 	// The control socket comes last: it stops accepting, the requests of
 	// the clients it accepted are drained and handed over with their
 	// connections, and clients that connect later wait in the listen queue
-	// for the next image.
+	// for the next image. The reload requests the machine has not seen
+	// join this reload's (prepareExec says why): the handover is encoded
+	// again with them.
 	if l.ctl != nil {
-		cenv, u, err := l.ctl.prepareExec(a.Handover.Requests, l.log)
+		cenv, coalesced, u, err := l.ctl.prepareExec(a.Handover.Requests, l.log)
+		if err == nil && len(coalesced) > 0 {
+			st.Handover.Requests = append(slices.Clone(st.Handover.Requests), coalesced...)
+			if enc, err = st.encode(); err != nil {
+				u()
+			}
+			env = append(withoutVars(env, envState), envState+"="+enc)
+			l.logf(slog.LevelDebug, "control: reload requests read during the re-exec join it", "requests", len(coalesced))
+		}
 		if err != nil {
 			l.restoreCloexec(cleared)
 			failedAfterPrepare(err)

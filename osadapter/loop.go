@@ -296,8 +296,11 @@ func (l *loop) nextDeadline() (int64, bool) {
 }
 
 // start feeds Start (after re-arming the timers a previous image handed
-// over), the signals that image had read but not acted on, and sweeps the
-// children that exited while no one was reaping.
+// over), the control requests and then the signals that image had read but
+// not acted on, and sweeps the children that exited while no one was
+// reaping. The requests come before the signals: a carried SIGUSR2 may
+// re-execute this image at once, and they would wait for yet another
+// image.
 func (l *loop) start() {
 	if st := l.resumed; st != nil {
 		for i, t := range st.Handover.Timers {
@@ -309,6 +312,7 @@ func (l *loop) start() {
 		}
 	}
 	l.step(fsm.Start{})
+	l.requeue()
 	for _, s := range l.carried {
 		l.onSignal(s)
 	}

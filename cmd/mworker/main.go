@@ -111,7 +111,9 @@
 // ready, 1 when it failed and was rolled back. Status prints a table, or
 // the JSON object with --json. Stop begins a soft stop, as SIGUSR1.
 // They exit 0 on success, 1 on failure (the reason on stderr) and 2 on a
-// bad command line; --timeout bounds the wait for the answer.
+// bad command line; --timeout bounds the wait for the answer, connecting
+// included: a master whose control socket queue is full (a storm of
+// requests during a re-exec) is tried again until then.
 //
 // Demo runs a master with two built-in HTTP workers on 127.0.0.1:8080 and
 // prints how to reload and watch it.

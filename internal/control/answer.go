@@ -29,6 +29,11 @@ type Master struct {
 	// DroppedLogLines counts the log lines the master dropped, since its
 	// first start, because its stderr was not being read.
 	DroppedLogLines int64 `json:"dropped_log_lines"`
+	// Goroutines is how many goroutines the master runs: one per notify
+	// socket, one per control client, a few of its own. A count that
+	// grows without workers or clients to match is a leak (bench/soak.sh
+	// watches it).
+	Goroutines int `json:"goroutines"`
 }
 
 // Worker is one live worker in a status answer.
@@ -55,6 +60,8 @@ type Facts struct {
 	// DroppedLogLines counts the log lines the master dropped because its
 	// stderr was not being read.
 	DroppedLogLines int64
+	// Goroutines is runtime.NumGoroutine() of the master.
+	Goroutines int
 }
 
 // NewAnswer turns the machine's reply into the answer a client gets.
@@ -68,7 +75,7 @@ func NewAnswer(r fsm.Reply, f Facts) Answer {
 	}
 	if s := r.Status; s != nil {
 		a.Master = &Master{Pid: f.MasterPid, State: s.State, Generation: s.Generation, Reloads: s.Reloads, FailedReloads: s.FailedReloads,
-			DroppedLogLines: f.DroppedLogLines}
+			DroppedLogLines: f.DroppedLogLines, Goroutines: f.Goroutines}
 		a.Workers = make([]Worker, 0, len(s.Workers))
 		for _, w := range s.Workers {
 			a.Workers = append(a.Workers, Worker{

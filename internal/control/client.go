@@ -99,14 +99,16 @@ func RunClient(cmd string, args []string, stdout, stderr io.Writer) int {
 }
 
 // ask sends one request and returns the raw answer line and its decoding.
+// timeout bounds the whole exchange, connecting included.
 func ask(path, cmd string, timeout time.Duration) ([]byte, Answer, error) {
 	var a Answer
-	c, err := net.DialTimeout("unix", path, min(timeout, 10*time.Second))
+	deadline := time.Now().Add(timeout)
+	c, err := dial(path, deadline)
 	if err != nil {
 		return nil, a, fmt.Errorf("cannot connect to %s: %s; is mworker running with --control %s?", path, dialReason(err), path)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(timeout))
+	c.SetDeadline(deadline)
 	// A master that refuses us may answer and close before our write; its
 	// answer is still there to read.
 	_, werr := io.WriteString(c, cmd+"\n")
@@ -135,6 +137,28 @@ func ask(path, cmd string, timeout time.Duration) ([]byte, Answer, error) {
 	return append(line, '\n'), a, nil
 }
 
+// dial connects to the control socket, and connects again, after a short
+// back-off, while its listen queue is full. A unix socket whose queue is
+// full fails connect(2) at once with EAGAIN (it does not wait as TCP
+// does): the master is alive but has not accepted for a moment, as while
+// it re-executes in a storm of reloads, and it will. Any other error is
+// final: ECONNREFUSED and ENOENT mean that no master listens there (the
+// socket survives a re-exec, open and at its path), and waiting would only
+// delay saying so.
+func dial(path string, deadline time.Time) (net.Conn, error) {
+	var d net.Dialer
+	backoff := time.Millisecond
+	for {
+		d.Deadline = deadline
+		c, err := d.Dial("unix", path)
+		if err == nil || !errors.Is(err, syscall.EAGAIN) || time.Until(deadline) < backoff {
+			return c, err
+		}
+		time.Sleep(backoff)
+		backoff = min(2*backoff, 50*time.Millisecond)
+	}
+}
+
 func dialReason(err error) string {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -143,6 +167,8 @@ func dialReason(err error) string {
 		return "nothing listens there (a stale socket file)"
 	case errors.Is(err, fs.ErrPermission):
 		return "permission denied (run this as the user that runs mworker)"
+	case errors.Is(err, syscall.EAGAIN):
+		return "its listen queue stayed full until the timeout (raise --timeout, or check the master's log)"
 	}
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Err != nil {

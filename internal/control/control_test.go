@@ -3,6 +3,7 @@ package control
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"io/fs"
 	"net"
@@ -237,7 +238,7 @@ func TestRequestsRoundTrip(t *testing.T) {
 
 	answer(fsm.CmdStatus, fsm.Reply{OK: true, Status: status})
 	code, out, stderr = client("status", "--control", path, "--json")
-	wantJSON := `{"ok":true,"master":{"pid":42,"state":"running","generation":3,"reloads":2,"failed_reloads":1,"dropped_log_lines":0},` +
+	wantJSON := `{"ok":true,"master":{"pid":42,"state":"running","generation":3,"reloads":2,"failed_reloads":1,"dropped_log_lines":0,"goroutines":0},` +
 		`"workers":[{"pid":101,"generation":3,"slot":0,"current":true,"role":"current","ready":true,"stopping":false,"uptime_seconds":61.5},` +
 		`{"pid":99,"generation":2,"slot":0,"current":false,"role":"old","ready":true,"stopping":true,"uptime_seconds":3600}]}` + "\n"
 	if code != 0 || out != wantJSON {
@@ -248,7 +249,10 @@ func TestRequestsRoundTrip(t *testing.T) {
 // Dropped log lines are in the answer, and in the table only when there
 // are some.
 func TestStatusShowsDroppedLogLines(t *testing.T) {
-	a := NewAnswer(fsm.Reply{OK: true, Status: &fsm.Status{State: "running", Generation: 1}}, Facts{MasterPid: 7, DroppedLogLines: 12})
+	a := NewAnswer(fsm.Reply{OK: true, Status: &fsm.Status{State: "running", Generation: 1}}, Facts{MasterPid: 7, DroppedLogLines: 12, Goroutines: 9})
+	if a.Master.Goroutines != 9 {
+		t.Errorf("goroutines %d, want 9", a.Master.Goroutines)
+	}
 	if a.Master.DroppedLogLines != 12 {
 		t.Fatalf("dropped_log_lines %d, want 12", a.Master.DroppedLogLines)
 	}
@@ -264,7 +268,7 @@ func TestStatusShowsDroppedLogLines(t *testing.T) {
 
 func TestStatusWithoutWorkersKeepsTheList(t *testing.T) {
 	b, _ := json.Marshal(NewAnswer(fsm.Reply{OK: true, Status: &fsm.Status{State: "exiting"}}, Facts{MasterPid: 1}))
-	if want := `{"ok":true,"master":{"pid":1,"state":"exiting","generation":0,"reloads":0,"failed_reloads":0,"dropped_log_lines":0},"workers":[]}`; string(b) != want {
+	if want := `{"ok":true,"master":{"pid":1,"state":"exiting","generation":0,"reloads":0,"failed_reloads":0,"dropped_log_lines":0,"goroutines":0},"workers":[]}`; string(b) != want {
 		t.Fatalf("got %s\nwant %s", b, want)
 	}
 	b, _ = json.Marshal(NewAnswer(fsm.Reply{}, Facts{}))
@@ -389,6 +393,87 @@ func TestClientReportsNoAnswer(t *testing.T) {
 	code, _, stderr = client("reload", "--control", path)
 	if code != 1 || !strings.Contains(stderr, "closed the connection without an answer") {
 		t.Fatalf("dropped: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// A client that meets a full listen queue (EAGAIN at once on a unix
+// socket) connects again within its --timeout, and gets its answer once
+// the master accepts.
+func TestClientRetriesAFullQueue(t *testing.T) {
+	path := sockPath(t)
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	fl, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := fl.(*net.UnixListener)
+	defer ln.Close()
+	// Fill the queue until a connect fails with EAGAIN.
+	var filler []net.Conn
+	defer func() {
+		for _, c := range filler {
+			c.Close()
+		}
+	}()
+	for {
+		c, err := net.Dial("unix", path)
+		if errors.Is(err, syscall.EAGAIN) {
+			break
+		}
+		if err != nil || len(filler) > 100 {
+			t.Fatalf("filling the queue: %v after %d clients", err, len(filler))
+		}
+		filler = append(filler, c)
+	}
+	type result struct {
+		code     int
+		out, err string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, out, errText := client("reload", "--control", path, "--timeout", "20s")
+		done <- result{code, out, errText}
+	}()
+	// Without a retry the client fails at once: give it time to meet the
+	// full queue before the master accepts.
+	select {
+	case r := <-done:
+		t.Fatalf("the client gave up on a full queue: exit %d, stderr %q", r.code, r.err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	go func() {
+		for {
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				line, _, _ := readRequest(c, nil)
+				if line == "reload" {
+					c.Write([]byte("{\"ok\":true}\n"))
+				}
+			}()
+		}
+	}()
+	select {
+	case r := <-done:
+		if r.code != 0 || r.out != "reload succeeded\n" {
+			t.Fatalf("exit %d, out %q, stderr %q", r.code, r.out, r.err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no answer")
 	}
 }
 

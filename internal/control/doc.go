@@ -26,15 +26,17 @@
 //     Conn (the client went away) is dropped.
 //  5. Just before execve, call Pause (Serve stops accepting; clients that
 //     connect later wait in the listen queue, which the next image
-//     inherits; those already accepted are read and sent on), then take
-//     what is left in the request channel without blocking (requests the
-//     machine has not seen), and call PrepareExec with the connections of
-//     the requests in fsm.Handover.Requests and those queued requests; add
-//     Handoff.Env to the new image's environment. The new image's Serve
-//     sends the queued requests again, with their IDs, before any new one.
-//     If execve fails, call Handoff.Undo so that the fds are close-on-exec
-//     again, Resume, feed the queued requests to the machine, and keep
-//     serving.
+//     inherits; the reading of those already accepted is interrupted:
+//     a request read in full is held, a client that has not sent its
+//     whole line is kept for the next image to read), then take what is
+//     left in the request channel without blocking, and Held (requests
+//     the machine has not seen), and call PrepareExec with the
+//     connections of the requests in fsm.Handover.Requests and those
+//     queued requests; add Handoff.Env to the new image's environment.
+//     The new image's Queued returns the queued requests, with their
+//     IDs: feed them right after Start, before anything else. If execve
+//     fails, call Handoff.Undo so that the fds are close-on-exec again,
+//     Resume, feed the queued requests to the machine, and keep serving.
 //  6. When the master exits, Close the listener: it removes the socket file
 //     if it is still the one this master bound.
 package control

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -16,9 +17,11 @@ import (
 )
 
 // The exec test runs this test binary as a small master: phase "before"
-// takes a reload request (waiting for its outcome) and a status request
-// (read, not yet given to the machine), and re-execs itself with the
-// handoff; phase "after" answers both from the new image, then one more.
+// takes a reload request (waiting for its outcome), a status request
+// (read, not yet given to the machine) and a client that has sent part of
+// its line, pauses and re-execs itself with the handoff; phase "after"
+// answers the first two from the new image, reads the third client's line
+// to the end and answers it, then one more.
 const (
 	envPhase = "CONTROL_TEST_PHASE"
 	envSock  = "CONTROL_TEST_SOCK"
@@ -54,6 +57,17 @@ func phaseBefore(path string) int {
 	}
 	if len(pending) != 1 || len(queued) != 1 {
 		fmt.Fprintf(os.Stderr, "before: want a reload and a status, got %v and %v\n", pending, queued)
+		return 3
+	}
+	// The third client is accepted and what it sent is read.
+	for deadline := time.Now().Add(10 * time.Second); !l.readingAllSent(1); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			fmt.Fprintf(os.Stderr, "before: the partial client was not accepted and read\n")
+			return 3
+		}
+	}
+	if !l.Pause(5*time.Second) || len(l.Held()) != 0 || len(l.unread) != 1 || string(l.unread[0].prefix) != "rel" {
+		fmt.Fprintf(os.Stderr, "before: Pause did not keep the partial client unread with what it sent: %v\n", l.unread)
 		return 3
 	}
 	h, err := l.PrepareExec(pending, queued)
@@ -93,19 +107,28 @@ func phaseAfter(path string) int {
 			return fail("Respond: %v", err)
 		}
 	}
-	reqs := make(chan Request)
-	go l.Serve(reqs)
-	r := <-reqs
-	if r.Command != fsm.CmdStatus {
-		return fail("first request after the exec is %v, want the queued status", r.Command)
+	q := l.Queued()
+	if len(q) != 1 || q[0].Command != fsm.CmdStatus || len(l.Queued()) != 0 {
+		return fail("queued %v, want the status once", q)
 	}
+	r := q[0]
 	last = max(last, r.ID)
 	Respond(r.Conn, fsm.Reply{ID: r.ID, OK: true, Status: &fsm.Status{State: "running", Generation: 2, Reloads: 1}}, Facts{MasterPid: os.Getpid()})
-	r = <-reqs
-	if r.ID <= last {
-		return fail("request id %d reuses one given out before the exec (last %d)", r.ID, last)
+	reqs := make(chan Request)
+	go l.Serve(reqs)
+	// The partial client's line, read to the end by this image, then the
+	// stop.
+	for _, want := range []fsm.Command{fsm.CmdReload, fsm.CmdStop} {
+		r = <-reqs
+		if r.Command != want {
+			return fail("request %v after the exec, want %v", r.Command, want)
+		}
+		if r.ID <= last {
+			return fail("request id %d reuses one given out before the exec (last %d)", r.ID, last)
+		}
+		last = r.ID
+		Respond(r.Conn, fsm.Reply{ID: r.ID, OK: true}, Facts{})
 	}
-	Respond(r.Conn, fsm.Reply{ID: r.ID, OK: true}, Facts{})
 	l.Close()
 	return 0
 }
@@ -147,6 +170,17 @@ func TestReloadClientSurvivesExec(t *testing.T) {
 		return err == nil
 	})
 
+	// A client that sends part of its line before the exec, and the rest
+	// after.
+	partial, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer partial.Close()
+	if _, err := partial.Write([]byte("rel")); err != nil {
+		t.Fatal(err)
+	}
+
 	type result struct {
 		code     int
 		out, err string
@@ -162,6 +196,13 @@ func TestReloadClientSurvivesExec(t *testing.T) {
 	}()
 	if r := <-reload; r.code != 0 || r.out != "reload succeeded\n" {
 		t.Fatalf("reload across exec: exit %d, out %q, err %q; child stderr: %s", r.code, r.out, r.err, stderr.String())
+	}
+	partial.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := partial.Write([]byte("oad\n")); err != nil {
+		t.Fatal(err)
+	}
+	if raw, err := io.ReadAll(partial); err != nil || string(raw) != "{\"ok\":true}\n" {
+		t.Fatalf("client that sent part of its line before the exec: %q, %v; child stderr: %s", raw, err, stderr.String())
 	}
 	r := <-status
 	var a Answer
@@ -207,6 +248,22 @@ func TestUndoRestoresCloseOnExec(t *testing.T) {
 	c2.Write([]byte("status\n"))
 	q := <-reqs
 	defer q.Conn.Close()
+	// A client whose line a Pause interrupted after "st".
+	c3, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Close()
+	c3.Write([]byte("st"))
+	waitFor(t, 5*time.Second, func() bool { return l.readingAllSent(1) })
+	l.Pause(5 * time.Second)
+	defer l.Resume()
+	l.pmu.Lock()
+	if len(l.unread) != 1 || string(l.unread[0].prefix) != "st" {
+		t.Fatalf("Pause kept %v unread, want one client with %q", l.unread, "st")
+	}
+	u := l.unread[0]
+	l.pmu.Unlock()
 	h, err := l.PrepareExec(map[fsm.RequestID]*Conn{r.ID: r.Conn}, []Request{q})
 	if err != nil {
 		t.Fatal(err)
@@ -214,10 +271,12 @@ func TestUndoRestoresCloseOnExec(t *testing.T) {
 	lfd, _ := rawFD(l.ln)
 	cfd, _ := rawFD(r.Conn.c)
 	qfd, _ := rawFD(q.Conn.c)
+	ufd, _ := rawFD(u.conn.c)
 	want := []string{
 		fmt.Sprintf("%s=%d", EnvListenerFD, lfd),
 		fmt.Sprintf("%s=%d:%d", EnvPending, r.ID, cfd),
 		fmt.Sprintf("%s=%d:%d:status", EnvQueued, q.ID, qfd),
+		fmt.Sprintf("%s=%d:7374", EnvAccepted, ufd),
 		fmt.Sprintf("%s=%d", EnvNextID, q.ID),
 	}
 	if strings.Join(h.Env, " ") != strings.Join(want, " ") {
@@ -230,15 +289,36 @@ func TestUndoRestoresCloseOnExec(t *testing.T) {
 		}
 		return flags&syscall.FD_CLOEXEC != 0
 	}
-	if cloexec(lfd) || cloexec(cfd) || cloexec(qfd) {
+	if cloexec(lfd) || cloexec(cfd) || cloexec(qfd) || cloexec(ufd) {
 		t.Fatal("PrepareExec left close-on-exec set")
 	}
 	if err := h.Undo(); err != nil {
 		t.Fatal(err)
 	}
-	if !cloexec(lfd) || !cloexec(cfd) || !cloexec(qfd) {
+	if !cloexec(lfd) || !cloexec(cfd) || !cloexec(qfd) || !cloexec(ufd) {
 		t.Fatal("Undo did not restore close-on-exec")
 	}
+}
+
+// readingAllSent says whether n clients are being read and Serve has read
+// all that each has sent so far.
+func (l *Listener) readingAllSent(n int) bool {
+	l.pmu.Lock()
+	defer l.pmu.Unlock()
+	if len(l.reading) != n {
+		return false
+	}
+	for c := range l.reading {
+		fd, err := rawFD(c.c)
+		if err != nil {
+			return false
+		}
+		var b [1]byte
+		if _, _, err := syscall.Recvfrom(fd, b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT); err != syscall.EAGAIN {
+			return false
+		}
+	}
+	return true
 }
 
 func fcntlGetFD(fd int) (int, error) {

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -27,13 +28,17 @@ const (
 	// EnvQueued lists requests read but not yet given to the machine, as
 	// ID:FD:COMMAND entries joined by commas, e.g. "6:11:status".
 	EnvQueued = "MWORKER_CONTROL_QUEUED"
+	// EnvAccepted lists the clients accepted whose request line was not
+	// read in full, as FD or FD:HEX entries (HEX: the bytes read so far)
+	// joined by commas, e.g. "12,13:72656c".
+	EnvAccepted = "MWORKER_CONTROL_ACCEPTED"
 	// EnvNextID is the last request ID given out, so that the new image
 	// never reuses one the machine may still answer.
 	EnvNextID = "MWORKER_CONTROL_LAST_ID"
 )
 
 // EnvNames are every variable this package puts in the environment.
-var EnvNames = []string{EnvListenerFD, EnvPending, EnvQueued, EnvNextID}
+var EnvNames = []string{EnvListenerFD, EnvPending, EnvQueued, EnvAccepted, EnvNextID}
 
 // Handoff is the control socket's part of a re-exec: the variables to add
 // to the new image's environment, and the fds made inheritable for it.
@@ -45,11 +50,13 @@ type Handoff struct {
 
 // PrepareExec makes the listener and the clients' connections survive
 // execve (it clears their close-on-exec flag) and names them in
-// Handoff.Env. Call it just before execve, with pending: the clients of
-// the requests in fsm.Handover.Requests, and queued: the requests Serve
-// has sent that the machine has not seen (drain the channel first; the new
-// image's Serve sends them again, same IDs). Any other client is closed
-// by the exec. If execve fails, call Undo.
+// Handoff.Env. Call it just before execve, after Pause, with pending: the
+// clients of the requests in fsm.Handover.Requests, and queued: the
+// requests read that the machine has not seen (drain the channel first,
+// and add Held; the new image's Queued returns them, same IDs). The
+// clients Pause interrupted before their request was read go too: the new
+// image reads them. Any other client is closed by the exec. If execve
+// fails, call Undo.
 func (l *Listener) PrepareExec(pending map[fsm.RequestID]*Conn, queued []Request) (*Handoff, error) {
 	h := &Handoff{}
 	lfd, err := rawFD(l.ln)
@@ -80,6 +87,22 @@ func (l *Listener) PrepareExec(pending map[fsm.RequestID]*Conn, queued []Request
 		fds = append(fds, fd)
 		triples = append(triples, strconv.FormatUint(uint64(r.ID), 10)+":"+strconv.Itoa(fd)+":"+r.Command.String())
 	}
+	l.pmu.Lock()
+	unread := slices.Clone(l.unread)
+	l.pmu.Unlock()
+	var accepted []string
+	for _, u := range unread {
+		fd, err := rawFD(u.conn.c)
+		if err != nil {
+			return nil, err
+		}
+		fds = append(fds, fd)
+		e := strconv.Itoa(fd)
+		if len(u.prefix) > 0 {
+			e += ":" + hex.EncodeToString(u.prefix)
+		}
+		accepted = append(accepted, e)
+	}
 	for _, fd := range fds {
 		if err := setCloseOnExec(fd, false); err != nil {
 			h.Undo()
@@ -91,6 +114,7 @@ func (l *Listener) PrepareExec(pending map[fsm.RequestID]*Conn, queued []Request
 		EnvListenerFD + "=" + strconv.Itoa(lfd),
 		EnvPending + "=" + strings.Join(pairs, ","),
 		EnvQueued + "=" + strings.Join(triples, ","),
+		EnvAccepted + "=" + strings.Join(accepted, ","),
 		EnvNextID + "=" + strconv.FormatUint(l.nextID.Load(), 10),
 	}
 	return h, nil
@@ -110,11 +134,13 @@ func (h *Handoff) Undo() error {
 // Open is Listen(path) on a fresh start. In an image started by a re-exec
 // (EnvListenerFD is set), it takes over the inherited listener, returns
 // the clients still waiting for their reload's outcome, by request ID,
-// and has Serve send the queued requests before any new one. Either way
-// it unsets EnvNames in this process.
+// keeps the queued requests for Queued, and has Serve read the requests
+// of the clients accepted but not read before any new one. Either way it
+// unsets EnvNames in this process.
 func Open(path string) (*Listener, map[fsm.RequestID]*Conn, error) {
 	lv, inherited := os.LookupEnv(EnvListenerFD)
 	pv, qv, nv := os.Getenv(EnvPending), os.Getenv(EnvQueued), os.Getenv(EnvNextID)
+	av := os.Getenv(EnvAccepted)
 	for _, k := range EnvNames {
 		os.Unsetenv(k)
 	}
@@ -140,10 +166,16 @@ func Open(path string) (*Listener, map[fsm.RequestID]*Conn, error) {
 		return nil, nil, err
 	}
 	l.queued, err = importQueued(qv)
+	if err == nil {
+		l.unread, err = importAccepted(av)
+	}
 	if err != nil {
 		l.ln.Close()
 		for _, c := range pending {
 			c.Close()
+		}
+		for _, r := range l.queued {
+			r.Conn.Close()
 		}
 		return nil, nil, err
 	}
@@ -154,6 +186,16 @@ func Open(path string) (*Listener, map[fsm.RequestID]*Conn, error) {
 		l.nextID.Store(max(l.nextID.Load(), uint64(r.ID)))
 	}
 	return l, pending, nil
+}
+
+// Queued returns, once, the requests the previous image had read but not
+// given to its machine. The event loop feeds them right after Start,
+// before anything else: an image that re-executes again before it reads
+// its channel (a storm of reloads) must not leave them waiting.
+func (l *Listener) Queued() []Request {
+	q := l.queued
+	l.queued = nil
+	return q
 }
 
 func importListener(path, v string) (*Listener, error) {
@@ -167,6 +209,11 @@ func importListener(path, v string) (*Listener, error) {
 	sa, err := unix.Getsockname(fd)
 	if u, ok := sa.(*unix.SockaddrUnix); err != nil || !ok || u.Name != path {
 		return nil, fmt.Errorf("control: inherited fd %d is not the control socket %s: start mworker afresh", fd, path)
+	}
+	// listen(2) again sets the backlog of a listening socket: a socket
+	// bound by an older mworker, with a short queue, gets this one's.
+	if err := unix.Listen(fd, listenBacklog()); err != nil {
+		return nil, fmt.Errorf("control: listen on the inherited control socket %s: %w", path, err)
 	}
 	f := os.NewFile(uintptr(fd), path)
 	ln, err := net.FileListener(f) // dups fd, close-on-exec
@@ -237,6 +284,42 @@ func importRequests(name, v string, withCommand bool) ([]Request, error) {
 		return nil, errors.Join(errs...)
 	}
 	return reqs, nil
+}
+
+// importAccepted takes over the clients of FD or FD:HEX entries; on error
+// it closes every one it took.
+func importAccepted(v string) ([]unread, error) {
+	if v == "" {
+		return nil, nil
+	}
+	var us []unread
+	var errs []error
+	for entry := range strings.SplitSeq(v, ",") {
+		fv, hv, _ := strings.Cut(entry, ":")
+		prefix, err := hex.DecodeString(hv)
+		if err != nil || len(prefix) >= MaxRequest {
+			errs = append(errs, fmt.Errorf("control: bad entry %q in %s", entry, EnvAccepted))
+			continue
+		}
+		fd, err := parseFD(EnvAccepted, fv)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		c, err := importConn(fd)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		us = append(us, unread{conn: c, prefix: prefix})
+	}
+	if len(errs) > 0 {
+		for _, u := range us {
+			u.conn.Close()
+		}
+		return nil, errors.Join(errs...)
+	}
+	return us, nil
 }
 
 func importConn(fd int) (*Conn, error) {

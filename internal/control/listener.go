@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,9 +36,23 @@ const (
 	// writeTimeout bounds an answer: the event loop calls Respond and must
 	// not hang on a client that never reads.
 	writeTimeout = 2 * time.Second
-	// backlog is the listen queue; clients are rare and short-lived.
-	backlog = 64
 )
+
+// listenBacklog is the listen queue asked of listen(2): as long as the
+// system allows (net.core.somaxconn, which the kernel caps it to anyway).
+// Clients wait there while the master re-executes, and a storm of reloads
+// (systemctl reload in a loop, a deploy tool on many hosts) must find room:
+// when the queue of a unix socket is full, connect(2) fails at once with
+// EAGAIN. Linux before 4.1 kept the backlog in 16 bits.
+func listenBacklog() int {
+	n := unix.SOMAXCONN
+	if b, err := os.ReadFile("/proc/sys/net/core/somaxconn"); err == nil {
+		if v, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && v > 0 {
+			n = v
+		}
+	}
+	return min(n, 1<<16-1)
+}
 
 // Listener is the master's control socket.
 type Listener struct {
@@ -50,17 +65,28 @@ type Listener struct {
 	uid      int    // the only peer uid served: the master's euid
 	dev, ino uint64 // of the socket file, to remove only our own on Close
 	nextID   atomic.Uint64
-	queued   []Request // handed over by the previous image; Serve sends them first
+	queued   []Request // handed over by the previous image, for the event loop (Queued)
 	done     chan struct{}
 	once     sync.Once
 
 	// Pause and Resume (pause.go).
 	pmu      sync.Mutex
 	paused   bool
-	parked   chan struct{} // closed by Serve once it has stopped accepting
-	resumed  chan struct{} // closed by Resume
-	inflight int           // accepted clients not yet sent on or answered
-	drained  chan struct{} // closed when inflight drops to 0, if set
+	hold     chan struct{}  // closed by Pause: requests read from now on are held
+	parked   chan struct{}  // closed by Serve once it has stopped accepting
+	resumed  chan struct{}  // closed by Resume
+	inflight int            // accepted clients not yet sent on, held or answered
+	drained  chan struct{}  // closed when inflight drops to 0, if set
+	reading  map[*Conn]bool // accepted clients whose request is being read
+	held     []Request      // read while paused: the event loop takes them (Held)
+	unread   []unread       // accepted, request not read when paused: handed over or read after Resume
+}
+
+// unread is a client whose request line Pause interrupted: the bytes of it
+// read so far, and the connection the rest is still to be read from.
+type unread struct {
+	conn   *Conn
+	prefix []byte
 }
 
 // Request is a valid control request, handed to the event loop.
@@ -114,7 +140,7 @@ func Listen(path string) (*Listener, error) {
 	if err := os.Chmod(path, 0o600); err != nil {
 		return fail(fmt.Errorf("control: chmod %s: %w", path, err))
 	}
-	if err := unix.Listen(fd, backlog); err != nil {
+	if err := unix.Listen(fd, listenBacklog()); err != nil {
 		return fail(fmt.Errorf("control: listen on %s: %w", path, err))
 	}
 	f := os.NewFile(uintptr(fd), path)
@@ -134,7 +160,8 @@ func Listen(path string) (*Listener, error) {
 }
 
 func newListener(path string, ln *net.UnixListener) *Listener {
-	return &Listener{path: path, ln: ln, uid: os.Geteuid(), done: make(chan struct{})}
+	return &Listener{path: path, ln: ln, uid: os.Geteuid(), done: make(chan struct{}),
+		hold: make(chan struct{}), reading: make(map[*Conn]bool)}
 }
 
 func (l *Listener) statPath() error {
@@ -194,24 +221,17 @@ func (l *Listener) Close() error {
 // Serve accepts clients until Close, and sends each valid request to out.
 // It answers by itself: peers of another uid, bad and oversized requests.
 // It returns nil after Close, or the error that stopped it accepting.
+//
+// Clients that the previous image had accepted but not read (handed over
+// across a re-exec, or interrupted by a Pause that Resume undid) are read
+// first.
 func (l *Listener) Serve(out chan<- Request) error {
-	queued := l.queued
-	l.queued = nil
-	for i, r := range queued {
-		select {
-		case out <- r:
-		case <-l.done:
-			for _, r := range queued[i:] {
-				r.Conn.Close()
-			}
-			return nil
-		}
-	}
 	var pause time.Duration
 	for {
 		if !l.waitWhilePaused() {
 			return nil
 		}
+		l.readUnread(out)
 		c, err := l.ln.AcceptUnix()
 		if err != nil {
 			select {
@@ -238,31 +258,70 @@ func (l *Listener) Serve(out chan<- Request) error {
 			return fmt.Errorf("control: accept on %s: %w", l.path, err)
 		}
 		pause = 0
-		l.pmu.Lock()
-		l.inflight++
-		l.pmu.Unlock()
-		go func() {
-			defer l.handled()
-			l.handle(&Conn{c: c}, out)
-		}()
+		l.start(unread{conn: &Conn{c: c}}, out)
 	}
 }
 
-func (l *Listener) handle(conn *Conn, out chan<- Request) {
+// start handles an accepted client on a goroutine of its own.
+func (l *Listener) start(u unread, out chan<- Request) {
+	l.pmu.Lock()
+	l.inflight++
+	l.pmu.Unlock()
+	go func() {
+		done := sync.OnceFunc(l.handled)
+		defer done()
+		l.handle(u.conn, u.prefix, out, done)
+	}()
+}
+
+// readUnread starts handling the clients whose request a Pause interrupted
+// (or the previous image handed over unread), unless paused again.
+func (l *Listener) readUnread(out chan<- Request) {
+	l.pmu.Lock()
+	var us []unread
+	if !l.paused {
+		us, l.unread = l.unread, nil
+	}
+	l.pmu.Unlock()
+	for _, u := range us {
+		l.start(u, out)
+	}
+}
+
+// handle reads the request of an accepted client, whose first bytes, if a
+// Pause interrupted an earlier read, are prefix. It calls done before it
+// answers a bad request itself, which may take a while (a client that does
+// not read): a Pause need not wait for a request that will never reach the
+// event loop. Any other way through is quick, so Pause waits for it.
+func (l *Listener) handle(conn *Conn, prefix []byte, out chan<- Request, done func()) {
 	uid, err := peerUID(conn.c)
 	if err != nil {
+		done()
 		l.log(slog.LevelWarn, "control: cannot read peer credentials", "err", err)
 		conn.answer(Answer{Error: "cannot read your credentials: " + err.Error()})
 		return
 	}
 	if uid != l.uid {
+		done()
 		l.log(slog.LevelWarn, "control: refused a peer of another uid", "uid", uid)
 		conn.write(Answer{Error: fmt.Sprintf("permission denied: your uid %d is not mworker's uid %d; connect as the user that runs mworker", uid, l.uid)})
 		conn.drain()
 		return
 	}
-	conn.c.SetReadDeadline(time.Now().Add(requestTimeout))
-	line, err := readRequest(conn.c)
+	if !l.startReading(conn) {
+		l.keepUnread(conn, prefix, out, done)
+		return
+	}
+	line, partial, err := readRequest(conn.c, prefix)
+	if l.stopReading(conn, err) {
+		// Pause interrupted the read: the client is handed over with what
+		// it has sent so far, or read on after Resume.
+		l.keepUnread(conn, partial, out, done)
+		return
+	}
+	if err != nil {
+		done()
+	}
 	switch {
 	case errors.Is(err, errTooLong):
 		l.log(slog.LevelWarn, "control: oversized request")
@@ -282,16 +341,37 @@ func (l *Listener) handle(conn *Conn, out chan<- Request) {
 	}
 	cmd, ok := fsm.ParseCommand(line)
 	if !ok {
+		done()
 		l.log(slog.LevelWarn, "control: unknown request", "request", clip(line))
 		conn.answer(Answer{Error: fmt.Sprintf("unknown request %q: use reload, status or stop", clip(line))})
 		return
 	}
 	conn.c.SetReadDeadline(time.Time{})
-	req := Request{ID: fsm.RequestID(l.nextID.Add(1)), Command: cmd, Conn: conn}
-	select {
-	case out <- req:
-	case <-l.done:
-		conn.Close()
+	l.deliver(out, Request{ID: fsm.RequestID(l.nextID.Add(1)), Command: cmd, Conn: conn})
+}
+
+// deliver sends r on out or, once Pause has begun, holds it for the event
+// loop to take with Held: a request must never wait on a full channel
+// that the event loop, busy with a re-exec, does not read, and then slip
+// into the channel after the loop drained it.
+func (l *Listener) deliver(out chan<- Request, r Request) {
+	for {
+		l.pmu.Lock()
+		if l.paused {
+			l.held = append(l.held, r)
+			l.pmu.Unlock()
+			return
+		}
+		hold := l.hold
+		l.pmu.Unlock()
+		select {
+		case out <- r:
+			return
+		case <-hold: // paused meanwhile
+		case <-l.done:
+			r.Conn.Close()
+			return
+		}
 	}
 }
 
@@ -324,17 +404,18 @@ var (
 	errEmpty   = errors.New("control: empty request")
 )
 
-// readRequest reads one line of at most MaxRequest bytes. A last line
-// without a newline counts (echo -n reload | socat ...).
-func readRequest(r io.Reader) (string, error) {
+// readRequest reads one line of at most MaxRequest bytes, of which prefix
+// was read before. A last line without a newline counts (echo -n reload |
+// socat ...). On a read error it also returns what it has read.
+func readRequest(r io.Reader, prefix []byte) (string, []byte, error) {
 	buf := make([]byte, MaxRequest)
-	n := 0
+	n := copy(buf, prefix)
 	for {
 		if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 {
-			return strings.TrimSpace(string(buf[:i])), nil
+			return strings.TrimSpace(string(buf[:i])), nil, nil
 		}
 		if n == len(buf) {
-			return "", errTooLong
+			return "", nil, errTooLong
 		}
 		m, err := r.Read(buf[n:])
 		n += m
@@ -343,12 +424,12 @@ func readRequest(r io.Reader) (string, error) {
 				n = i
 			}
 			if s := strings.TrimSpace(string(buf[:n])); s != "" {
-				return s, nil
+				return s, nil, nil
 			}
-			return "", errEmpty
+			return "", nil, errEmpty
 		}
 		if err != nil {
-			return "", err
+			return "", buf[:n], err
 		}
 	}
 }

@@ -1,16 +1,24 @@
 package control
 
 import (
+	"errors"
+	"os"
 	"time"
 )
 
 // Pause stops Serve accepting, for a re-exec: clients that connect from
 // now on wait in the socket's listen queue, which the next image inherits
-// and serves. It then waits, at most wait, until every client already
-// accepted has been read and either sent to Serve's channel or answered,
-// so that draining the channel afterwards finds every request this image
-// took. It reports whether all of them were done in time; a client that
-// has not sent its line by then is dropped by the execve.
+// and serves. It interrupts the reading of every accepted client's request:
+// a request read in full is held (take it with Held), and a client that
+// has not sent its whole line yet is kept with what it sent, for
+// PrepareExec to hand over (the next image reads the rest) or for Resume to
+// read on. Nothing waits for a client, so a client that is slow to send
+// its line, or a storm of them, cannot hold the re-exec nor lose its
+// answer. Pause then waits, at most wait, until the goroutine of every
+// accepted client has held or kept it (or begun answering a bad request,
+// which it does alone), and reports whether all did. That takes no more
+// than their scheduling, but on a loaded machine that can be a while, and
+// a client they had not held or kept by then would die with the exec.
 //
 // Resume undoes it (the execve failed). Both are for the event loop's
 // goroutine; Serve must be running.
@@ -21,12 +29,18 @@ func (l *Listener) Pause(wait time.Duration) bool {
 		return true
 	}
 	l.paused = true
+	close(l.hold)
 	l.parked = make(chan struct{})
 	l.resumed = make(chan struct{})
 	parked := l.parked
+	now := time.Now()
+	for c := range l.reading {
+		l.reading[c] = true
+		c.c.SetReadDeadline(now)
+	}
 	l.pmu.Unlock()
 	// Interrupt an accept in progress.
-	l.ln.SetDeadline(time.Now())
+	l.ln.SetDeadline(now)
 
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
@@ -53,7 +67,19 @@ func (l *Listener) Pause(wait time.Duration) bool {
 	}
 }
 
-// handled ends a client's handling (sent on, answered or dropped).
+// Held returns, once, the requests read in full while paused, which Serve
+// did not send on: the event loop hands them over (PrepareExec's queued)
+// with what it drains from the channel, or, if the execve fails, feeds
+// them.
+func (l *Listener) Held() []Request {
+	l.pmu.Lock()
+	defer l.pmu.Unlock()
+	h := l.held
+	l.held = nil
+	return h
+}
+
+// handled ends a client's handling (sent on, held, kept or answered).
 func (l *Listener) handled() {
 	l.pmu.Lock()
 	defer l.pmu.Unlock()
@@ -64,7 +90,44 @@ func (l *Listener) handled() {
 	}
 }
 
-// Resume lets Serve accept again after Pause.
+// startReading sets the deadline of conn's request, unless paused: then
+// it says so, and the client is kept unread.
+func (l *Listener) startReading(conn *Conn) bool {
+	l.pmu.Lock()
+	defer l.pmu.Unlock()
+	if l.paused {
+		return false
+	}
+	l.reading[conn] = false
+	conn.c.SetReadDeadline(time.Now().Add(requestTimeout))
+	return true
+}
+
+// stopReading ends the reading of conn's request, and says whether it
+// failed because Pause interrupted it.
+func (l *Listener) stopReading(conn *Conn, err error) bool {
+	l.pmu.Lock()
+	defer l.pmu.Unlock()
+	interrupted := l.reading[conn]
+	delete(l.reading, conn)
+	return interrupted && errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// keepUnread keeps a client whose request Pause interrupted, with the
+// bytes read so far; if Resume came first, it reads on at once.
+func (l *Listener) keepUnread(conn *Conn, prefix []byte, out chan<- Request, done func()) {
+	l.pmu.Lock()
+	if l.paused {
+		l.unread = append(l.unread, unread{conn: conn, prefix: prefix})
+		l.pmu.Unlock()
+		return
+	}
+	l.pmu.Unlock()
+	l.handle(conn, prefix, out, done)
+}
+
+// Resume lets Serve accept again after Pause, and read on the clients
+// Pause interrupted.
 func (l *Listener) Resume() {
 	l.pmu.Lock()
 	defer l.pmu.Unlock()
@@ -72,6 +135,7 @@ func (l *Listener) Resume() {
 		return
 	}
 	l.paused = false
+	l.hold = make(chan struct{})
 	l.ln.SetDeadline(time.Time{})
 	close(l.resumed)
 }

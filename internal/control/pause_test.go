@@ -2,6 +2,8 @@ package control
 
 import (
 	"net"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -45,41 +47,121 @@ func TestPauseHoldsNewClientsInTheQueue(t *testing.T) {
 	}
 }
 
-// Pause returns once a client accepted before it has been read and sent
-// on, so that draining the channel afterwards finds its request.
-func TestPauseWaitsForAcceptedClients(t *testing.T) {
+// Pause does not wait for an accepted client that has not sent its line:
+// it keeps it unread (for the next image, or for after Resume), and the
+// request is read once the client sends it.
+func TestPauseKeepsAClientThatHasNotSentItsLine(t *testing.T) {
 	l, reqs, c := acceptedClient(t)
-	// Accepted, but its line comes later.
-	go func() {
-		time.Sleep(100 * time.Millisecond)
-		c.Write([]byte("reload\n"))
-	}()
 	if !l.Pause(10 * time.Second) {
-		t.Fatal("Pause gave up on a client that sent its line")
+		t.Fatal("Pause did not finish")
 	}
+	l.pmu.Lock()
+	kept := len(l.unread)
+	l.pmu.Unlock()
+	if kept != 1 {
+		t.Fatalf("Pause kept %d clients unread, want 1", kept)
+	}
+	c.Write([]byte("reload\n"))
+	l.Resume()
 	select {
 	case r := <-reqs:
 		if r.Command.String() != "reload" {
 			t.Fatalf("got %+v", r)
 		}
 		r.Conn.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the kept client was not read after Resume")
+	}
+}
+
+// A request read while the event loop does not read the channel (it is
+// busy with a re-exec) is held for Held once Pause begins, and never
+// slips into the channel after the loop has drained it.
+func TestPauseHoldsARequestTheLoopDoesNotRead(t *testing.T) {
+	path := sockPath(t)
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan Request) // nobody reads it
+	go l.Serve(out)
+	t.Cleanup(func() { l.Close() })
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("reload\n"))
+	waitFor(t, 5*time.Second, func() bool {
+		l.pmu.Lock()
+		defer l.pmu.Unlock()
+		return l.inflight == 1 && len(l.reading) == 0 // read, waiting to send
+	})
+	if !l.Pause(10 * time.Second) {
+		t.Fatal("Pause waited for a request the loop does not read")
+	}
+	held := l.Held()
+	if len(held) != 1 || held[0].Command.String() != "reload" {
+		t.Fatalf("held %+v, want the reload", held)
+	}
+	held[0].Conn.Close()
+	select {
+	case r := <-out:
+		t.Fatalf("a held request was also sent: %+v", r)
 	default:
-		t.Fatal("Pause returned before the accepted client's request was sent on")
 	}
 	l.Resume()
 }
 
-// A client that never sends its line does not hold Pause past its bound.
-func TestPauseGivesUpOnASilentClient(t *testing.T) {
-	l, _, _ := acceptedClient(t)
-	start := time.Now()
-	if l.Pause(200 * time.Millisecond) {
-		t.Fatal("Pause says a silent client was done")
+// The listen queue holds a storm of clients while nothing accepts (a
+// re-exec): none gets EAGAIN, which a full unix socket queue returns at
+// once.
+func TestListenQueueHoldsAStorm(t *testing.T) {
+	if listenBacklog() < 200 {
+		t.Skipf("net.core.somaxconn is %d: too small for this test", listenBacklog())
 	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Fatalf("Pause took %v", d)
+	path := sockPath(t)
+	l, _ := serve(t, path)
+	l.Pause(5 * time.Second)
+	defer l.Resume()
+	stormConnect(t, path, 200)
+}
+
+// An inherited control socket that an older mworker bound with a short
+// queue gets the long one.
+func TestInheritedListenerGetsTheLongQueue(t *testing.T) {
+	if listenBacklog() < 200 {
+		t.Skipf("net.core.somaxconn is %d: too small for this test", listenBacklog())
 	}
-	l.Resume()
+	path := sockPath(t)
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 1); err != nil {
+		t.Fatal(err)
+	}
+	l, err := importListener(path, strconv.Itoa(fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	stormConnect(t, path, 200)
+}
+
+// stormConnect connects n clients to path, which nothing accepts.
+func stormConnect(t *testing.T, path string, n int) {
+	t.Helper()
+	for i := range n {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatalf("client %d of %d: %v", i+1, n, err)
+		}
+		defer c.Close()
+	}
 }
 
 // rawAskAsync sends reload on a new connection and returns the command
