@@ -56,9 +56,10 @@ type loop struct {
 	resumed *execState          // the previous image's state, or nil
 	carried []syscall.Signal    // signals the previous image had not acted on
 
-	exited  bool
-	status  int
-	replace bool // Exec returned nil: only a fake OS does that
+	exited   bool
+	stopping bool // the machine is exiting: the listeners are closed
+	status   int
+	replace  bool // Exec returned nil: only a fake OS does that
 }
 
 func (l *loop) done() bool { return l.exited || l.replace }
@@ -84,6 +85,15 @@ func (l *loop) step(ev fsm.Event) {
 	}
 	for _, o := range outcomes {
 		l.step(o)
+	}
+	if !l.stopping && l.m.State() == "exiting" {
+		l.stopping = true
+		if err := l.fds.closeListeners(); err != nil {
+			l.logf(slog.LevelDebug, "close listeners at stop", "err", err.Error())
+		}
+		if n := len(l.fds.listeners); n > 0 {
+			l.logf(slog.LevelDebug, "stopping: the master's copies of the listening sockets are closed; new connections are refused once the workers close theirs", "listeners", n)
+		}
 	}
 }
 
