@@ -53,7 +53,15 @@ func boot(t *testing.T, rootfs string) *container {
 	if len(name) > 60 {
 		name = name[:60]
 	}
-	c.cmd = exec.Command("systemd-nspawn", "--boot", "--register=no", "--keep-unit",
+	// With --keep-unit, nspawn puts the container in "payload" under its
+	// own cgroup, and the container's systemd makes that its root: two
+	// containers started from one cgroup would share their services'
+	// cgroups, and stopping app.service in one would kill the other's. So
+	// each starts from a cgroup of its own, made here and removed after.
+	cgroups := ownCgroups(t, name)
+	wrapper := `for cg in "$CGROUPS"; do echo $$ > "$cg/cgroup.procs" || exit 1; done; exec "$@"`
+	c.cmd = exec.Command("/bin/sh", "-c", strings.ReplaceAll(wrapper, `"$CGROUPS"`, shellWords(cgroups)), "sh",
+		"systemd-nspawn", "--boot", "--register=no", "--keep-unit",
 		"--volatile=overlay", "--private-network", "--console=read-only",
 		"-D", rootfs, "-M", name)
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
@@ -63,7 +71,12 @@ func boot(t *testing.T, rootfs string) *container {
 		t.Fatal(err)
 	}
 	go func() { c.cmd.Wait(); close(c.done) }()
-	t.Cleanup(c.shutdown)
+	t.Cleanup(func() {
+		c.shutdown()
+		for _, cg := range cgroups {
+			removeCgroup(cg)
+		}
+	})
 
 	// PID 1 of the container is the child of nspawn that is pid 1 in a
 	// pid namespace of its own.
@@ -241,4 +254,71 @@ func (c *container) get(addr, path string, timeout time.Duration) (string, error
 		err = fmt.Errorf("%s: %s", resp.Status, b)
 	}
 	return string(b), err
+}
+
+// ownCgroups makes a cgroup named name under the test process's own in
+// each hierarchy that systemd manages (name=systemd of a v1 or hybrid
+// host, and the v2 one), and returns their directories.
+func ownCgroups(t *testing.T, name string) []string {
+	t.Helper()
+	mounts := map[string]string{} // hierarchy as /proc/self/cgroup names it → mount point
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(mi), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(f) < 5 || len(g) < 3 {
+			continue
+		}
+		switch {
+		case g[0] == "cgroup2":
+			mounts[""] = f[4]
+		case g[0] == "cgroup" && strings.Contains(","+g[2]+",", ",name=systemd,"):
+			mounts["name=systemd"] = f[4]
+		}
+	}
+	own, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for line := range strings.SplitSeq(strings.TrimSpace(string(own)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		if mnt, ok := mounts[parts[1]]; ok {
+			dir := filepath.Join(mnt, parts[2], "mworker-e2e-"+name)
+			if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+				t.Skipf("cannot make a cgroup for the container (%v): systemd-nspawn would not boot it apart from the others", err)
+			}
+			dirs = append(dirs, dir)
+		}
+	}
+	if len(dirs) == 0 {
+		t.Skip("no systemd-managed cgroup hierarchy (cgroup2, or v1 name=systemd) is mounted here: systemd-nspawn cannot boot systemd")
+	}
+	return dirs
+}
+
+// removeCgroup removes a cgroup the container left, its children first.
+func removeCgroup(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.IsDir() {
+			removeCgroup(filepath.Join(dir, e.Name()))
+		}
+	}
+	os.Remove(dir)
+}
+
+// shellWords quotes words for sh.
+func shellWords(words []string) string {
+	q := make([]string, len(words))
+	for i, w := range words {
+		q[i] = "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
+	}
+	return strings.Join(q, " ")
 }

@@ -49,6 +49,10 @@ func requireRootfs(t *testing.T) string {
 }
 
 func buildRootfs(t *testing.T) (path, skip string, err error) {
+	if os.Getenv(envGate) != "1" {
+		return "", envGate + " is not 1: these tests debootstrap a Debian rootfs (minutes, the first time) and boot systemd in it; run them with " +
+			envGate + "=1 sh scripts/test-deps.sh && " + envGate + "=1 go test -count=1 -v ./e2e/systemd (docs/systemd.md, What was checked)", nil
+	}
 	if os.Geteuid() != 0 {
 		return "", "not root: systemd-nspawn --boot and debootstrap need root (run go test as root)", nil
 	}
