@@ -580,6 +580,10 @@ func workerExitedWhileExiting(ctx context.Context, _ ...any) error {
 			m.exitStatus = e.Status.Int()
 		}
 		m.log(LevelInfo, "worker exited", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
+	} else if g.n > m.cur {
+		// Of the generation a reload was starting when the stop began:
+		// not serving, so its status is not the master's either.
+		m.log(LevelInfo, "new worker exited", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
 	} else {
 		m.log(LevelInfo, "old worker exited", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
 	}
