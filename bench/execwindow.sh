@@ -16,7 +16,7 @@
 #
 # This script starts
 #
-#   mworker run -n WORKERS --ready immediate --log-level debug --log-format json --control SOCK -- sleep 1000
+#   mworker run -n WORKERS --ready immediate --reexec always --log-level debug --log-format json --control SOCK -- sleep 1000
 #
 # runs RELOADS `mworker reload` in a row (each once the previous one has
 # answered), reads those lines from the master's log and prints min,
@@ -64,7 +64,7 @@ sock=$tmp/ctl.sock
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr), $(go version | awk '{ print $3 }')"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-"$tmp/mworker" run -n "$WORKERS" --ready immediate --log-level debug --log-format json --control "$sock" -- sleep 1000 2>"$tmp/log" &
+"$tmp/mworker" run -n "$WORKERS" --ready immediate --reexec always --log-level debug --log-format json --control "$sock" -- sleep 1000 2>"$tmp/log" &
 mpid=$!
 for i in $(seq 1 100); do
 	"$tmp/mworker" status --control "$sock" >/dev/null 2>&1 && break

@@ -281,7 +281,8 @@ func fileInode(t *testing.T, path string) uint64 {
 // one that connects during the execve waits in the listen queue for the
 // new image. None sees its connection close unanswered.
 func TestControlClientsAnsweredAcrossReexecs(t *testing.T) {
-	m := startMaster(t, t.TempDir(), demoOptions, mworkerPath, "demo-worker")
+	opts := append(slices.Clone(demoOptions), "--reexec", "always")
+	m := startMaster(t, t.TempDir(), opts, mworkerPath, "demo-worker")
 	m.waitSettled(2, 15*time.Second)
 
 	stop := make(chan struct{})

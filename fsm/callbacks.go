@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+
+	"github.com/qmuntal/stateless"
 )
 
 // The callbacks of the transition table. Each one reads the event being
@@ -321,22 +323,53 @@ func noteNoChildren(ctx context.Context, _ ...any) error {
 	return nil
 }
 
-func execNewImage(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
+// beginReload is what both kinds of reload share: the request that
+// triggered it and those queued behind the last one wait for its outcome,
+// and the service manager hears RELOADING=1.
+func (m *Machine) beginReload() {
 	if id, ok := m.controlID(); ok {
 		m.requests = append(m.requests, id)
 	}
 	m.requests = append(m.requests, m.queued...)
 	m.queued = nil
 	m.pendingReload = false
-	pids := m.livePids(nil)
 	if m.announced {
 		m.emit(Notify{State: NotifyReloading})
 	}
+}
+
+func execNewImage(ctx context.Context, _ ...any) error {
+	m := machineOf(ctx)
+	m.beginReload()
+	pids := m.livePids(nil)
 	m.log(LevelInfo, "reloading: re-executing the master", "path", m.cfg.Path, "generation", m.cur, "pids", pids)
 	h := m.handover()
 	h.ExitStatus = m.exitStatus
 	m.emit(Exec{Path: m.cfg.Path, Argv: ReloadArgv(m.cfg.Argv, pids), Handover: h})
+	return nil
+}
+
+// spawnNextInPlace starts the next generation without re-executing: the
+// same image goes on supervising, and a stop that arrives meanwhile is an
+// ordinary stop. It is AwaitingReady's entry action for a reload (an
+// OnEntryFrom would label the state's internal Reload edge in the graph
+// too); entered from Start, resumeAndSpawnNext does the work.
+func spawnNextInPlace(ctx context.Context, _ ...any) error {
+	if stateless.GetTransition(ctx).Trigger != trigReload {
+		return nil
+	}
+	m := machineOf(ctx)
+	m.beginReload()
+	m.maxGen++
+	m.next = m.maxGen
+	m.addGen(m.next)
+	m.log(LevelInfo, "reloading: starting the new generation", "generation", m.next, "serving", m.cur)
+	// The timer first: with immediate readiness the generation may be
+	// promoted while the spawns are still being carried out.
+	m.setTimer(Timer{Kind: TimerReadyTimeout, Generation: m.next}, m.cfg.ReadyTimeout)
+	for slot := range m.cfg.Workers {
+		m.startWorker(m.next, slot)
+	}
 	return nil
 }
 
@@ -547,6 +580,10 @@ func workerExitedWhileExiting(ctx context.Context, _ ...any) error {
 			m.exitStatus = e.Status.Int()
 		}
 		m.log(LevelInfo, "worker exited", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
+	} else if g.n > m.cur {
+		// Of the generation a reload was starting when the stop began:
+		// not serving, so its status is not the master's either.
+		m.log(LevelInfo, "new worker exited", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
 	} else {
 		m.log(LevelInfo, "old worker exited", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
 	}

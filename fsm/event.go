@@ -48,6 +48,15 @@ type NoChildren struct{}
 // ExecFailed reports that the Exec action did not replace the process.
 type ExecFailed struct{ Err string }
 
+// ImageChanged tells the machine whether the binary at Config.Path is
+// another image than the one running (an upgrade was installed there), as
+// the caller last found it. Under ReexecOnUpgrade the next reload
+// re-executes the master only when it is; otherwise the new generation
+// starts in place, with no exec. Feed it before each reload signal or
+// request; a machine never told assumes the image is unchanged. It yields
+// no action.
+type ImageChanged struct{ Changed bool }
+
 // TimerFired reports that a timer set by SetTimer reached its deadline and
 // was not cancelled.
 type TimerFired struct{ Timer Timer }
@@ -130,6 +139,7 @@ func (WorkerReady) isEvent()    {}
 func (ChildExited) isEvent()    {}
 func (NoChildren) isEvent()     {}
 func (ExecFailed) isEvent()     {}
+func (ImageChanged) isEvent()   {}
 func (TimerFired) isEvent()     {}
 func (ControlRequest) isEvent() {}
 
@@ -147,6 +157,9 @@ func (e ChildExited) String() string {
 }
 func (NoChildren) String() string   { return "no-children" }
 func (e ExecFailed) String() string { return "exec-failed err=" + strconv.Quote(e.Err) }
+func (e ImageChanged) String() string {
+	return "image changed=" + strconv.FormatBool(e.Changed)
+}
 func (e TimerFired) String() string { return "timer " + e.Timer.String() }
 func (e ControlRequest) String() string {
 	return "control id=" + strconv.FormatUint(uint64(e.ID), 10) + " " + e.Command.String()

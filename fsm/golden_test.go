@@ -15,6 +15,7 @@ package fsm
 //
 //	workers: 2                 Config.Workers (default 1)
 //	restart: always            --restart: always, on-failure, no (default always)
+//	reexec: upgrade            --reexec: always, upgrade, never (default always)
 //	ready: notify              --ready: immediate, notify, or a duration (default immediate)
 //	ready-timeout: 30s         (default 30s)
 //	stop-signal: TERM          (default TERM)
@@ -49,6 +50,7 @@ package fsm
 //	exited pid=101 status=exit:3          (or status=signal:KILL)
 //	no-children
 //	exec-failed err="permission denied"
+//	image changed=true                    (or changed=false)
 //	timer restart gen=1 slot=0            (any Timer.String form)
 //	control id=1 reload                   (reload, stop, status, or command(N))
 //
@@ -237,6 +239,8 @@ func goldenConfig(header []string) (Config, error) {
 			cfg.Workers, err = strconv.Atoi(val)
 		case "restart":
 			cfg.Restart, err = ParseRestartPolicy(val)
+		case "reexec":
+			cfg.Reexec, err = ParseReexecPolicy(val)
 		case "ready":
 			cfg.Ready, err = ParseReadyMode(val)
 		case "ready-timeout":
@@ -493,6 +497,9 @@ func parseEvent(line string) (Event, error) {
 		_, q, _ := strings.Cut(line, " err=")
 		msg, err := strconv.Unquote(q)
 		return ExecFailed{Err: msg}, err
+	case "image":
+		changed, err := strconv.ParseBool(kv["changed"])
+		return ImageChanged{Changed: changed}, err
 	case "timer":
 		tm, err := parseTimer(strings.TrimPrefix(line, "timer "))
 		return TimerFired{Timer: tm}, err

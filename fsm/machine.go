@@ -79,6 +79,7 @@ type Machine struct {
 	armed             map[Timer]bool
 
 	announced             bool
+	upgrade               bool        // the binary at Path is another image (ImageChanged)
 	pendingReload         bool        // a reload arrived during a reload
 	requests              []RequestID // reload requests awaiting the outcome
 	queued                []RequestID // reload requests for the reload after this one
@@ -227,6 +228,10 @@ func (m *Machine) step(ev Event) {
 		}
 		m.gone = nil
 		m.step(ev)
+		return
+	}
+	if e, ok := ev.(ImageChanged); ok {
+		m.upgrade = e.Changed
 		return
 	}
 	m.ev = ev
@@ -431,7 +436,8 @@ func buildTable() *stateless.StateMachine {
 		OnEntryFrom(trigExecFailed, abandonReload).
 		OnEntryFrom(trigGenerationReady, promoteGeneration).
 		OnEntryFrom(trigGenerationFailed, rollBack).
-		Permit(trigReload, stateExecPending, noSpawnInFlight).
+		Permit(trigReload, stateExecPending, noSpawnInFlight, reloadExecs).
+		Permit(trigReload, stateAwaitingReady, noSpawnInFlight, reloadInPlace).
 		InternalTransition(trigReload, coalesceReload, spawnInFlight).
 		InternalTransition(trigFirstReady, announceReady)
 
@@ -446,6 +452,7 @@ func buildTable() *stateless.StateMachine {
 	sm.Configure(stateAwaitingReady).
 		SubstateOf(stateReloading).
 		OnEntryFrom(trigStart, resumeAndSpawnNext).
+		OnEntry(spawnNextInPlace).
 		Permit(trigGenerationReady, stateRunning).
 		Permit(trigGenerationFailed, stateRunning).
 		InternalTransition(trigReload, coalesceReload)
@@ -482,6 +489,21 @@ func Graph() string { return table().ToGraph() }
 // be in the -sf list of the exec.
 func noSpawnInFlight(ctx context.Context, _ ...any) bool { return len(machineOf(ctx).inflight) == 0 }
 func spawnInFlight(ctx context.Context, _ ...any) bool   { return len(machineOf(ctx).inflight) > 0 }
+
+// A reload re-executes the master, or starts the new generation in place,
+// as Config.Reexec and the last ImageChanged say.
+func reloadExecs(ctx context.Context, _ ...any) bool   { return machineOf(ctx).execOnReload() }
+func reloadInPlace(ctx context.Context, _ ...any) bool { return !machineOf(ctx).execOnReload() }
+
+func (m *Machine) execOnReload() bool {
+	switch m.cfg.Reexec {
+	case ReexecAlways:
+		return true
+	case ReexecOnUpgrade:
+		return m.upgrade
+	}
+	return false
+}
 
 func isFresh(ctx context.Context, _ ...any) bool   { return machineOf(ctx).cfg.Resume == nil }
 func isResumed(ctx context.Context, _ ...any) bool { return machineOf(ctx).cfg.Resume != nil }

@@ -49,6 +49,9 @@ func (c *controlSocket) serve(log *slog.Logger) {
 // onRequest feeds a request to the machine and keeps its client.
 func (l *loop) onRequest(r control.Request) {
 	l.ctl.conns[r.ID] = r.Conn
+	if r.Command == fsm.CmdReload {
+		l.noteImage()
+	}
 	l.step(fsm.ControlRequest{ID: r.ID, Command: r.Command})
 }
 

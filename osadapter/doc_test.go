@@ -19,7 +19,7 @@ const (
 
 // routeText says what the master does with a signal of each route.
 var routeText = map[fsm.Route]string{
-	fsm.RouteReload:    "reload: re-exec with `-sf <live pids>`, start a new generation, stop the old one once the new one is ready",
+	fsm.RouteReload:    "reload: start a new generation, stop the old one once the new one is ready; only an upgrade (a new binary at the start path, or `--reexec always`) re-executes the master first, with `-sf <live pids>`",
 	fsm.RouteSoftStop:  "soft stop: `--stop-signal` to every worker, wait for all, exit",
 	fsm.RouteTerminate: "the same signal to every worker (current and old), wait for all, exit; a second one is forwarded again",
 	fsm.RouteForward:   "forwarded to the current workers (each one's process group)",
@@ -93,7 +93,7 @@ func signalRow(name string, s fsm.Signal) string {
 
 func signalTable() string {
 	var b strings.Builder
-	b.WriteString("| signal | route | what the master does | inside the re-exec window |\n")
+	b.WriteString("| signal | route | what the master does | inside an upgrade's re-exec window |\n")
 	b.WriteString("|---|---|---|---|\n")
 	for s := fsm.Signal(1); s <= 31; s++ {
 		b.WriteString(signalRow("SIG"+s.String()+" ("+itoa(int(s))+")", s))

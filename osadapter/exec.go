@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -167,16 +168,105 @@ func (l *loop) exec(a fsm.Exec) {
 	l.out.sync(execWait)
 	env = append(env, logDropped(l.out.q.handover()))
 	l.sys.Ignore(syscall.SIGHUP)
+	// Every thread of this image blocks the stop and reload signals, so
+	// that one arriving from now on stays pending instead of being caught
+	// by the runtime and lost with the image. A stop found pending after
+	// the drain abandons the exec: it is acted on here, by this image.
+	// What is left is the few microseconds between that look and execve
+	// (a stop pending at execve kills the new image before its runtime
+	// can catch it) and the new image's own start (docs/signals.md).
+	// USR1 and USR2 pending at execve are caught by the new image.
+	held := sigset(execHeld...)
+	blockedAll := l.sys.BlockAll != nil && l.sys.BlockAll(&held) == nil
+	unblockAll := func() {
+		if blockedAll {
+			l.sys.UnblockAll(&held)
+		}
+	}
+	if l.sys.BlockAll != nil && !blockedAll {
+		l.logf(slog.LevelDebug, "cannot block signals in every thread (a cgo build?): a stop in the re-exec window may be lost")
+	}
 	drained = l.drainSignals()
+	if blockedAll {
+		drained = append(drained, l.settleSignals()...)
+		if stop, ok := l.pendingStop(); ok {
+			unblockAll() // the runtime catches it now; the loop reads it next
+			l.sys.Catch(syscall.SIGHUP)
+			l.restoreCloexec(cleared)
+			l.logf(slog.LevelInfo, "re-exec abandoned: a stop signal arrived during it", "signal", fsm.Signal(stop).String())
+			failedAfterPrepare(errorf("re-exec abandoned: %s arrived during it", fsm.Signal(stop)))
+			return
+		}
+	}
 	err = l.sys.Exec(a.Path, a.Argv, append(env, carried(drained, l.sys.Now())))
 	if err == nil {
 		l.replace = true // a fake OS "replaced" the image
 		return
 	}
+	unblockAll()
 	l.sys.Catch(syscall.SIGHUP)
 	l.restoreCloexec(cleared)
 	l.logf(slog.LevelDebug, "execve failed", "path", a.Path, "err", err.Error())
 	failedAfterPrepare(&os.PathError{Op: "execve", Path: a.Path, Err: err})
+}
+
+// settleSignals takes from the channel every signal the runtime caught
+// before the signals were blocked: os/signal hands a caught signal to the
+// channel from a goroutine of its own, a moment later, so the channel may
+// not have it yet. The master sends itself execSentinel and reads until it
+// arrives: os/signal delivers what the runtime caught in order of arrival,
+// and of several caught at once the lower numbers first, so every stop or
+// reload signal caught before the sentinel comes before it. A real
+// SIGWINCH that coalesces with the sentinel is not forwarded.
+func (l *loop) settleSignals() []syscall.Signal {
+	if err := l.sys.Kill(l.sys.Getpid(), execSentinel); err != nil {
+		return nil
+	}
+	var out []syscall.Signal
+	deadline := time.NewTimer(settleWait)
+	defer deadline.Stop()
+	for {
+		select {
+		case s := <-l.sigs:
+			if s == execSentinel {
+				return out
+			}
+			out = append(out, s.(syscall.Signal))
+		case <-deadline.C:
+			l.logf(slog.LevelDebug, "re-exec: the sentinel signal did not arrive", "waited", settleWait.String())
+			return out
+		}
+	}
+}
+
+// execSentinel is the signal settleSignals sends the master: caught,
+// higher than every stop and reload signal, harmless if one is lost.
+const execSentinel = syscall.SIGWINCH
+
+// settleWait bounds settleSignals; the sentinel takes microseconds.
+const settleWait = 100 * time.Millisecond
+
+// execHeld are the signals every thread blocks from the last drain to
+// execve: the stop signals, whose pending instance abandons the exec, and
+// the reload and soft-stop signals, which the next image receives.
+var execHeld = []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
+
+// pendingStop reports a stop signal (TERM, INT or QUIT) pending for the
+// process or this thread.
+func (l *loop) pendingStop() (syscall.Signal, bool) {
+	if l.sys.Pending == nil {
+		return 0, false
+	}
+	var set unix.Sigset_t
+	if err := l.sys.Pending(&set); err != nil {
+		return 0, false
+	}
+	for _, s := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT} {
+		if sigsetHas(set, s) {
+			return s, true
+		}
+	}
+	return 0, false
 }
 
 func (l *loop) restoreCloexec(fds []int) {

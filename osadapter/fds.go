@@ -49,6 +49,8 @@ type ownedFd struct {
 	fd   int
 	// dev and ino identify the open file fd named at registration.
 	dev, ino uint64
+	// closed is set once the stop closed it (closeListeners).
+	closed bool
 }
 
 // errFdReplaced wraps every failure of verify.
@@ -82,6 +84,9 @@ func (r *fdRegistry) record(o *ownedFd) error {
 // verify checks that o's descriptor is still open on the file it was
 // registered with.
 func (r *fdRegistry) verify(o *ownedFd) error {
+	if o.closed {
+		return fmt.Errorf("%s at fd %d: closed: the master is stopping", o.key, o.fd)
+	}
 	var st unix.Stat_t
 	if err := r.fstat(o.fd, &st); err != nil {
 		return fmt.Errorf("%s at fd %d: %w: it was closed under the master (fstat: %w); restart mworker", o.key, o.fd, errFdReplaced, err)
@@ -146,12 +151,32 @@ func (r *fdRegistry) keepOnExec(setCloexec func(fd int, on bool) error) (cleared
 	return cleared, nil, nil
 }
 
+// closeListeners closes the master's own copy of every listening socket,
+// when a stop begins. The workers keep theirs until they stop accepting;
+// once the last of them has closed its copy, the kernel refuses a new
+// connection at once (a TCP RST, ECONNREFUSED for a unix socket) rather
+// than queue it in a backlog nobody will accept from and reset it when
+// the master exits. A socket systemd passed (socket activation) stays
+// open in systemd, which queues connections for the next start. Nothing
+// is passed to a worker or an image afterwards: workerFds and keepOnExec
+// fail on a closed listener.
+func (r *fdRegistry) closeListeners() error {
+	var errs []error
+	for _, o := range r.listeners {
+		if o.file != nil && !o.closed {
+			errs = append(errs, o.file.Close())
+		}
+		o.closed = true
+	}
+	return errors.Join(errs...)
+}
+
 // closeAll closes every descriptor, at the master's exit (never across a
 // re-exec).
 func (r *fdRegistry) closeAll() error {
 	var errs []error
 	for _, o := range r.listeners {
-		if o.file != nil {
+		if o.file != nil && !o.closed {
 			errs = append(errs, o.file.Close())
 		}
 	}

@@ -44,6 +44,7 @@ type loop struct {
 	pidFile     string
 	prepareExec func(fsm.Handover) ([]string, func(), error)
 	check       bool // run the takeover check before each re-exec
+	reexec      fsm.ReexecPolicy
 
 	ready *readySockets  // the workers' notify sockets
 	ctl   *controlSocket // --control, or nil
@@ -55,9 +56,10 @@ type loop struct {
 	resumed *execState          // the previous image's state, or nil
 	carried []syscall.Signal    // signals the previous image had not acted on
 
-	exited  bool
-	status  int
-	replace bool // Exec returned nil: only a fake OS does that
+	exited   bool
+	stopping bool // the machine is exiting: the listeners are closed
+	status   int
+	replace  bool // Exec returned nil: only a fake OS does that
 }
 
 func (l *loop) done() bool { return l.exited || l.replace }
@@ -83,6 +85,15 @@ func (l *loop) step(ev fsm.Event) {
 	}
 	for _, o := range outcomes {
 		l.step(o)
+	}
+	if !l.stopping && l.m.State() == "exiting" {
+		l.stopping = true
+		if err := l.fds.closeListeners(); err != nil {
+			l.logf(slog.LevelDebug, "close listeners at stop", "err", err.Error())
+		}
+		if n := len(l.fds.listeners); n > 0 {
+			l.logf(slog.LevelDebug, "stopping: the master's copies of the listening sockets are closed; new connections are refused once the workers close theirs", "listeners", n)
+		}
 	}
 }
 
@@ -184,7 +195,29 @@ func (l *loop) onSignal(sig syscall.Signal) {
 		l.reap()
 		return
 	}
+	if fsm.RouteOf(fsm.Signal(sig)) == fsm.RouteReload {
+		l.noteImage()
+	}
 	l.step(fsm.SignalReceived{Signal: fsm.Signal(sig)})
+}
+
+// noteImage tells the machine, before a reload request, whether the binary
+// at the start path is another image than the running one (an upgrade), so
+// that under fsm.ReexecOnUpgrade only an upgrade re-executes. Two stats.
+// A start path that cannot be read counts as unchanged: the reload then
+// starts the new generation in place, where an exec could only fail.
+func (l *loop) noteImage() {
+	if l.reexec != fsm.ReexecOnUpgrade || l.sys.Running == nil {
+		return
+	}
+	changed := false
+	if _, err := os.Stat(l.path); err == nil {
+		changed = !l.sys.Running(l.path)
+	}
+	if changed {
+		l.logf(slog.LevelInfo, "the binary at the start path is not the running one: this reload re-executes it", "path", l.path)
+	}
+	l.step(fsm.ImageChanged{Changed: changed})
 }
 
 // reap collects every child that has exited. SIGCHLD coalesces, so one

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -41,6 +42,11 @@ type OS struct {
 
 	// SigMask is pthread_sigmask on the calling thread.
 	SigMask func(how int, set, old *unix.Sigset_t) error
+	// BlockAll and UnblockAll change the signal mask of every thread of
+	// the process (syscall.AllThreadsSyscall; it fails where cgo is linked,
+	// and the re-exec then does without). Pending is rt_sigpending(2).
+	BlockAll, UnblockAll func(set *unix.Sigset_t) error
+	Pending              func(set *unix.Sigset_t) error
 	// Ignore sets sig to SIG_IGN; Catch hands it back to the loop's channel.
 	Ignore func(sig syscall.Signal)
 	Catch  func(sig syscall.Signal)
@@ -78,10 +84,13 @@ func realOS() *OS {
 		CheckTakeover: func(path string, argv, env []string) error {
 			return runCheck(path, argv, env, checkTimeout)
 		},
-		Running: isRunningImage,
-		SigMask: unix.PthreadSigmask,
-		Ignore:  func(sig syscall.Signal) { signal.Ignore(sig) },
-		Catch:   func(sig syscall.Signal) { signal.Notify(subscribed(), sig) },
+		Running:    isRunningImage,
+		SigMask:    unix.PthreadSigmask,
+		BlockAll:   func(set *unix.Sigset_t) error { return allThreadsSigmask(unix.SIG_BLOCK, set) },
+		UnblockAll: func(set *unix.Sigset_t) error { return allThreadsSigmask(unix.SIG_UNBLOCK, set) },
+		Pending:    sigpending,
+		Ignore:     func(sig syscall.Signal) { signal.Ignore(sig) },
+		Catch:      func(sig syscall.Signal) { signal.Notify(subscribed(), sig) },
 		SetCloexec: func(fd int, on bool) error {
 			flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
 			if err != nil {
@@ -100,6 +109,25 @@ func realOS() *OS {
 		SelfExe:   "/proc/self/exe",
 		Shell:     findShell(),
 	}
+}
+
+// allThreadsSigmask runs rt_sigprocmask(how, set) on every thread.
+func allThreadsSigmask(how int, set *unix.Sigset_t) error {
+	_, _, errno := syscall.AllThreadsSyscall(unix.SYS_RT_SIGPROCMASK, uintptr(how), uintptr(unsafe.Pointer(set)), 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// sigpending is rt_sigpending(2): the signals pending for the process or
+// the calling thread.
+func sigpending(set *unix.Sigset_t) error {
+	_, _, errno := unix.RawSyscall(unix.SYS_RT_SIGPENDING, uintptr(unsafe.Pointer(set)), unsafe.Sizeof(unix.Sigset_t{}), 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 func monotonicNow() int64 {

@@ -215,6 +215,7 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 		mc.Path = p
 	}
 	l.path = mc.Path
+	l.reexec = mc.Reexec
 	if mc.Argv == nil {
 		mc.Argv = os.Args
 	}

@@ -25,6 +25,7 @@ func drawConfig(t *rapid.T) fsm.Config {
 		StopTimeout:  10 * time.Second,
 		StopSignal:   rapid.SampledFrom([]fsm.Signal{fsm.SIGTERM, fsm.SIGINT, fsm.SIGQUIT, fsm.SIGUSR1, fsm.SIGHUP, fsm.SIGWINCH, 40}).Draw(t, "stopSignal"),
 		Restart:      rapid.SampledFrom([]fsm.RestartPolicy{fsm.RestartAlways, fsm.RestartOnFailure, fsm.RestartNo}).Draw(t, "restart"),
+		Reexec:       rapid.SampledFrom([]fsm.ReexecPolicy{fsm.ReexecAlways, fsm.ReexecOnUpgrade, fsm.ReexecNever}).Draw(t, "reexec"),
 	}
 	switch rapid.IntRange(0, 2).Draw(t, "ready") {
 	case 1:
@@ -132,7 +133,7 @@ func (h *harness) drawTimer(label string) fsm.Timer {
 // anyEvent draws an event of any kind, sense or nonsense; it never answers
 // a Spawn, so it is safe to feed anywhere.
 func (h *harness) anyEvent(label string) fsm.Event {
-	switch rapid.IntRange(0, 9).Draw(h.t, label) {
+	switch rapid.IntRange(0, 10).Draw(h.t, label) {
 	case 0:
 		return fsm.SignalReceived{Signal: h.drawSignal(label + "Sig")}
 	case 1:
@@ -157,6 +158,8 @@ func (h *harness) anyEvent(label string) fsm.Event {
 		return fsm.Start{}
 	case 8:
 		return fsm.ExecFailed{Err: "x"}
+	case 9:
+		return fsm.ImageChanged{Changed: rapid.Bool().Draw(h.t, label+"Changed")}
 	}
 	h.nextID++
 	return fsm.ControlRequest{ID: 1_000_000 + h.nextID, Command: fsm.Command(rapid.IntRange(0, 4).Draw(h.t, label+"C"))}

@@ -63,6 +63,7 @@ func (h *harness) start(cfg fsm.Config) {
 	h.seg = &segment{cfg: cfg}
 	h.model.cfg = cfg
 	h.model.phase = phIdle
+	h.model.upgrade = false // the new image is the binary at the start path
 	h.feed(fsm.Start{})
 }
 

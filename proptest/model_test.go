@@ -53,6 +53,7 @@ type model struct {
 	pendingReload bool
 
 	announced              bool
+	upgrade                bool // the last ImageChanged said the binary changed
 	reloads, failedReloads int
 	failure                bool
 	culprit                *fsm.ExitStatus
@@ -386,6 +387,9 @@ func (m *model) event(ev fsm.Event) *expectation {
 		m.answer(x, false)
 	case fsm.TimerFired:
 		m.timer(x, e.Timer)
+	case fsm.ImageChanged:
+		m.upgrade = e.Changed
+		x.noise = true
 	}
 	m.settle(x)
 	return x
@@ -423,7 +427,7 @@ func (m *model) reload(x *expectation, id fsm.RequestID, ctl bool) {
 		if ctl {
 			m.requests = append(m.requests, id)
 		}
-		m.exec(x)
+		m.startReload(x)
 	case phAwaiting:
 		m.pendingReload = true
 		if ctl {
@@ -435,6 +439,28 @@ func (m *model) reload(x *expectation, id fsm.RequestID, ctl bool) {
 		} else {
 			x.noise = true
 		}
+	}
+}
+
+// startReload re-executes the master, or starts the next generation in
+// place, as --reexec and the last ImageChanged say.
+func (m *model) startReload(x *expectation) {
+	execs := m.cfg.Reexec == fsm.ReexecAlways || (m.cfg.Reexec == fsm.ReexecOnUpgrade && m.upgrade)
+	if execs {
+		m.exec(x)
+		return
+	}
+	m.requests = append(m.requests, m.queued...)
+	m.queued, m.pendingReload = nil, false
+	if m.announced {
+		x.notifies = append(x.notifies, fsm.NotifyReloading)
+	}
+	m.phase = phAwaiting
+	m.maxGen++
+	m.next = m.maxGen
+	x.timers = append(x.timers, fsm.SetTimer{Timer: fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: m.next}, After: m.cfg.ReadyTimeout})
+	for slot := range m.cfg.Workers {
+		m.spawn(x, m.next, slot)
 	}
 }
 
@@ -649,7 +675,7 @@ func (m *model) settle(x *expectation) {
 			m.signalForeign(x)
 			x.notifies = append(x.notifies, fsm.NotifyReady)
 		case m.phase == phRunning && m.pendingReload && len(m.spawns) == 0 && !m.reaping:
-			m.exec(x)
+			m.startReload(x)
 		case m.phase == phExiting && len(m.workers) == 0 && len(m.spawns) == 0:
 			m.phase = phExited
 			x.exit, x.exitStatus = true, m.exitStatus

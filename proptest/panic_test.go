@@ -55,7 +55,7 @@ func drawAnyTimer(t *rapid.T) fsm.Timer {
 func drawAnyEvent(t *rapid.T, seen []fsm.Timer) fsm.Event {
 	pid := rapid.OneOf(rapid.IntRange(-2, 20), rapid.IntRange(990, 1030), rapid.IntRange(2990, 3000))
 	gen, slot := rapid.IntRange(-1, 12), rapid.IntRange(-1, 10)
-	switch rapid.IntRange(0, 9).Draw(t, "kind") {
+	switch rapid.IntRange(0, 10).Draw(t, "kind") {
 	case 0:
 		return fsm.Start{}
 	case 1:
@@ -72,6 +72,8 @@ func drawAnyEvent(t *rapid.T, seen []fsm.Timer) fsm.Event {
 		return fsm.NoChildren{}
 	case 7:
 		return fsm.ExecFailed{Err: "e"}
+	case 9:
+		return fsm.ImageChanged{Changed: rapid.Bool().Draw(t, "changed")}
 	case 8:
 		if len(seen) > 0 && rapid.Bool().Draw(t, "seenTimer") {
 			return fsm.TimerFired{Timer: rapid.SampledFrom(seen).Draw(t, "timer")}
@@ -88,6 +90,7 @@ func stepNeverPanics(t *rapid.T) {
 		ReadyTimeout: time.Second, StopTimeout: time.Second,
 		StopSignal: fsm.Signal(rapid.IntRange(1, 64).Draw(t, "stopSignal")),
 		Restart:    fsm.RestartPolicy(rapid.IntRange(0, 2).Draw(t, "restart")),
+		Reexec:     fsm.ReexecPolicy(rapid.IntRange(0, 2).Draw(t, "reexec")),
 		StopPids:   rapid.SliceOfN(rapid.IntRange(1, 3000), 0, 3).Draw(t, "stopPids"),
 	}
 	workers := map[int]bool{}

@@ -5,15 +5,31 @@
 # example). The tests in e2e/container use them; systemd itself is not
 # started. Run as root on Debian; elsewhere it says what is missing and the
 # tests that need it skip with that reason.
+#
+# The suites with real service managers run only when asked, and so are
+# their packages installed only then (about 40 s with apt-get update):
+#   MWORKER_E2E_SYSTEMD=1  e2e/systemd: debootstrap, systemd-container
+#                          (systemd-nspawn); nsenter is in util-linux.
+#   MWORKER_E2E_PODMAN=1   e2e/podman: podman, runc, catatonit.
 set -eu
 missing=
-command -v systemd-analyze >/dev/null 2>&1 || missing="systemd"
-command -v systemd-socket-activate >/dev/null 2>&1 || missing="systemd"
+need() { command -v "$1" >/dev/null 2>&1 || case " $missing " in *" $2 "*) ;; *) missing="$missing $2" ;; esac; }
+need systemd-analyze systemd
+need systemd-socket-activate systemd
+if [ "${MWORKER_E2E_SYSTEMD:-}" = 1 ]; then
+	need debootstrap debootstrap
+	need systemd-nspawn systemd-container
+fi
+if [ "${MWORKER_E2E_PODMAN:-}" = 1 ]; then
+	need podman podman
+	need runc runc
+	[ -x /usr/bin/catatonit ] || [ -x /usr/libexec/podman/catatonit ] || need catatonit catatonit
+fi
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-	echo "test-deps: $missing is missing and cannot be installed here (needs root and apt-get): the unit-file tests will skip" >&2
+	echo "test-deps:$missing missing and cannot be installed here (needs root and apt-get): the tests that use them will skip" >&2
 	exit 0
 fi
-echo "test-deps: installing $missing with apt-get" >&2
+echo "test-deps: installing$missing with apt-get" >&2
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null

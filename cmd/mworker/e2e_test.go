@@ -231,44 +231,60 @@ var reloadSignals = []struct {
 }{{"USR2", syscall.SIGUSR2}, {"HUP", syscall.SIGHUP}}
 
 // SIGUSR2 and SIGHUP reload: same master pid, every worker replaced by one
-// of a newer generation, the old ones stopped, and "-sf <old pids>" on the
-// master's new command line. With the default --ready: the old workers
-// are stopped only once the new ones have stayed up for its second.
+// of a newer generation, the old ones stopped. With --reexec always the
+// master re-executes, with "-sf <old pids>" on its new command line; by
+// default (the binary unchanged) it starts the new generation in place and
+// its command line stays as it was. With the default --ready: the old
+// workers are stopped only once the new ones have stayed up for its second.
 func TestReload(t *testing.T) {
 	t.Parallel()
 	for _, tt := range reloadSignals {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			m := startRun(t, "", stopOnTerm, "-n", "2", "--stop-timeout", "5s")
-			old := m.waitWorkers(2)
-			checkOwnGroups(t, old)
-			m.signal(tt.sig)
-			fresh := m.waitReplaced(old, 2)
+		for _, reexec := range []string{"always", "upgrade"} {
+			t.Run(tt.name+"/reexec="+reexec, func(t *testing.T) {
+				t.Parallel()
+				testReload(t, tt.sig, reexec)
+			})
+		}
+	}
+}
 
-			args := argv(m.pid)
-			if got := sfList(args); !slices.Equal(got, old) {
-				t.Errorf("master's command line %q: -sf %v, want the old workers %v", args, got, old)
-			}
-			if i := slices.Index(args, "--"); i < 0 || !slices.Equal(args[i+1:], []string{"/bin/sh", filepath.Join(m.dir, "worker.sh"), m.dir}) {
-				t.Errorf("master's command line %q lost the worker's command", args)
-			}
-			for _, p := range old {
-				if m.file("stopped", p) != "TERM" {
-					t.Errorf("old worker %d was not stopped with SIGTERM", p)
-				}
-			}
-			checkOwnGroups(t, fresh)
-			oldGen, _ := strconv.Atoi(m.file("gen", old[0]))
-			for _, p := range fresh {
-				if g, _ := strconv.Atoi(m.file("gen", p)); g <= oldGen {
-					t.Errorf("new worker %d has generation %q, want > %d", p, m.file("gen", p), oldGen)
-				}
-			}
-			m.signal(syscall.SIGTERM)
-			if got := m.wait(exitTimeout); got != 0 {
-				t.Errorf("master exited %d after SIGTERM, want 0", got)
-			}
-		})
+func testReload(t *testing.T, sig syscall.Signal, reexec string) {
+	m := startRun(t, "", stopOnTerm, "-n", "2", "--stop-timeout", "5s", "--reexec", reexec)
+	old := m.waitWorkers(2)
+	checkOwnGroups(t, old)
+	argsBefore := argv(m.pid)
+	m.signal(sig)
+	fresh := m.waitReplaced(old, 2)
+
+	args := argv(m.pid)
+	wantSf := old
+	if reexec != "always" {
+		wantSf = nil
+		if !slices.Equal(args, argsBefore) {
+			t.Errorf("master's command line %q changed to %q: an ordinary reload must not re-execute", argsBefore, args)
+		}
+	}
+	if got := sfList(args); !slices.Equal(got, wantSf) {
+		t.Errorf("master's command line %q: -sf %v, want %v", args, got, wantSf)
+	}
+	if i := slices.Index(args, "--"); i < 0 || !slices.Equal(args[i+1:], []string{"/bin/sh", filepath.Join(m.dir, "worker.sh"), m.dir}) {
+		t.Errorf("master's command line %q lost the worker's command", args)
+	}
+	for _, p := range old {
+		if m.file("stopped", p) != "TERM" {
+			t.Errorf("old worker %d was not stopped with SIGTERM", p)
+		}
+	}
+	checkOwnGroups(t, fresh)
+	oldGen, _ := strconv.Atoi(m.file("gen", old[0]))
+	for _, p := range fresh {
+		if g, _ := strconv.Atoi(m.file("gen", p)); g <= oldGen {
+			t.Errorf("new worker %d has generation %q, want > %d", p, m.file("gen", p), oldGen)
+		}
+	}
+	m.signal(syscall.SIGTERM)
+	if got := m.wait(exitTimeout); got != 0 {
+		t.Errorf("master exited %d after SIGTERM, want 0", got)
 	}
 }
 
@@ -301,7 +317,9 @@ func TestReexecFailure(t *testing.T) {
 			if err := e2etest.CopyFile(mworkerBinary(t), bin); err != nil {
 				t.Fatal(err)
 			}
-			m := startRun(t, bin, stopOnTerm, "-n", "2", "--ready", "immediate", "--stop-timeout", "5s")
+			// chmod -x leaves the running binary in place, which an
+			// ordinary reload would not re-execute.
+			m := startRun(t, bin, stopOnTerm, "-n", "2", "--ready", "immediate", "--stop-timeout", "5s", "--reexec", "always")
 			old := m.waitWorkers(2)
 			argsBefore := argv(m.pid)
 			if err := tt.spoil(bin); err != nil {

@@ -41,6 +41,11 @@
 //	                       current worker exits on its own; restarts back
 //	                       off from 100ms doubling to 30s, reset after 60s
 //	                       up (default always)
+//	--reexec WHEN          when a reload re-executes the master: upgrade
+//	                       (only when the binary at the start path is not
+//	                       the running one), always or never; a reload
+//	                       that does not re-execute starts the new
+//	                       generation in place (default upgrade)
 //	--control PATH         unix control socket for reload, status and stop
 //	                       (mode 0600, same-uid peers only)
 //	--pidfile PATH         write the master's pid there, atomically
@@ -70,9 +75,9 @@
 //
 // The master handles the signals it receives as follows:
 //
-//	SIGUSR2, SIGHUP   reload: re-exec the binary at the path mworker was
-//	                  started from with "-sf <live pids>", start a new
-//	                  generation, stop the old one once the new one is ready
+//	SIGUSR2, SIGHUP   reload: start a new generation, stop the old one once
+//	                  the new one is ready; an upgrade (a new binary at the
+//	                  start path) first re-execs it with "-sf <live pids>"
 //	SIGUSR1           soft stop: send --stop-signal to every worker, wait,
 //	                  exit
 //	SIGTERM, SIGINT   forward the same signal to every worker, wait, exit;
@@ -81,9 +86,10 @@
 //	any other         forwarded to the current workers (SIGQUIT, SIGTTIN,
 //	                  SIGTTOU, SIGWINCH, ...)
 //
-// Prefer SIGUSR2 or "mworker reload" to SIGHUP: a SIGTERM or SIGINT that
-// arrives during the short re-exec window ends the master, and with it every
-// worker. Each worker runs in its own process group; forwarded, stop and
+// A stop during an ordinary reload drains as any other. During an upgrade's
+// re-exec, SIGUSR1 is the stop signal that is always handled; a SIGTERM or
+// SIGINT in the new image's first milliseconds ends the master, and with
+// it every worker (see docs/signals.md). Each worker runs in its own process group; forwarded, stop and
 // kill signals go to the whole group. When the master dies, even by
 // SIGKILL, every worker is told to stop.
 //

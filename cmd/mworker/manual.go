@@ -43,20 +43,22 @@ when it serves should use --ready notify, which trusts READY=1 at once;
 --ready immediate skips the wait and the protection.
 
 Signals to the master:
-  SIGUSR2, SIGHUP   reload: re-exec mworker from the path it was started
-                    from with "-sf <live pids>", start a new generation,
-                    stop the old one once the new one is ready
+  SIGUSR2, SIGHUP   reload: start a new generation, stop the old one once
+                    the new one is ready; an upgrade (a new binary at the
+                    start path) first re-execs it with "-sf <live pids>"
   SIGUSR1           soft stop: send --stop-signal to every worker, wait, exit
   SIGTERM, SIGINT   forward the signal to every worker, wait, exit
   other signals     forwarded to the current workers (QUIT, TTIN, WINCH...)
-Prefer SIGUSR2 or "mworker reload" to SIGHUP. A SIGTERM or SIGINT sent
-during the short re-exec window ends the master and every worker with it.
+A stop during an ordinary reload drains as any other. During an upgrade's
+re-exec, SIGUSR1 is always handled; a SIGTERM or SIGINT in the new image's
+first milliseconds ends the master and every worker with it.
 Each worker has its own process group, which receives every signal sent to
 the worker. Workers are told to stop when the master dies, even by SIGKILL.
 
 Exit status:
   0..255  the status of the current worker whose exit ended the run
-          (--restart=no, or the last one reaped after a stop);
+          (--restart=no), or after a stop the last current worker
+          reaped;
           a worker killed by signal N counts as 128+N
   1       mworker could not start (e.g. an address cannot be bound)
   2       bad command line (unknown option, bad value, missing "--")

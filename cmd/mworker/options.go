@@ -111,6 +111,16 @@ var runOptions = []option{
 			c.Machine.Restart = p
 			return nil
 		}},
+	{long: "--reexec", arg: "WHEN", def: "upgrade",
+		help: "when a reload re-executes: upgrade (a new binary at the start path), always or never",
+		set: func(c *osadapter.Config, v string) error {
+			p, err := fsm.ParseReexecPolicy(v)
+			if err != nil {
+				return usagef("%s", trimPackage(err))
+			}
+			c.Machine.Reexec = p
+			return nil
+		}},
 	{long: "--control", arg: "PATH",
 		help: "unix control socket (mode 0600) for reload, status and stop",
 		set: func(c *osadapter.Config, v string) error {
@@ -160,6 +170,7 @@ func defaultConfig() osadapter.Config {
 			StopSignal:   fsm.SIGTERM,
 			StopTimeout:  10 * time.Second,
 			Restart:      fsm.RestartAlways,
+			Reexec:       fsm.ReexecOnUpgrade,
 		},
 		LogFormat: "text",
 	}

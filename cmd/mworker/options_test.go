@@ -25,6 +25,7 @@ func TestParseRunArgsDefaults(t *testing.T) {
 			StopSignal:   fsm.SIGTERM,
 			StopTimeout:  10 * time.Second,
 			Restart:      fsm.RestartAlways,
+			Reexec:       fsm.ReexecOnUpgrade,
 		},
 		Command:   []string{"server", "-x"},
 		LogFormat: "text",

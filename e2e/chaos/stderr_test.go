@@ -34,8 +34,11 @@ func TestStalledStderrDoesNotFreezeTheMaster(t *testing.T) {
 	// The pipe is full before the master writes its first line.
 	p.fill(t)
 
+	// --reexec always: each reload re-executes, and what the queue still
+	// holds at the execve is dropped and counted (an in-place reload
+	// would only queue a few KiB of its 1 MiB).
 	cmd := exec.Command(mworkerPath, "run", "--control", ctl, "--log-level", "debug", "--ready", "immediate",
-		"-n", "2", "--", "/bin/sleep", "1000")
+		"--reexec", "always", "-n", "2", "--", "/bin/sleep", "1000")
 	cmd.Stdout, cmd.Stderr = p.w, p.w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
