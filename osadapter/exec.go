@@ -177,18 +177,32 @@ func (l *loop) exec(a fsm.Exec) {
 	// can catch it) and the new image's own start (docs/signals.md).
 	// USR1 and USR2 pending at execve are caught by the new image.
 	held := sigset(execHeld...)
-	blockedAll := l.sys.BlockAll != nil && l.sys.BlockAll(&held) == nil
+	blockedAll := false
 	unblockAll := func() {
 		if blockedAll {
 			l.sys.UnblockAll(&held)
 		}
 	}
-	if l.sys.BlockAll != nil && !blockedAll {
-		l.logf(slog.LevelDebug, "cannot block signals in every thread (a cgo build?): a stop in the re-exec window may be lost")
-	}
 	drained = l.drainSignals()
-	if blockedAll {
+	// A thread the runtime starts takes the mask of the process's start,
+	// not this one, and the wait for the sentinel may make it start one:
+	// block again until no thread appeared since the last block.
+	for round := 0; l.sys.BlockAll != nil && round < 4; round++ {
+		before := l.threads()
+		if err := l.sys.BlockAll(&held); err != nil {
+			if !blockedAll {
+				l.logf(slog.LevelDebug, "cannot block signals in every thread (a cgo build?): a stop in the re-exec window may be lost", "err", err.Error())
+			}
+			break
+		}
+		blockedAll = true
+		drained = append(drained, l.drainSignals()...)
 		drained = append(drained, l.settleSignals()...)
+		if l.threads() == before {
+			break
+		}
+	}
+	if blockedAll {
 		if stop, ok := l.pendingStop(); ok {
 			unblockAll() // the runtime catches it now; the loop reads it next
 			l.sys.Catch(syscall.SIGHUP)
@@ -198,6 +212,7 @@ func (l *loop) exec(a fsm.Exec) {
 			return
 		}
 	}
+	drained = append(drained, l.drainSignals()...)
 	err = l.sys.Exec(a.Path, a.Argv, append(env, carried(drained, l.sys.Now())))
 	if err == nil {
 		l.replace = true // a fake OS "replaced" the image
@@ -208,6 +223,14 @@ func (l *loop) exec(a fsm.Exec) {
 	l.restoreCloexec(cleared)
 	l.logf(slog.LevelDebug, "execve failed", "path", a.Path, "err", err.Error())
 	failedAfterPrepare(&os.PathError{Op: "execve", Path: a.Path, Err: err})
+}
+
+// threads counts the process's threads; 0 where the OS cannot tell.
+func (l *loop) threads() int {
+	if l.sys.Threads == nil {
+		return 0
+	}
+	return l.sys.Threads()
 }
 
 // settleSignals takes from the channel every signal the runtime caught

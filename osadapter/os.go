@@ -47,6 +47,8 @@ type OS struct {
 	// and the re-exec then does without). Pending is rt_sigpending(2).
 	BlockAll, UnblockAll func(set *unix.Sigset_t) error
 	Pending              func(set *unix.Sigset_t) error
+	// Threads counts the process's threads (/proc/self/task).
+	Threads func() int
 	// Ignore sets sig to SIG_IGN; Catch hands it back to the loop's channel.
 	Ignore func(sig syscall.Signal)
 	Catch  func(sig syscall.Signal)
@@ -89,6 +91,7 @@ func realOS() *OS {
 		BlockAll:   func(set *unix.Sigset_t) error { return allThreadsSigmask(unix.SIG_BLOCK, set) },
 		UnblockAll: func(set *unix.Sigset_t) error { return allThreadsSigmask(unix.SIG_UNBLOCK, set) },
 		Pending:    sigpending,
+		Threads:    threadCount,
 		Ignore:     func(sig syscall.Signal) { signal.Ignore(sig) },
 		Catch:      func(sig syscall.Signal) { signal.Notify(subscribed(), sig) },
 		SetCloexec: func(fd int, on bool) error {
@@ -113,17 +116,32 @@ func realOS() *OS {
 
 // allThreadsSigmask runs rt_sigprocmask(how, set) on every thread.
 func allThreadsSigmask(how int, set *unix.Sigset_t) error {
-	_, _, errno := syscall.AllThreadsSyscall(unix.SYS_RT_SIGPROCMASK, uintptr(how), uintptr(unsafe.Pointer(set)), 0)
+	_, _, errno := syscall.AllThreadsSyscall6(unix.SYS_RT_SIGPROCMASK, uintptr(how), uintptr(unsafe.Pointer(set)), 0, kernelSigsetSize, 0, 0)
 	if errno != 0 {
 		return errno
 	}
 	return nil
 }
 
+// threadCount is the number of threads of this process, or 0 if
+// /proc/self/task cannot be read.
+func threadCount() int {
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return 0
+	}
+	return len(ents)
+}
+
+// kernelSigsetSize is the kernel's sigset_t, 64 signals: what the rt_*
+// system calls take as their size argument (x/sys's Sigset_t is the C
+// library's, 1024 bits; the kernel refuses that size with EINVAL).
+const kernelSigsetSize = 8
+
 // sigpending is rt_sigpending(2): the signals pending for the process or
 // the calling thread.
 func sigpending(set *unix.Sigset_t) error {
-	_, _, errno := unix.RawSyscall(unix.SYS_RT_SIGPENDING, uintptr(unsafe.Pointer(set)), unsafe.Sizeof(unix.Sigset_t{}), 0)
+	_, _, errno := unix.RawSyscall(unix.SYS_RT_SIGPENDING, uintptr(unsafe.Pointer(set)), kernelSigsetSize, 0)
 	if errno != 0 {
 		return errno
 	}
