@@ -109,8 +109,8 @@ func (m *master) exited() bool {
 	}
 }
 
-// status is the control socket's answer to "status" (DESIGN.md, "Control
-// socket"), decoded here on its own so that the test checks the wire
+// status is the control socket's answer to "status" (docs/design.md,
+// "Control socket"), decoded here on its own so that the test checks the wire
 // format, not a shared Go type.
 type status struct {
 	OK     bool   `json:"ok"`

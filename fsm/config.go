@@ -194,7 +194,7 @@ type Backoff struct {
 	Min, Max, Reset time.Duration
 }
 
-// DefaultBackoff is DESIGN.md's schedule.
+// DefaultBackoff is the schedule of docs/design.md, section "Restarts".
 var DefaultBackoff = Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second, Reset: 60 * time.Second}
 
 func (b Backoff) delay(failures int) time.Duration {

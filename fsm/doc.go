@@ -141,8 +141,9 @@ when no known child can still be alive (all reaped, or wait4 said none is
 left).
 Events that make no sense in the current state (a ready from an unknown
 pid, a timer that is not armed, a spawn outcome nobody asked for) are
-ignored with a debug Log, never a panic. DESIGN.md of the project states
-these invariants in full; proptest/ checks them over random event
-sequences and testdata/*.txt shows them as readable traces.
+ignored with a debug Log, never a panic. The project's docs/design.md
+(section "Invariants") states these invariants in full, numbered as
+proptest/ numbers them; proptest/ checks them over random event sequences
+and testdata/*.txt shows them as readable traces.
 */
 package fsm

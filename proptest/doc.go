@@ -8,13 +8,19 @@
 // armed, cancelled and never set, and nonsense of every kind. Each step is
 // compared with a small reference model (model_test.go: sets of live pids
 // per generation, armed timers, open requests), and the "" check reads the
-// accumulated trace for DESIGN.md's invariants (trace_test.go). When the
-// machine emits Exec, the test either feeds ExecFailed or, as the real
-// master does, builds a fresh Machine with Config.Resume set to the
-// handover and carries the live children, timers and requests across.
-// Every machine's steps are replayed on a fresh one and must give the same
-// actions. A run ends by stopping the master and reaping every child: it
-// must exit once, with the status DESIGN.md gives, every request answered.
+// accumulated trace for the invariants of docs/design.md, section
+// "Invariants" (trace_test.go). When the machine emits Exec, the test
+// either feeds ExecFailed or, as the real master does, builds a fresh
+// Machine with Config.Resume set to the handover and carries the live
+// children, timers and requests across. Every machine's steps are replayed
+// on a fresh one and must give the same actions. A run ends by stopping the
+// master and reaping every child: it must exit once, with the status
+// docs/design.md gives ("Exit status of the master"), every request
+// answered.
+//
+// A failure message names the invariant it breaks by its number in
+// docs/design.md ("invariant 3: ..."); TestDesignInvariants fails when the
+// numbers the messages use and those the contract lists differ.
 //
 // TestReloadArgv and TestStepNeverPanics are plain rapid properties;
 // regress_test.go keeps the cases rapid found, shrunk, as named tests.

@@ -8,9 +8,10 @@ import (
 	"pgregory.net/rapid"
 )
 
-// TestMain makes the default run DESIGN.md's figure: 1,000 random lives of
-// the master unless -rapid.checks or RAPID_CHECKS says otherwise, and about
-// 100 actions per life unless -rapid.steps or RAPID_STEPS does.
+// TestMain makes the default run the figure of docs/design.md, section
+// "Invariants": 1,000 random lives of the master unless -rapid.checks or
+// RAPID_CHECKS says otherwise, and about 100 actions per life unless
+// -rapid.steps or RAPID_STEPS does.
 func TestMain(m *testing.M) {
 	flag.Parse()
 	set := map[string]bool{}
@@ -29,8 +30,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// TestMachine checks the eight invariants of DESIGN.md and the reference
-// model over random event sequences, across simulated execs.
+// TestMachine checks the eight invariants of docs/design.md (section
+// "Invariants", numbered as its failure messages number them) and the
+// reference model over random event sequences, across simulated execs.
 func TestMachine(t *testing.T) {
 	before := stats.sequences.Load()
 	rapid.Check(t, machineProperty)

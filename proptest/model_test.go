@@ -32,7 +32,7 @@ type child struct {
 }
 
 // model is the dumb reference: plain sets and counters, updated from events
-// by the rules of DESIGN.md, with no transition table. It survives a
+// by the rules of docs/design.md, with no transition table. It survives a
 // successful exec (the world does: children, timers and requests carry over)
 // while the Machine under test is replaced.
 type model struct {
@@ -255,7 +255,8 @@ func (m *model) status() *fsm.Status {
 
 // ---- the rules ----
 
-// signalRoute is DESIGN.md's signal table, written again from the text:
+// signalRoute is the signal table of docs/design.md ("Signals sent to the
+// master"), written again from the text:
 // reload, soft stop, terminate, and forward for the rest, except SIGCHLD
 // (the reaper's), signals that cannot be caught, SIGPIPE that concerns the
 // master itself, SIGURG and 33 (the Go runtime's), and numbers that are no
@@ -569,8 +570,8 @@ func (m *model) exited(x *expectation, e fsm.ChildExited) {
 	}
 }
 
-// shellStatus is DESIGN.md's child status: the exit code, or 128 + the
-// signal that killed it.
+// shellStatus is the child status of docs/design.md ("Exit status of the
+// master"): the exit code, or 128 + the signal that killed it.
 func shellStatus(st fsm.ExitStatus) int {
 	if st.Signal != 0 {
 		return 128 + int(st.Signal)

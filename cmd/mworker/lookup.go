@@ -19,9 +19,10 @@ const defaultPath = "/usr/local/bin:/usr/bin:/bin"
 // returns a path the master can execute, or a *usageError with status 127
 // (not found) or 126 (found but not executable, or a directory).
 //
-// It does not use os/exec: the master never imports it (DESIGN.md). A PATH
-// entry that is relative ("" or ".") is skipped, so that a command found
-// there cannot take the place of the one meant.
+// It does not use os/exec: the master never imports it (docs/design.md,
+// "What a worker sees"). A PATH entry that is relative ("" or ".") is
+// skipped, so that a command found there cannot take the place of the one
+// meant.
 func findCommand(name, pathList string) (string, error) {
 	if strings.Contains(name, "/") {
 		if err := checkExecutable(name); err != nil {

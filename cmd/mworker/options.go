@@ -14,7 +14,8 @@ import (
 	"github.com/mworker/mworker/osadapter"
 )
 
-// Exit statuses of mworker's own failures (DESIGN.md, "Exit status").
+// Exit statuses of mworker's own failures (docs/design.md, "Exit status of
+// the master").
 const (
 	exitUsage         = 2
 	exitNotExecutable = 126

@@ -32,7 +32,8 @@
 //     senders of the master's own real uid.
 //
 // As a service of its own manager, call Notify with Ready, Reloading,
-// Stopping and Status (joined with Join) at the moments DESIGN.md names.
+// Stopping and Status (joined with Join) at the moments docs/design.md
+// names ("systemd and containers").
 // Notify and Send never block: a full queue drops the datagram with an
 // error wrapping ErrQueueFull; log it once, not once per send.
 // Notify is a no-op without NOTIFY_SOCKET; it leaves the variable set for
