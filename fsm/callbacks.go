@@ -118,7 +118,11 @@ func recordWorker(ctx context.Context, _ ...any) error {
 	// fresh slot (every worker of a new generation) needs no timer.
 	if w.gen == m.cur && w.slot < len(m.failures) && m.failures[w.slot] > 0 {
 		m.setTimer(Timer{Kind: TimerStable, Pid: w.pid}, m.cfg.Backoff.Reset)
-		m.setTimer(Timer{Kind: TimerQuick, Pid: w.pid}, QuickDeath)
+		if !m.quickWarned {
+			// Only while the warning about quick deaths may still come:
+			// a crash loop already warned about costs no timer more.
+			m.setTimer(Timer{Kind: TimerQuick, Pid: w.pid}, QuickDeath)
+		}
 	}
 	return nil
 }
