@@ -128,9 +128,9 @@ func (l Level) String() string {
 // timer set on them.
 type Timer struct {
 	Kind       TimerKind
-	Generation int // TimerRestart, TimerReadyTimeout, TimerKill
-	Slot       int // TimerRestart
-	Pid        int // TimerReadyAfter, TimerStable
+	Generation int // TimerRestart, TimerReadyTimeout, TimerKill, TimerRestartWindow
+	Slot       int // TimerRestart, TimerRestartWindow
+	Pid        int // TimerReadyAfter, TimerStable, TimerQuick
 }
 
 // TimerKind says what a timer is for.
@@ -150,11 +150,18 @@ const (
 	TimerKill
 	// TimerKillAll sends SIGKILL to every child left while the master exits.
 	TimerKillAll
+	// TimerRestartWindow closes the --restart-limit window that slot Slot
+	// of generation Generation opened with its first failure.
+	TimerRestartWindow
+	// TimerQuick ends the first second (QuickDeath) of restarted worker
+	// Pid: a death before it fires counts as quick.
+	TimerQuick
 )
 
 var timerKindNames = [...]string{
 	TimerRestart: "restart", TimerStable: "stable", TimerReadyAfter: "ready-after",
 	TimerReadyTimeout: "ready-timeout", TimerKill: "kill", TimerKillAll: "kill-all",
+	TimerRestartWindow: "restart-window", TimerQuick: "quick",
 }
 
 func (k TimerKind) String() string {
@@ -167,9 +174,9 @@ func (k TimerKind) String() string {
 func (t Timer) String() string {
 	s := t.Kind.String()
 	switch t.Kind {
-	case TimerRestart:
+	case TimerRestart, TimerRestartWindow:
 		s += " gen=" + itoa(t.Generation) + " slot=" + itoa(t.Slot)
-	case TimerStable, TimerReadyAfter:
+	case TimerStable, TimerReadyAfter, TimerQuick:
 		s += " pid=" + itoa(t.Pid)
 	case TimerReadyTimeout, TimerKill:
 		s += " gen=" + itoa(t.Generation)

@@ -33,6 +33,7 @@ func resumeAndSpawnNext(ctx context.Context, _ ...any) error {
 	m.exitStatus = h.ExitStatus
 	m.requests = slices.Clone(h.Requests)
 	copy(m.failures, h.Failures)
+	copy(m.limitCounts, h.LimitCounts)
 	m.addGen(m.cur)
 	for _, hw := range h.Workers {
 		if hw.Pid <= 0 || m.byPid[hw.Pid] != nil || hw.Slot < 0 || hw.Slot >= MaxWorkers {
@@ -52,7 +53,7 @@ func resumeAndSpawnNext(ctx context.Context, _ ...any) error {
 		m.maxGen = max(m.maxGen, hw.Generation)
 	}
 	for _, t := range h.Timers {
-		if t.Kind == TimerRestart && (t.Slot < 0 || t.Slot >= m.cfg.Workers) {
+		if (t.Kind == TimerRestart || t.Kind == TimerRestartWindow) && (t.Slot < 0 || t.Slot >= m.cfg.Workers) {
 			continue // no such slot here: restarting it would index out of range
 		}
 		m.armed[t] = true
@@ -117,6 +118,11 @@ func recordWorker(ctx context.Context, _ ...any) error {
 	// fresh slot (every worker of a new generation) needs no timer.
 	if w.gen == m.cur && w.slot < len(m.failures) && m.failures[w.slot] > 0 {
 		m.setTimer(Timer{Kind: TimerStable, Pid: w.pid}, m.cfg.Backoff.Reset)
+		if !m.quickWarned {
+			// Only while the warning about quick deaths may still come:
+			// a crash loop already warned about costs no timer more.
+			m.setTimer(Timer{Kind: TimerQuick, Pid: w.pid}, QuickDeath)
+		}
 	}
 	return nil
 }
@@ -131,6 +137,7 @@ func workerFailedToStart(ctx context.Context, _ ...any) error {
 	case m.state == stateAwaitingReady && e.Generation == m.next:
 		m.failure = fmt.Sprintf("slot %d of generation %d failed to start: %s", e.Slot, e.Generation, e.Err)
 	case g != nil && m.isCurrent(g):
+		m.noteQuickDeath(e.Slot)
 		m.afterCurrentExit(e.Slot, e.Status)
 	case g != nil:
 		m.dropGenIfEmpty(g)
@@ -166,6 +173,7 @@ func (m *Machine) removeWorker(w *worker) *generation {
 	}
 	m.cancelTimer(Timer{Kind: TimerStable, Pid: w.pid})
 	m.cancelTimer(Timer{Kind: TimerReadyAfter, Pid: w.pid})
+	m.cancelTimer(Timer{Kind: TimerQuick, Pid: w.pid})
 	return g
 }
 
@@ -173,6 +181,7 @@ func workerExited(ctx context.Context, _ ...any) error {
 	m := machineOf(ctx)
 	e := m.ev.(ChildExited)
 	w := m.byPid[e.Pid]
+	quick := m.armed[Timer{Kind: TimerQuick, Pid: e.Pid}]
 	g := m.removeWorker(w)
 	switch {
 	case m.state == stateAwaitingReady && g.n == m.next:
@@ -183,6 +192,9 @@ func workerExited(ctx context.Context, _ ...any) error {
 		m.dropGenIfEmpty(g)
 	default:
 		m.log(LevelWarn, "worker exited", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
+		if quick {
+			m.noteQuickDeath(w.slot)
+		}
 		m.afterCurrentExit(w.slot, e.Status)
 	}
 	return nil
@@ -205,10 +217,13 @@ func (m *Machine) afterCurrentExit(slot int, st ExitStatus) {
 			return
 		}
 	}
+	if m.limitReached(slot, st) {
+		return
+	}
 	for slot >= len(m.failures) {
 		m.failures = append(m.failures, 0)
 	}
-	delay := m.cfg.Backoff.delay(m.failures[slot])
+	delay := m.jitter(m.cfg.Backoff.delay(m.failures[slot]))
 	if m.failures[slot] < 64 {
 		m.failures[slot]++
 	}
@@ -253,6 +268,7 @@ func resetBackoff(ctx context.Context, _ ...any) error {
 	t := m.ev.(TimerFired).Timer
 	if w := m.byPid[t.Pid]; w != nil && w.gen == m.cur && w.slot < len(m.failures) {
 		m.failures[w.slot] = 0
+		m.closeRestartWindow(w.slot)
 	}
 	return nil
 }
@@ -413,6 +429,8 @@ func promoteGeneration(ctx context.Context, _ ...any) error {
 	}
 	m.reloads++
 	m.failures = make([]int, m.cfg.Workers)
+	clear(m.quick)
+	m.quickWarned = false
 	// The answer goes first: the new generation serves from now on, and
 	// whoever waits for the reload (mworker reload, systemd) need not wait
 	// for the old workers to be signalled, nor compete with their exits.
@@ -518,8 +536,13 @@ func endRun(ctx context.Context, _ ...any) error {
 	st := *m.culprit
 	m.culprit = nil
 	m.exitStatus, m.exitFixed = st.Int(), true
+	why := m.endWhy
+	if why == "" {
+		why = "a worker exited with --restart " + m.cfg.Restart.String()
+	}
+	m.endWhy = ""
 	m.log(LevelInfo, "a worker's exit ends the run; stopping the others", "status", statusAttr(st), "restart", m.cfg.Restart)
-	m.enterExiting(m.cfg.StopSignal, "a worker exited with --restart "+m.cfg.Restart.String(),
+	m.enterExiting(m.cfg.StopSignal, why,
 		m.livePids(func(g *generation) bool { return !g.retired }))
 	return nil
 }

@@ -49,6 +49,16 @@ type Config struct {
 	// Resume is the state handed over by the image that exec'd this one;
 	// nil on a fresh start.
 	Resume *Handover
+
+	// Seed seeds the jitter of restart delays: each delay is drawn in
+	// [d/2, d) of the backoff's schedule d by a PRNG the machine keeps, so
+	// that workers that fail together do not restart in lockstep, and a
+	// given seed and events give the same delays. The zero value means no
+	// jitter (every delay is d); the command line draws a seed at each start.
+	Seed uint64
+	// RestartLimit ends the run when one slot fails too often; the zero
+	// value means no limit.
+	RestartLimit RestartLimit
 }
 
 // ReadyMode is how a worker becomes ready.
@@ -197,6 +207,25 @@ type Backoff struct {
 // DefaultBackoff is the schedule of docs/design.md, section "Restarts".
 var DefaultBackoff = Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second, Reset: 60 * time.Second}
 
+// ParseBackoff parses --backoff: "MIN..MAX", such as 100ms..30s. The reset
+// uptime stays DefaultBackoff's.
+func ParseBackoff(s string) (Backoff, error) {
+	lo, hi, ok := strings.Cut(s, "..")
+	dmin, err1 := time.ParseDuration(lo)
+	dmax, err2 := time.ParseDuration(hi)
+	switch {
+	case !ok || err1 != nil || err2 != nil:
+		return Backoff{}, fmt.Errorf("fsm: bad --backoff %q: use MIN..MAX, two durations such as 100ms..30s", s)
+	case dmin <= 0:
+		return Backoff{}, fmt.Errorf("fsm: bad --backoff %q: MIN must be positive; use e.g. 100ms..%s", s, hi)
+	case dmax < dmin:
+		return Backoff{}, fmt.Errorf("fsm: bad --backoff %q: MIN %s is longer than MAX %s; write the shorter first, e.g. %s..%s", s, dmin, dmax, dmax, dmin)
+	}
+	return Backoff{Min: dmin, Max: dmax, Reset: DefaultBackoff.Reset}, nil
+}
+
+func (b Backoff) String() string { return b.Min.String() + ".." + b.Max.String() }
+
 func (b Backoff) delay(failures int) time.Duration {
 	d := b.Min
 	for i := 0; i < failures && d < b.Max; i++ {
@@ -204,6 +233,71 @@ func (b Backoff) delay(failures int) time.Duration {
 	}
 	return min(d, b.Max)
 }
+
+// jitter draws the delay of a restart in [d/2, d), "equal jitter": half the
+// schedule is kept, so that a crash loop still backs off (full jitter,
+// [0, d), would restart some workers at once however often they failed)
+// and MAX stays the longest wait; the other half spreads workers that
+// failed together. The draw is one of 1000 steps of the half's width, so
+// that the logs say after=2.73s rather than after=2.730512877s. Without a
+// seed, d itself.
+func (m *Machine) jitter(d time.Duration) time.Duration {
+	if m.cfg.Seed == 0 || d <= 1 {
+		return d
+	}
+	half := d / 2
+	step := max((d-half)/1000, 1)
+	return half + time.Duration(splitmix64(&m.rng)%uint64((d-half)/step))*step
+}
+
+// splitmix64 advances the state *s and returns the next number of
+// Vigna's SplitMix64 sequence: a tiny pure PRNG, so that the core stays
+// deterministic given Config.Seed.
+func splitmix64(s *uint64) uint64 {
+	*s += 0x9e3779b97f4a7c15
+	z := *s
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}
+
+// RestartLimit is --restart-limit N/WINDOW: a slot whose workers fail
+// Count times within Window of the first of those failures, none of them
+// staying up Backoff.Reset in between, ends the run as --restart no does,
+// with the status of the last failure. The window is fixed from the first
+// failure, as systemd's StartLimitIntervalSec= is. Count 0 means no limit.
+type RestartLimit struct {
+	Count  int
+	Window time.Duration
+}
+
+func (r RestartLimit) String() string {
+	if r.Count == 0 {
+		return "off"
+	}
+	return itoa(r.Count) + "/" + r.Window.String()
+}
+
+// ParseRestartLimit parses --restart-limit: "N/WINDOW" such as 5/60s, or "off".
+func ParseRestartLimit(s string) (RestartLimit, error) {
+	if s == "off" {
+		return RestartLimit{}, nil
+	}
+	n, w, ok := strings.Cut(s, "/")
+	count, err1 := strconv.Atoi(n)
+	window, err2 := time.ParseDuration(w)
+	if !ok || err1 != nil || err2 != nil || count < 1 || window <= 0 {
+		return RestartLimit{}, fmt.Errorf("fsm: bad --restart-limit %q: use N/WINDOW, a count of 1 or more and a positive duration, such as 5/60s, or off", s)
+	}
+	return RestartLimit{Count: count, Window: window}, nil
+}
+
+// QuickDeath is the uptime under which a restarted worker's death counts
+// as quick: QuickDeaths of them in a row in one slot earn one warning.
+const (
+	QuickDeath  = time.Second
+	QuickDeaths = 3
+)
 
 // ErrConfig is wrapped by every error New returns.
 var ErrConfig = errors.New("fsm: bad config")
@@ -245,6 +339,9 @@ func (c *Config) validate() error {
 	if c.Backoff.Min <= 0 || c.Backoff.Max < c.Backoff.Min || c.Backoff.Reset <= 0 {
 		return bad("backoff %+v: need 0 < Min <= Max and Reset > 0", c.Backoff)
 	}
+	if c.RestartLimit != (RestartLimit{}) && (c.RestartLimit.Count < 1 || c.RestartLimit.Window <= 0) {
+		return bad("restart limit %+v: need Count >= 1 and Window > 0, or the zero value for none", c.RestartLimit)
+	}
 	return nil
 }
 
@@ -275,6 +372,9 @@ type Handover struct {
 	Failures []int
 	// StopPids and TermPids are foreign -sf/-st pids not yet signalled.
 	StopPids, TermPids []int
+	// LimitCounts is the --restart-limit failure count per slot of the
+	// serving generation, within its open window.
+	LimitCounts []int
 }
 
 // HandoverWorker is one live worker in a Handover.

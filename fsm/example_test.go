@@ -87,6 +87,7 @@ func Example() {
 	//    spawn gen=1 slot=0
 	// > started gen=1 slot=0 pid=103
 	//    set-timer stable pid=103 after=1m0s
+	//    set-timer quick pid=103 after=1s
 	// > signal TERM
 	//    notify STOPPING
 	//    kill TERM [103 102]
@@ -94,6 +95,7 @@ func Example() {
 	// > exited pid=102 status=exit:0
 	// > exited pid=103 status=signal:TERM
 	//    cancel-timer stable pid=103
+	//    cancel-timer quick pid=103
 	//    exit 143
 	// exit status 143
 }

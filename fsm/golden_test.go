@@ -21,6 +21,8 @@ package fsm
 //	stop-signal: TERM          (default TERM)
 //	stop-timeout: 10s          (default 10s)
 //	backoff: 100ms 30s 60s     Backoff Min Max Reset (default DefaultBackoff)
+//	seed: 42                   Config.Seed: jittered restart delays (default 0: none)
+//	restart-limit: 3/10s       --restart-limit N/WINDOW (default off)
 //	path: /usr/sbin/mworker    Config.Path (default /usr/bin/mworker)
 //	argv: mworker run -- srv   Config.Argv, split on spaces (default "mworker run -- server")
 //	caller: lax                allow scripts that break the caller's duties
@@ -262,6 +264,10 @@ func goldenConfig(header []string) (Config, error) {
 				return cfg, fmt.Errorf("backoff %q: want MIN MAX RESET", val)
 			}
 			cfg.Backoff = Backoff{Min: ds[0], Max: ds[1], Reset: ds[2]}
+		case "seed":
+			cfg.Seed, err = strconv.ParseUint(val, 10, 64)
+		case "restart-limit":
+			cfg.RestartLimit, err = ParseRestartLimit(val)
 		case "path":
 			cfg.Path = val
 		case "argv":
@@ -414,11 +420,11 @@ func parseTimer(s string) (Timer, error) {
 	kv := fields(words[1:])
 	var err error
 	switch t.Kind {
-	case TimerRestart:
+	case TimerRestart, TimerRestartWindow:
 		if t.Generation, err = atoi(kv, "gen"); err == nil {
 			t.Slot, err = atoi(kv, "slot")
 		}
-	case TimerStable, TimerReadyAfter:
+	case TimerStable, TimerReadyAfter, TimerQuick:
 		t.Pid, err = atoi(kv, "pid")
 	case TimerReadyTimeout, TimerKill:
 		t.Generation, err = atoi(kv, "gen")
@@ -657,6 +663,9 @@ func (d *goldenDriver) reexec(where string) string {
 	fmt.Fprintf(&b, "new image: sf=%v st=%v\n", cfg.StopPids, cfg.TermPids)
 	fmt.Fprintf(&b, "handover: gen=%d max=%d reloads=%d failed=%d exit=%d announced=%t requests=%v failures=%v sf=%v st=%v\n",
 		h.Generation, h.MaxGeneration, h.Reloads, h.FailedReloads, h.ExitStatus, h.Announced, h.Requests, h.Failures, h.StopPids, h.TermPids)
+	if h.LimitCounts != nil && d.base.RestartLimit.Count > 0 {
+		fmt.Fprintf(&b, "handover restart-limit counts: %v\n", h.LimitCounts)
+	}
 	for _, w := range h.Workers {
 		fmt.Fprintf(&b, "handover worker: pid=%d gen=%d slot=%d ready=%t stopping=%t\n", w.Pid, w.Generation, w.Slot, w.Ready, w.Stopping)
 	}

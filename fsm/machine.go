@@ -52,6 +52,8 @@ const (
 	trigExecFailed       trigger = "ExecFailed"
 	trigRestart          trigger = "RestartDue"
 	trigStable           trigger = "WorkerStable"
+	trigWindowClosed     trigger = "RestartWindowClosed"
+	trigQuickOver        trigger = "WorkerPastFirstSecond"
 	trigKillDue          trigger = "StopTimeout"
 	trigStatus           trigger = "Status"
 	trigBadRequest       trigger = "BadRequest"
@@ -93,6 +95,12 @@ type Machine struct {
 	stopPids, termPids    []int
 	gone                  []int // workers wait4 cannot find, while their exits are stepped
 	attrs                 []any // chunk the Log actions' attrs are carved from
+
+	rng         uint64 // state of the jitter PRNG, from Config.Seed
+	limitCounts []int  // --restart-limit failures per slot of cur in its open window
+	quick       []int  // quick deaths in a row per slot of cur
+	quickWarned bool   // the quick-death warning was logged
+	endWhy      string // why the culprit ends the run, when --restart does not say
 }
 
 type generation struct {
@@ -162,6 +170,10 @@ func New(cfg Config) (*Machine, error) {
 		stopSignal: cfg.StopSignal,
 		stopPids:   slices.Clone(cfg.StopPids),
 		termPids:   slices.Clone(cfg.TermPids),
+		rng:        cfg.Seed,
+	}
+	if cfg.RestartLimit.Count > 0 {
+		m.limitCounts = make([]int, cfg.Workers)
 	}
 	m.ctx = context.WithValue(context.Background(), machineKey{}, m)
 	return m, nil
@@ -362,6 +374,10 @@ func (m *Machine) classify(ev Event) stateless.Trigger {
 			return trigGenerationFailed
 		case TimerKill, TimerKillAll:
 			return trigKillDue
+		case TimerRestartWindow:
+			return trigWindowClosed
+		case TimerQuick:
+			return trigQuickOver
 		}
 		return trigNoise
 	case ControlRequest:
@@ -425,6 +441,8 @@ func buildTable() *stateless.StateMachine {
 		InternalTransition(trigNoChildren, noteNoChildren).
 		InternalTransition(trigRestart, restartSlot).
 		InternalTransition(trigStable, resetBackoff).
+		InternalTransition(trigWindowClosed, closeRestartWindow).
+		InternalTransition(trigQuickOver, endQuickStreak).
 		InternalTransition(trigKillDue, killStragglers).
 		InternalTransition(trigStatus, replyStatus).
 		InternalTransition(trigBadRequest, refuseRequest).
@@ -667,6 +685,7 @@ func (m *Machine) cancelRestarts() {
 			m.cancelTimer(Timer{Kind: TimerRestart, Generation: m.cur, Slot: slot})
 		}
 	}
+	m.closeRestartWindows()
 }
 
 func (m *Machine) status() *Status {
@@ -693,6 +712,8 @@ func (m *Machine) handover() Handover {
 		Failures:  slices.Clone(m.failures),
 		StopPids:  slices.Clone(m.stopPids),
 		TermPids:  slices.Clone(m.termPids),
+
+		LimitCounts: slices.Clone(m.limitCounts),
 	}
 	for _, g := range m.gens {
 		for _, w := range g.slots {

@@ -27,6 +27,8 @@
 package osadapter
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +39,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -223,6 +226,9 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 		h := l.resumed.Handover
 		mc.Resume = &h
 	}
+	if mc.Seed == 0 {
+		mc.Seed = jitterSeed()
+	}
 	// The master's own service manager, when it gave one.
 	if addr, ok := lookupEnv(env, sdnotify.EnvNotifySocket); l.notify == nil && ok && addr != "" {
 		sm := &serviceManager{addr: addr, pid: sys.Getpid(), now: sys.Now, log: logger}
@@ -357,4 +363,18 @@ func writePidFile(path string, pid int) error {
 		return errorf("write pid file %s: %w", path, err)
 	}
 	return nil
+}
+
+// jitterSeed seeds the core's restart jitter (fsm.Config.Seed): each image
+// draws its own, so that two masters, or two images of one, whose workers
+// fail together do not restart them in lockstep either. Without
+// crypto/rand, the pid and the clock; never 0, which means no jitter.
+func jitterSeed() uint64 {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err == nil {
+		if s := binary.LittleEndian.Uint64(b[:]); s != 0 {
+			return s
+		}
+	}
+	return uint64(os.Getpid())<<32 ^ uint64(time.Now().UnixNano()) | 1
 }

@@ -37,6 +37,12 @@ func drawConfig(t *rapid.T) fsm.Config {
 	if rapid.IntRange(0, 3).Draw(t, "backoff") == 0 {
 		cfg.Backoff = fsm.Backoff{Min: time.Second, Max: 5 * time.Second, Reset: 10 * time.Second}
 	}
+	if rapid.Bool().Draw(t, "jitter") {
+		cfg.Seed = rapid.Uint64Min(1).Draw(t, "seed")
+	}
+	if rapid.IntRange(0, 2).Draw(t, "restartLimit") == 0 {
+		cfg.RestartLimit = fsm.RestartLimit{Count: rapid.IntRange(1, 4).Draw(t, "limitCount"), Window: time.Minute}
+	}
 	if rapid.Bool().Draw(t, "foreign") {
 		cfg.StopPids = rapid.SliceOfNDistinct(rapid.IntRange(foreignPid+1, foreignPid+2), 1, 2, rapid.ID[int]).Draw(t, "stopPids")
 		cfg.TermPids = rapid.SliceOfN(rapid.Just(foreignPid+3), 0, 1).Draw(t, "termPids")

@@ -20,7 +20,7 @@ const (
 
 // counters of what the default run really exercised, logged by TestMachine.
 var stats struct {
-	sequences, events, maxLen, execOK, execFailed, promotions, rollbacks, exits atomic.Int64
+	sequences, events, maxLen, execOK, execFailed, promotions, rollbacks, exits, limits atomic.Int64
 }
 
 // segment is the life of one Machine: its config and every step, kept to
@@ -227,7 +227,7 @@ func (h *harness) check(ev fsm.Event, x *expectation, acts []fsm.Action, prePhas
 			} else {
 				mo.armed[a.Timer] = true
 			}
-			if a.Timer.Kind == fsm.TimerRestart || a.Timer.Kind == fsm.TimerReadyTimeout {
+			if a.Timer.Kind == fsm.TimerRestart || a.Timer.Kind == fsm.TimerReadyTimeout || a.Timer.Kind == fsm.TimerRestartWindow {
 				timers = append(timers, a)
 			}
 		case fsm.CancelTimer:
@@ -280,8 +280,8 @@ func (h *harness) check(ev fsm.Event, x *expectation, acts []fsm.Action, prePhas
 	if !slices.Equal(notifies, x.notifies) {
 		h.fatalf("%v: notifies %v, model wants %v", ev, notifies, x.notifies)
 	}
-	if !sameSet(timers, x.timers) {
-		h.fatalf("%v: restart/ready-timeout timers %v, model wants %v", ev, timers, x.timers)
+	if !sameTimers(timers, x.timers, h.seg.cfg.Seed != 0) {
+		h.fatalf("%v: restart/ready-timeout/restart-window timers %v, model wants %v (jitter %v)", ev, timers, x.timers, h.seg.cfg.Seed != 0)
 	}
 	if len(replies) != len(x.replies) {
 		h.fatalf("invariant 3: %v: replies %v, model wants %v", ev, replies, x.replies)
@@ -326,6 +326,35 @@ func (m *model) spawnsList() [][2]int {
 		out = append(out, k)
 	}
 	return out
+}
+
+// sameTimers compares the timers set with those the model wants, as
+// multisets. With jitter (a seed), a restart delay may be anything in
+// [d/2, d) of the model's d: the model checks the range the jitter
+// promises, not the PRNG's sequence, which invariant 8 (replay) and the
+// golden scenarios pin down.
+func sameTimers(got, want []fsm.SetTimer, jitter bool) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	used := make([]bool, len(got))
+	for _, w := range want {
+		found := false
+		for i, g := range got {
+			if used[i] || g.Timer != w.Timer {
+				continue
+			}
+			inRange := jitter && w.Timer.Kind == fsm.TimerRestart && g.After >= w.After/2 && g.After < w.After
+			if g.After == w.After && !(jitter && w.Timer.Kind == fsm.TimerRestart) || inRange {
+				used[i], found = true, true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 // sameSet compares two lists as multisets.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/mworker/mworker/fsm"
 )
@@ -46,6 +47,7 @@ type model struct {
 	armed             map[fsm.Timer]bool
 	stale             []fsm.Timer // timers once armed, then cancelled or fired
 	failures          []int
+	limitCounts       []int // --restart-limit failures per slot in its open window
 
 	open          map[fsm.RequestID]bool // control requests sent and not answered
 	requests      []fsm.RequestID        // reload requests waiting for this reload
@@ -81,6 +83,7 @@ func newModel(cfg fsm.Config) *model {
 		spawns:      map[[2]int]bool{},
 		armed:       map[fsm.Timer]bool{},
 		failures:    make([]int, cfg.Workers),
+		limitCounts: make([]int, cfg.Workers),
 		open:        map[fsm.RequestID]bool{},
 		stopSignal:  cfg.StopSignal,
 		foreignStop: slices.Clone(cfg.StopPids),
@@ -593,6 +596,20 @@ func (m *model) afterCurrentExit(x *expectation, slot int, st fsm.ExitStatus) {
 			return
 		}
 	}
+	// --restart-limit: the failure that reaches the count ends the run as
+	// --restart no does; the first opens the slot's window (a timer).
+	if lim := m.cfg.RestartLimit; lim.Count > 0 {
+		m.limitCounts[slot]++
+		if m.limitCounts[slot] >= lim.Count {
+			m.closeWindow(slot)
+			stats.limits.Add(1)
+			m.culprit = &st
+			return
+		}
+		if m.limitCounts[slot] == 1 {
+			m.setTimer(x, fsm.Timer{Kind: fsm.TimerRestartWindow, Generation: m.cur, Slot: slot}, lim.Window)
+		}
+	}
 	b := m.cfg.Backoff
 	if b == (fsm.Backoff{}) {
 		b = fsm.DefaultBackoff
@@ -605,10 +622,28 @@ func (m *model) afterCurrentExit(x *expectation, slot int, st fsm.ExitStatus) {
 	if m.failures[slot] < 64 {
 		m.failures[slot]++
 	}
-	t := fsm.Timer{Kind: fsm.TimerRestart, Generation: m.cur, Slot: slot}
+	// With a seed the machine draws the delay in [d/2, d); the harness
+	// accepts any delay in that range (sameTimers).
+	m.setTimer(x, fsm.Timer{Kind: fsm.TimerRestart, Generation: m.cur, Slot: slot}, d)
+}
+
+func (m *model) setTimer(x *expectation, t fsm.Timer, d time.Duration) {
 	m.armed[t] = true // now, for the rest of this step's rules
 	m.armedNow[t] = true
 	x.timers = append(x.timers, fsm.SetTimer{Timer: t, After: d})
+}
+
+// closeWindow forgets slot's --restart-limit failures and their window.
+func (m *model) closeWindow(slot int) {
+	if m.limitCounts[slot] == 0 {
+		return
+	}
+	m.limitCounts[slot] = 0
+	t := fsm.Timer{Kind: fsm.TimerRestartWindow, Generation: m.cur, Slot: slot}
+	if m.armed[t] {
+		delete(m.armed, t)
+		m.stale = append(m.stale, t)
+	}
 }
 
 // cancelRestarts forgets the serving generation's restart timers, as the
@@ -619,6 +654,9 @@ func (m *model) cancelRestarts() {
 			delete(m.armed, t)
 			m.stale = append(m.stale, t)
 		}
+	}
+	for slot := range m.limitCounts {
+		m.closeWindow(slot)
 	}
 }
 
@@ -642,6 +680,12 @@ func (m *model) timer(x *expectation, t fsm.Timer) {
 	case fsm.TimerStable:
 		if c := m.workers[t.Pid]; m.phase != phExiting && c != nil && c.gen == m.cur {
 			m.failures[c.slot] = 0
+			m.closeWindow(c.slot)
+		}
+	case fsm.TimerRestartWindow:
+		// The window passed: the slot's failures no longer count.
+		if m.phase != phExiting && t.Generation == m.cur {
+			m.limitCounts[t.Slot] = 0
 		}
 	case fsm.TimerReadyAfter:
 		m.ready(x, t.Pid)

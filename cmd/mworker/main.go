@@ -38,9 +38,18 @@
 //	--stop-timeout D       a stopping worker still alive after D gets
 //	                       SIGKILL (default 10s)
 //	--restart POLICY       always, on-failure or no: what happens when a
-//	                       current worker exits on its own; restarts back
-//	                       off from 100ms doubling to 30s, reset after 60s
-//	                       up (default always)
+//	                       current worker exits on its own (default always)
+//	--backoff MIN..MAX     restart delays: MIN, doubled after each failure
+//	                       up to MAX, back to MIN once a worker has stayed
+//	                       up 60s; each delay is drawn in [d/2, d) so that
+//	                       workers that fail together restart apart
+//	                       (default 100ms..30s)
+//	--restart-limit N/WINDOW
+//	                       give up when one slot fails N times within
+//	                       WINDOW (e.g. 5/60s) without staying up 60s:
+//	                       stop every worker and exit with that worker's
+//	                       status, so that systemd's Restart= or the
+//	                       container runtime acts (default off)
 //	--reexec WHEN          when a reload re-executes the master: upgrade
 //	                       (only when the binary at the start path is not
 //	                       the running one), always or never; a reload
@@ -57,6 +66,11 @@
 //	-st PID...             the same with SIGTERM (HAProxy's -st)
 //
 // Durations are Go durations: 500ms, 10s, 1m30s.
+//
+// A restarted worker that dies within a second of its start 3 times in a
+// row earns one warning with the likely causes: it binds its own port
+// instead of using fd 3 from --listen ("address already in use"), its
+// command or a file it needs is missing, or its configuration is bad.
 //
 // A worker counts as ready, by default, once it has stayed up 1s: a
 // reload whose new workers exit within that second (a configuration they
@@ -96,8 +110,9 @@
 // # Exit status
 //
 //	0..255   a current worker's status when its exit ends the run (with
-//	         --restart=no, or after a stop: the last current worker
-//	         reaped); a worker killed by a signal counts as 128+signal
+//	         --restart=no, the failure that reached --restart-limit, or
+//	         after a stop: the last current worker reaped); a worker
+//	         killed by a signal counts as 128+signal
 //	1        mworker could not start (e.g. an address cannot be bound)
 //	2        bad command line: unknown option, bad value, missing "--"
 //	126      the command is not executable (or is a directory)

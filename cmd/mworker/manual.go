@@ -32,8 +32,11 @@ Options:
 	writeOption(&b, "-st PID...", "the same with SIGTERM (HAProxy's -st)")
 	writeOption(&b, "-h, --help", "print this manual")
 	b.WriteString(`
-Durations are Go durations: 500ms, 10s, 1m30s. Restarts back off from
-100ms, doubling up to 30s, and reset once a worker has stayed up 60s.
+Durations are Go durations: 500ms, 10s, 1m30s. Restarts back off as
+--backoff says, and reset once a worker has stayed up 60s. A restarted
+worker that dies within a second of its start 3 times in a row earns one
+warning with the likely causes (it binds its own port instead of fd 3,
+its command or a file is missing, its configuration is bad).
 
 A worker counts as ready, by default, once it has stayed up 1s: a reload
 whose new workers exit within that second (a configuration they reject
@@ -57,8 +60,8 @@ the worker. Workers are told to stop when the master dies, even by SIGKILL.
 
 Exit status:
   0..255  the status of the current worker whose exit ended the run
-          (--restart=no), or after a stop the last current worker
-          reaped;
+          (--restart=no, or the failure that reached --restart-limit),
+          or after a stop the last current worker reaped;
           a worker killed by signal N counts as 128+N
   1       mworker could not start (e.g. an address cannot be bound)
   2       bad command line (unknown option, bad value, missing "--")

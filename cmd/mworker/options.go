@@ -112,6 +112,26 @@ var runOptions = []option{
 			c.Machine.Restart = p
 			return nil
 		}},
+	{long: "--backoff", arg: "MIN..MAX", def: fsm.DefaultBackoff.String(),
+		help: "restart delays: MIN, doubled after each failure up to MAX, back to MIN once a worker stayed up 60s; each delay is drawn in [d/2, d) so that workers that fail together restart apart",
+		set: func(c *osadapter.Config, v string) error {
+			b, err := fsm.ParseBackoff(v)
+			if err != nil {
+				return usagef("%s", trimPackage(err))
+			}
+			c.Machine.Backoff = b
+			return nil
+		}},
+	{long: "--restart-limit", arg: "N/WINDOW", def: "off",
+		help: "give up when one slot fails N times within WINDOW (e.g. 5/60s) without staying up 60s: stop every worker, exit with that worker's status, and let systemd's Restart= or the container runtime act",
+		set: func(c *osadapter.Config, v string) error {
+			l, err := fsm.ParseRestartLimit(v)
+			if err != nil {
+				return usagef("%s", trimPackage(err))
+			}
+			c.Machine.RestartLimit = l
+			return nil
+		}},
 	{long: "--reexec", arg: "WHEN", def: "upgrade",
 		help: "when a reload re-executes: upgrade (a new binary at the start path), always or never",
 		set: func(c *osadapter.Config, v string) error {
@@ -171,6 +191,7 @@ func defaultConfig() osadapter.Config {
 			StopSignal:   fsm.SIGTERM,
 			StopTimeout:  10 * time.Second,
 			Restart:      fsm.RestartAlways,
+			Backoff:      fsm.DefaultBackoff,
 			Reexec:       fsm.ReexecOnUpgrade,
 		},
 		LogFormat: "text",

@@ -25,6 +25,7 @@ func TestParseRunArgsDefaults(t *testing.T) {
 			StopSignal:   fsm.SIGTERM,
 			StopTimeout:  10 * time.Second,
 			Restart:      fsm.RestartAlways,
+			Backoff:      fsm.Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second, Reset: time.Minute},
 			Reexec:       fsm.ReexecOnUpgrade,
 		},
 		Command:   []string{"server", "-x"},
@@ -60,6 +61,19 @@ func TestParseRunArgs(t *testing.T) {
 		{"stop timeout", []string{"--stop-timeout=250ms", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.StopTimeout == 250*time.Millisecond }},
 		{"restart no", []string{"--restart", "no", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.Restart == fsm.RestartNo }},
 		{"restart on-failure", []string{"--restart=on-failure", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.Restart == fsm.RestartOnFailure }},
+		{"backoff default", []string{"--", "x"}, func(c osadapter.Config) bool {
+			return c.Machine.Backoff == fsm.DefaultBackoff && c.Machine.RestartLimit == fsm.RestartLimit{}
+		}},
+		{"backoff", []string{"--backoff", "10ms..50ms", "--", "x"}, func(c osadapter.Config) bool {
+			return c.Machine.Backoff == fsm.Backoff{Min: 10 * time.Millisecond, Max: 50 * time.Millisecond, Reset: fsm.DefaultBackoff.Reset}
+		}},
+		{"backoff equal", []string{"--backoff=1s..1s", "--", "x"}, func(c osadapter.Config) bool {
+			return c.Machine.Backoff.Min == time.Second && c.Machine.Backoff.Max == time.Second
+		}},
+		{"restart limit", []string{"--restart-limit", "5/60s", "--", "x"}, func(c osadapter.Config) bool {
+			return c.Machine.RestartLimit == fsm.RestartLimit{Count: 5, Window: time.Minute}
+		}},
+		{"restart limit off", []string{"--restart-limit=off", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.RestartLimit.Count == 0 }},
 		{"control", []string{"--control", "/run/a.sock", "--", "x"}, func(c osadapter.Config) bool { return c.Control == "/run/a.sock" }},
 		{"pidfile", []string{"--pidfile=/run/a.pid", "--", "x"}, func(c osadapter.Config) bool { return c.PidFile == "/run/a.pid" }},
 		{"log format json", []string{"--log-format", "json", "--", "x"}, func(c osadapter.Config) bool { return c.LogFormat == "json" }},
@@ -128,6 +142,13 @@ func TestParseRunArgsErrors(t *testing.T) {
 		{[]string{"--stop-signal", "65", "--", "x"}, `bad --stop-signal: unknown signal "65": use a name such as TERM, SIGUSR1 or a number 1..64`},
 		{[]string{"--stop-signal", "STOP", "--", "x"}, `bad --stop-signal "STOP": a worker cannot stop on STOP; use TERM, QUIT, INT or USR1`},
 		{[]string{"--restart", "sometimes", "--", "x"}, `unknown --restart "sometimes": use always, on-failure or no`},
+		{[]string{"--backoff", "0..1s", "--", "x"}, `bad --backoff "0..1s": MIN must be positive; use e.g. 100ms..1s`},
+		{[]string{"--backoff", "5s..1s", "--", "x"}, `bad --backoff "5s..1s": MIN 5s is longer than MAX 1s; write the shorter first, e.g. 1s..5s`},
+		{[]string{"--backoff", "abc", "--", "x"}, `bad --backoff "abc": use MIN..MAX, two durations such as 100ms..30s`},
+		{[]string{"--backoff", "1s-5s", "--", "x"}, `bad --backoff "1s-5s": use MIN..MAX, two durations such as 100ms..30s`},
+		{[]string{"--restart-limit", "5", "--", "x"}, `bad --restart-limit "5": use N/WINDOW, a count of 1 or more and a positive duration, such as 5/60s, or off`},
+		{[]string{"--restart-limit", "0/60s", "--", "x"}, `bad --restart-limit "0/60s": use N/WINDOW, ...`},
+		{[]string{"--restart-limit", "3/0s", "--", "x"}, `bad --restart-limit "3/0s": use N/WINDOW, ...`},
 		{[]string{"--control", "", "--", "x"}, `empty --control: use the path of a socket to create, such as /run/app.sock`},
 		{[]string{"--pidfile=", "--", "x"}, `empty --pidfile: use a file path such as /run/app.pid`},
 		{[]string{"--log-format", "xml", "--", "x"}, `bad --log-format "xml": use text or json`},
