@@ -21,6 +21,7 @@ package fsm
 //	stop-signal: TERM          (default TERM)
 //	stop-timeout: 10s          (default 10s)
 //	backoff: 100ms 30s 60s     Backoff Min Max Reset (default DefaultBackoff)
+//	max-old-generations: 1     Config.MaxOldGenerations (default 0: no cap; -1: NoOldGenerations)
 //	path: /usr/sbin/mworker    Config.Path (default /usr/bin/mworker)
 //	argv: mworker run -- srv   Config.Argv, split on spaces (default "mworker run -- server")
 //	caller: lax                allow scripts that break the caller's duties
@@ -262,6 +263,8 @@ func goldenConfig(header []string) (Config, error) {
 				return cfg, fmt.Errorf("backoff %q: want MIN MAX RESET", val)
 			}
 			cfg.Backoff = Backoff{Min: ds[0], Max: ds[1], Reset: ds[2]}
+		case "max-old-generations":
+			cfg.MaxOldGenerations, err = strconv.Atoi(val)
 		case "path":
 			cfg.Path = val
 		case "argv":
