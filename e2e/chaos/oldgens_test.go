@@ -37,6 +37,9 @@ func TestMaxOldGenerations(t *testing.T) {
 			m := startMaster(t, "-n", "2", "--ready", "immediate", "--stop-timeout", "60s",
 				"--max-old-generations", "2", "--reexec", reexec,
 				"--", "/bin/sh", "-c", oldgensStubborn, dir)
+			// They ignore the SIGTERM a dead master's workers get
+			// (PR_SET_PDEATHSIG): end them when the test ends.
+			t.Cleanup(func() { oldgensKillAll(dir) })
 			gens := map[int][]int{1: oldgensCurrent(t, m, dir, 1)}
 			for g := 2; g <= 4; g++ {
 				a, err := ask(m.ctl, "reload", 20*time.Second)
@@ -121,6 +124,17 @@ func oldgensCurrent(t *testing.T, m *master, dir string, gen int) []int {
 // zombie for long.
 func oldgensAlive(pid int) bool {
 	return syscall.Kill(pid, 0) == nil
+}
+
+// oldgensKillAll SIGKILLs the process group of every worker that left its
+// file in dir (one that did not still dies of a dead master's SIGTERM).
+func oldgensKillAll(dir string) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid > 0 {
+			syscall.Kill(-pid, syscall.SIGKILL)
+		}
+	}
 }
 
 func oldgensWorker(a control.Answer, pid int) *control.Worker {
