@@ -99,6 +99,11 @@ func recordWorker(ctx context.Context, _ ...any) error {
 		// The generation was rolled back while this spawn was under way.
 		g.put(w)
 		m.byPid[w.pid] = w
+		if g.killed {
+			m.log(LevelWarn, "worker of a killed generation started; killing it", "pid", w.id(), "generation", w.gen)
+			m.kill([]int{w.pid}, SIGKILL)
+			return nil
+		}
 		m.log(LevelWarn, "worker of a retired generation started; stopping it", "pid", w.id(), "generation", w.gen)
 		m.kill([]int{w.pid}, m.cfg.StopSignal)
 		if kt := (Timer{Kind: TimerKill, Generation: g.n}); !m.armed[kt] {
@@ -438,9 +443,7 @@ func promoteGeneration(ctx context.Context, _ ...any) error {
 	m.announced = true
 	m.emit(Notify{State: NotifyReady, Status: fmt.Sprintf("generation %d ready", ng)})
 	m.replyAll(true, "")
-	for _, g := range retiring {
-		m.retire(g, m.cfg.StopSignal)
-	}
+	m.retireBounded(retiring)
 	m.signalForeign()
 	return nil
 }
@@ -456,7 +459,7 @@ func rollBack(ctx context.Context, _ ...any) error {
 	m.cancelTimer(Timer{Kind: TimerReadyTimeout, Generation: failed})
 	m.next = 0
 	if g := m.gen(failed); g != nil {
-		m.retire(g, m.cfg.StopSignal)
+		m.retireBounded([]*generation{g})
 	}
 	m.failedReload++
 	if m.cfg.Restart == RestartOnFailure && m.servingGenDone() {

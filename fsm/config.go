@@ -59,7 +59,23 @@ type Config struct {
 	// RestartLimit ends the run when one slot fails too often; the zero
 	// value means no limit.
 	RestartLimit RestartLimit
+	// MaxOldGenerations caps the generations that drain at once: retired
+	// ones (old, or rolled back) with live workers not yet sent SIGKILL.
+	// When a reload's outcome (promote or rollback) would leave more, the
+	// oldest of them get SIGKILL at once instead of at StopTimeout. 0, the
+	// zero value, sets no cap; NoOldGenerations lets none drain: the old
+	// generation gets SIGKILL instead of StopSignal once the new one is
+	// ready. The command line's default is DefaultMaxOldGenerations.
+	MaxOldGenerations int
 }
+
+// NoOldGenerations is the MaxOldGenerations that lets no generation drain
+// (--max-old-generations 0).
+const NoOldGenerations = -1
+
+// DefaultMaxOldGenerations is the MaxOldGenerations of "mworker run"
+// without --max-old-generations: docs/guide.md ("Bounded drains") says why.
+const DefaultMaxOldGenerations = 4
 
 // ReadyMode is how a worker becomes ready.
 type ReadyMode struct {
@@ -327,6 +343,8 @@ func (c *Config) validate() error {
 		return bad("unknown restart policy %d", c.Restart)
 	case c.Reexec < ReexecAlways || c.Reexec > ReexecNever:
 		return bad("unknown reexec policy %d", c.Reexec)
+	case c.MaxOldGenerations < NoOldGenerations:
+		return bad("max old generations %d: use 0 for no cap, NoOldGenerations, or a positive number", c.MaxOldGenerations)
 	}
 	for _, p := range append(append([]int(nil), c.StopPids...), c.TermPids...) {
 		if p <= 0 {

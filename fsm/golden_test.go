@@ -23,6 +23,7 @@ package fsm
 //	backoff: 100ms 30s 60s     Backoff Min Max Reset (default DefaultBackoff)
 //	seed: 42                   Config.Seed: jittered restart delays (default 0: none)
 //	restart-limit: 3/10s       --restart-limit N/WINDOW (default off)
+//	max-old-generations: 1     Config.MaxOldGenerations (default 0: no cap; -1: NoOldGenerations)
 //	path: /usr/sbin/mworker    Config.Path (default /usr/bin/mworker)
 //	argv: mworker run -- srv   Config.Argv, split on spaces (default "mworker run -- server")
 //	caller: lax                allow scripts that break the caller's duties
@@ -268,6 +269,8 @@ func goldenConfig(header []string) (Config, error) {
 			cfg.Seed, err = strconv.ParseUint(val, 10, 64)
 		case "restart-limit":
 			cfg.RestartLimit, err = ParseRestartLimit(val)
+		case "max-old-generations":
+			cfg.MaxOldGenerations, err = strconv.Atoi(val)
 		case "path":
 			cfg.Path = val
 		case "argv":

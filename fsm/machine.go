@@ -109,6 +109,7 @@ type generation struct {
 	live    int
 	ready   int
 	retired bool // told to stop as a whole (old, or rolled back)
+	killed  bool // sent SIGKILL for MaxOldGenerations: no longer draining
 }
 
 type worker struct {
@@ -676,6 +677,56 @@ func (m *Machine) retire(g *generation, sig Signal) {
 		m.cancelRestarts()
 	}
 	m.dropGenIfEmpty(g)
+}
+
+// retireBounded retires gens with the stop signal, as a reload's outcome
+// does, but keeps to MaxOldGenerations: if more generations would then be
+// draining, the oldest of them get SIGKILL at once instead (and no stop
+// signal, when this retires them). Draining are the retired generations
+// with a live worker not sent SIGKILL already: a killed one is only
+// waiting to be reaped. A killed generation adopted after a re-exec counts
+// as draining again (the handover says stopping, not killed), but it is
+// always older than those that are, so it only gets a second SIGKILL.
+func (m *Machine) retireBounded(gens []*generation) {
+	doomed := m.overCap(gens)
+	for _, g := range gens {
+		if !slices.Contains(doomed, g) {
+			m.retire(g, m.cfg.StopSignal)
+		}
+	}
+	for _, g := range doomed {
+		m.killGeneration(g)
+	}
+}
+
+// overCap lists the generations beyond MaxOldGenerations, oldest first, once
+// retiring are retired too.
+func (m *Machine) overCap(retiring []*generation) []*generation {
+	limit := m.cfg.MaxOldGenerations
+	if limit == 0 {
+		return nil
+	}
+	var draining []*generation
+	for _, g := range m.gens {
+		if g.live > 0 && !g.killed && (g.retired || slices.Contains(retiring, g)) {
+			draining = append(draining, g)
+		}
+	}
+	if n := len(draining) - max(limit, 0); n > 0 {
+		return draining[:n]
+	}
+	return nil
+}
+
+// killGeneration sends SIGKILL to every worker of g, retiring it if it was
+// not. Its kill timer has nothing left to do: the workers will be reaped.
+func (m *Machine) killGeneration(g *generation) {
+	g.retired, g.killed = true, true
+	pids := m.livePids(func(x *generation) bool { return x == g })
+	m.log(LevelWarn, "too many old generations draining: killing the oldest", "generation", g.n, "pids", pids,
+		"max-old-generations", max(m.cfg.MaxOldGenerations, 0))
+	m.kill(pids, SIGKILL)
+	m.cancelTimer(Timer{Kind: TimerKill, Generation: g.n})
 }
 
 func (m *Machine) cancelRestarts() {

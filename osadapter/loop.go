@@ -60,6 +60,8 @@ type loop struct {
 	stopping bool // the machine is exiting: the listeners are closed
 	status   int
 	replace  bool // Exec returned nil: only a fake OS does that
+
+	watchdog *masterWatchdog // the service manager's watchdog of the master, or nil
 }
 
 func (l *loop) done() bool { return l.exited || l.replace }
@@ -337,8 +339,15 @@ func (l *loop) run() int {
 	timer.Stop()
 	defer timer.Stop()
 	for !l.done() {
+		// Between two events, whichever woke the loop: a loop that turns
+		// pings, one stuck in an event does not.
+		l.pingWatchdog()
 		var wake <-chan time.Time
-		if at, ok := l.nextDeadline(); ok {
+		at, ok := l.nextDeadline()
+		if w := l.watchdog; w != nil && (!ok || w.next < at) {
+			at, ok = w.next, true
+		}
+		if ok {
 			timer.Reset(time.Duration(max(0, at-l.sys.Now())))
 			wake = timer.C
 		}

@@ -102,7 +102,8 @@ func runTestMaster(spec string) int {
 }
 
 // runTestWorker writes "<pid>.log" in dir: a first line with its generation
-// and slot, "badenv NAME" for each internal variable it can see, then one
+// and slot, "badenv NAME" for each internal variable it can see (and the
+// master's WATCHDOG_USEC and WATCHDOG_PID), then one
 // line per signal. SIGTERM, SIGINT and SIGUSR1 end it with status 0.
 // With NOTIFY_SOCKET set it logs "notify=ADDR", sends a malformed datagram
 // and then READY=1 there, unless dir holds a file named "silent".
@@ -129,6 +130,10 @@ func runTestWorker(dir string) int {
 	}
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, internalEnvPrefix) && !strings.HasPrefix(kv, EnvGeneration+"=") && !strings.HasPrefix(kv, EnvSlot+"=") {
+			fmt.Fprintf(f, "badenv %s\n", kv)
+		}
+		// The master's own watchdog is the master's to feed.
+		if strings.HasPrefix(kv, "WATCHDOG_USEC=") || strings.HasPrefix(kv, "WATCHDOG_PID=") {
 			fmt.Fprintf(f, "badenv %s\n", kv)
 		}
 	}

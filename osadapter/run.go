@@ -241,6 +241,11 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 	if l.notify == nil {
 		l.notify = debugTransport{logger}
 	}
+	// Its watchdog (WatchdogSec=), fed from the event loop.
+	var warning string
+	if l.watchdog, warning = newMasterWatchdog(env, sys.Getpid()); warning != "" {
+		l.logf(slog.LevelWarn, warning)
+	}
 	if l.resumed != nil {
 		for _, w := range l.resumed.Handover.Workers {
 			if at, ok := l.resumed.Spawned[w.Pid]; ok {

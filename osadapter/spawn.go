@@ -62,10 +62,11 @@ func (l *loop) spawn(gen, slot int) (int, error) {
 }
 
 // Variables of the master that a worker must not inherit: the service
-// manager's (they are the master's, not the worker's), and every
+// manager's (they are the master's, not the worker's: its watchdog
+// included, which the master feeds), and every
 // "MWORKER_" variable: mworker's internal ones (re-exec state, trampoline,
 // control and listener hand-offs) and those the adapter sets per worker.
-var serviceManagerEnv = []string{"NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"}
+var serviceManagerEnv = []string{"NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", envWatchdogUsec, envWatchdogPid}
 
 const internalEnvPrefix = "MWORKER_"
 

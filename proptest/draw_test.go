@@ -43,6 +43,11 @@ func drawConfig(t *rapid.T) fsm.Config {
 	if rapid.IntRange(0, 2).Draw(t, "restartLimit") == 0 {
 		cfg.RestartLimit = fsm.RestartLimit{Count: rapid.IntRange(1, 4).Draw(t, "limitCount"), Window: time.Minute}
 	}
+	// Mostly no cap, as before it existed; else a small one that reloads
+	// reach, NoOldGenerations included.
+	if rapid.IntRange(0, 2).Draw(t, "capDrains") == 0 {
+		cfg.MaxOldGenerations = rapid.IntRange(fsm.NoOldGenerations, 2).Draw(t, "maxOldGenerations")
+	}
 	if rapid.Bool().Draw(t, "foreign") {
 		cfg.StopPids = rapid.SliceOfNDistinct(rapid.IntRange(foreignPid+1, foreignPid+2), 1, 2, rapid.ID[int]).Draw(t, "stopPids")
 		cfg.TermPids = rapid.SliceOfN(rapid.Just(foreignPid+3), 0, 1).Draw(t, "termPids")

@@ -43,6 +43,7 @@ type model struct {
 	cur, next, maxGen int
 	workers           map[int]*child // live children the machine was told about
 	retired           map[int]bool   // generations told to stop as a whole
+	killed            map[int]bool   // retired generations sent SIGKILL for MaxOldGenerations
 	spawns            map[[2]int]bool
 	armed             map[fsm.Timer]bool
 	stale             []fsm.Timer // timers once armed, then cancelled or fired
@@ -80,6 +81,7 @@ func newModel(cfg fsm.Config) *model {
 		cfg:         cfg,
 		workers:     map[int]*child{},
 		retired:     map[int]bool{},
+		killed:      map[int]bool{},
 		spawns:      map[[2]int]bool{},
 		armed:       map[fsm.Timer]bool{},
 		failures:    make([]int, cfg.Workers),
@@ -412,6 +414,9 @@ func (m *model) resume(x *expectation) {
 	m.maxGen++
 	m.next = m.maxGen
 	m.queued, m.pendingReload = nil, false
+	// The handover says which workers are stopping, not which were sent
+	// SIGKILL: the new image counts those as draining again.
+	m.killed = map[int]bool{}
 	for slot := range m.cfg.Workers {
 		m.spawn(x, m.next, slot)
 	}
@@ -536,6 +541,8 @@ func (m *model) started(x *expectation, e fsm.WorkerStarted) {
 	switch {
 	case m.phase == phExiting:
 		x.kill([]int{e.Pid}, m.stopSignal)
+	case m.killed[e.Generation]:
+		x.kill([]int{e.Pid}, fsm.SIGKILL)
 	case m.retired[e.Generation]:
 		x.kill([]int{e.Pid}, m.cfg.StopSignal)
 	default:
@@ -733,8 +740,7 @@ func (m *model) settle(x *expectation) {
 func (m *model) rollBack(x *expectation) {
 	failed := m.next
 	m.failure, m.next = false, 0
-	m.retired[failed] = true
-	x.kill(m.genPids(failed), m.cfg.StopSignal)
+	m.retireBounded(x, []int{failed})
 	m.failedReloads++
 	if m.cfg.Restart == fsm.RestartOnFailure && len(m.genPids(m.cur)) == 0 && !m.restartArmed() && !m.spawning(m.cur) {
 		// Every serving worker exited 0 during the reload: nothing is
@@ -753,12 +759,13 @@ func (m *model) promote(x *expectation) {
 	ng := m.next
 	m.cancelRestarts()
 	m.cur, m.next = ng, 0
+	var retiring []int
 	for g := 1; g <= m.maxGen; g++ {
 		if g != ng && !m.retired[g] {
-			m.retired[g] = true
-			x.kill(m.genPids(g), m.cfg.StopSignal)
+			retiring = append(retiring, g)
 		}
 	}
+	m.retireBounded(x, retiring)
 	m.signalForeign(x)
 	m.reloads++
 	m.failures = make([]int, m.cfg.Workers)
@@ -767,6 +774,37 @@ func (m *model) promote(x *expectation) {
 	m.answer(x, true)
 	m.phase = phRunning
 	x.promoted = true
+}
+
+// retireBounded retires gens, each told to stop with the stop signal,
+// unless --max-old-generations says too many would then drain: draining
+// are the retired generations with a live worker that were not sent
+// SIGKILL, and the oldest of them beyond the cap get SIGKILL instead
+// (once, and no stop signal if retired by this step).
+func (m *model) retireBounded(x *expectation, gens []int) {
+	var doomed []int
+	if limit := m.cfg.MaxOldGenerations; limit != 0 {
+		var draining []int
+		for g := 1; g <= m.maxGen; g++ {
+			if (m.retired[g] || slices.Contains(gens, g)) && !m.killed[g] && len(m.genPids(g)) > 0 {
+				draining = append(draining, g)
+			}
+		}
+		if n := len(draining) - max(limit, 0); n > 0 {
+			doomed = draining[:n]
+		}
+	}
+	for _, g := range gens {
+		m.retired[g] = true
+		if !slices.Contains(doomed, g) {
+			x.kill(m.genPids(g), m.cfg.StopSignal)
+		}
+	}
+	for _, g := range doomed {
+		stats.capKills.Add(1)
+		m.killed[g] = true
+		x.kill(m.genPids(g), fsm.SIGKILL)
+	}
 }
 
 func (m *model) signalForeign(x *expectation) {

@@ -37,6 +37,12 @@
 //	                       soft stop: TERM, SIGQUIT, 3... (default TERM)
 //	--stop-timeout D       a stopping worker still alive after D gets
 //	                       SIGKILL (default 10s)
+//	--max-old-generations K
+//	                       at most K old generations drain at once: a
+//	                       reload that would leave more SIGKILLs the
+//	                       oldest at once, logged with its pids; 0: none
+//	                       drains, the old generation gets SIGKILL once
+//	                       the new one is ready (default 4)
 //	--restart POLICY       always, on-failure or no: what happens when a
 //	                       current worker exits on its own (default always)
 //	--backoff MIN..MAX     restart delays: MIN, doubled after each failure

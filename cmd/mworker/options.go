@@ -22,6 +22,9 @@ const (
 	exitNotFound      = 127
 )
 
+// maxOldGenerations is the largest --max-old-generations.
+const maxOldGenerations = 10000
+
 // maxPid is the kernel's PID_MAX_LIMIT: no process id is larger.
 const maxPid = 1 << 22
 
@@ -101,6 +104,21 @@ var runOptions = []option{
 		help: "a stopping worker still alive after D gets SIGKILL",
 		set: func(c *osadapter.Config, v string) error {
 			return parseDuration("--stop-timeout", v, &c.Machine.StopTimeout)
+		}},
+	{long: "--max-old-generations", arg: "K", def: strconv.Itoa(fsm.DefaultMaxOldGenerations),
+		help: "at most K old generations drain at once: a reload that would leave more SIGKILLs the oldest at once; 0: none drains",
+		set: func(c *osadapter.Config, v string) error {
+			// An upper bound only so that a typo of many digits is caught:
+			// no machine runs 10,000 generations of workers.
+			k, err := strconv.Atoi(v)
+			if err != nil || k < 0 || k > maxOldGenerations {
+				return usagef("bad --max-old-generations %q: use a number of generations from 0 (none drains) to %d", v, maxOldGenerations)
+			}
+			if k == 0 {
+				k = fsm.NoOldGenerations
+			}
+			c.Machine.MaxOldGenerations = k
+			return nil
 		}},
 	{long: "--restart", arg: "POLICY", def: "always",
 		help: "always, on-failure or no, when a current worker exits on its own",
@@ -193,6 +211,8 @@ func defaultConfig() osadapter.Config {
 			Restart:      fsm.RestartAlways,
 			Backoff:      fsm.DefaultBackoff,
 			Reexec:       fsm.ReexecOnUpgrade,
+
+			MaxOldGenerations: fsm.DefaultMaxOldGenerations,
 		},
 		LogFormat: "text",
 	}

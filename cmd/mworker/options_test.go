@@ -27,6 +27,8 @@ func TestParseRunArgsDefaults(t *testing.T) {
 			Restart:      fsm.RestartAlways,
 			Backoff:      fsm.Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second, Reset: time.Minute},
 			Reexec:       fsm.ReexecOnUpgrade,
+
+			MaxOldGenerations: fsm.DefaultMaxOldGenerations,
 		},
 		Command:   []string{"server", "-x"},
 		LogFormat: "text",
@@ -59,6 +61,13 @@ func TestParseRunArgs(t *testing.T) {
 		{"stop signal SIG prefix", []string{"--stop-signal=SIGUSR1", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.StopSignal == fsm.SIGUSR1 }},
 		{"stop signal number", []string{"--stop-signal", "2", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.StopSignal == fsm.SIGINT }},
 		{"stop timeout", []string{"--stop-timeout=250ms", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.StopTimeout == 250*time.Millisecond }},
+		{"max old generations default", []string{"--", "x"}, func(c osadapter.Config) bool {
+			return c.Machine.MaxOldGenerations == fsm.DefaultMaxOldGenerations
+		}},
+		{"max old generations", []string{"--max-old-generations", "1", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.MaxOldGenerations == 1 }},
+		{"max old generations 0", []string{"--max-old-generations=0", "--", "x"}, func(c osadapter.Config) bool {
+			return c.Machine.MaxOldGenerations == fsm.NoOldGenerations
+		}},
 		{"restart no", []string{"--restart", "no", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.Restart == fsm.RestartNo }},
 		{"restart on-failure", []string{"--restart=on-failure", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.Restart == fsm.RestartOnFailure }},
 		{"backoff default", []string{"--", "x"}, func(c osadapter.Config) bool {
@@ -153,6 +162,9 @@ func TestParseRunArgsErrors(t *testing.T) {
 		{[]string{"--pidfile=", "--", "x"}, `empty --pidfile: use a file path such as /run/app.pid`},
 		{[]string{"--log-format", "xml", "--", "x"}, `bad --log-format "xml": use text or json`},
 		{[]string{"--log-level", "verbose", "--", "x"}, `bad --log-level "verbose": use debug, info, warn or error`},
+		{[]string{"--max-old-generations", "-1", "--", "x"}, `bad --max-old-generations "-1": use a number of generations from 0 (none drains) to 10000`},
+		{[]string{"--max-old-generations=four", "--", "x"}, `bad --max-old-generations "four": use a number of generations from 0 (none drains) to 10000`},
+		{[]string{"--max-old-generations", "10001", "--", "x"}, `bad --max-old-generations "10001": use a number of generations from 0 (none drains) to 10000`},
 		{[]string{"-sf", "-1", "--", "x"}, `bad -sf pid "-1": use process ids from 1 to 4194304, e.g. -sf 1234 1235`},
 		{[]string{"-sf", "0", "--", "x"}, `bad -sf pid "0": use process ids from 1 to 4194304, e.g. -sf 1234 1235`},
 		{[]string{"-sf", "12", "abc", "--", "x"}, `bad -sf pid "abc": use process ids from 1 to 4194304, e.g. -sf 1234 1235`},
