@@ -173,13 +173,20 @@ func adopt(fd int, name string) (Listener, error) {
 }
 
 // newFileKeepMode wraps fd in an *os.File that stays out of the runtime
-// poller, without changing its O_NONBLOCK flag, which it shares with the
-// workers. os.NewFile registers a non-blocking descriptor with the
-// master's epoll set, and every connection arriving on a listening socket
-// would then wake the master's poller for nothing: the master never
-// accepts. Wrapping it while blocking and restoring the flag afterwards
-// keeps it out, and keeps a worker that asked systemd for NonBlocking=yes
-// getting non-blocking sockets.
+// poller, without touching its O_NONBLOCK flag, which it shares with the
+// workers (the flag belongs to the open file description, not to the
+// descriptor). os.NewFile registers a non-blocking descriptor with the
+// process's epoll set, and every connection arriving on a listening
+// socket would then wake the master's poller for nothing: the master
+// never accepts. So a non-blocking descriptor is not wrapped as it is:
+// for the moment of os.NewFile, a blocking placeholder socket takes its
+// number (dup3), and the listening socket, kept at another number, is
+// then put back (dup3 again). The file owns fd.
+//
+// An earlier version made the description blocking for a moment and
+// restored it. A Go worker that called accept4 in that moment blocked in
+// the kernel, and its Close of the listener, in a drain, then waited for
+// that call until --stop-timeout killed it.
 func newFileKeepMode(fd int, name string) (*os.File, error) {
 	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	if err != nil {
@@ -188,12 +195,26 @@ func newFileKeepMode(fd int, name string) (*os.File, error) {
 	if fl&unix.O_NONBLOCK == 0 {
 		return os.NewFile(uintptr(fd), name), nil
 	}
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl&^unix.O_NONBLOCK); err != nil {
-		return nil, fmt.Errorf("fd %d: fcntl(F_SETFL): %w", fd, err)
+	// Keep the socket aside, put a blocking placeholder at fd, wrap it,
+	// and put the socket back at fd: the file owns fd, out of the poller.
+	saved, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		return nil, fmt.Errorf("fd %d: fcntl(F_DUPFD_CLOEXEC): %w", fd, err)
 	}
-	f := os.NewFile(uintptr(fd), name)
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl); err != nil {
-		return nil, fmt.Errorf("fd %d: fcntl(F_SETFL): %w", fd, err)
+	defer unix.Close(saved)
+	ph, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("fd %d: a placeholder socket: %w", fd, err)
+	}
+	err = unix.Dup3(ph, fd, unix.O_CLOEXEC)
+	unix.Close(ph)
+	if err != nil {
+		return nil, fmt.Errorf("fd %d: dup3 of a placeholder: %w", fd, err)
+	}
+	f := os.NewFile(uintptr(fd), name) // blocking: not in the poller
+	if err := unix.Dup3(saved, fd, unix.O_CLOEXEC); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("fd %d: dup3 back: %w", fd, err)
 	}
 	return f, nil
 }
