@@ -739,6 +739,13 @@ func (m *Machine) cancelRestarts() {
 	m.closeRestartWindows()
 }
 
+// Status is what a status request would answer now: the state, the
+// serving generation, the reload counts and every live worker. It is a
+// pull accessor (as raft's Status): a caller may read it between events,
+// for metrics or a health check, without a request through Step. The
+// result belongs to the caller.
+func (m *Machine) Status() *Status { return m.status() }
+
 func (m *Machine) status() *Status {
 	s := &Status{State: m.State(), Generation: m.cur, Reloads: m.reloads, FailedReloads: m.failedReload}
 	for _, g := range m.gens {

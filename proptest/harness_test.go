@@ -104,6 +104,16 @@ func (h *harness) feed(ev fsm.Event) {
 		h.afterExec(exec)
 		return
 	}
+	// The pull accessor tells what a status request would: after every
+	// step, the model's view.
+	if h.model.phase != phExecPending && h.model.phase != phExited {
+		got := h.m.Status()
+		got.Workers = slices.Clone(got.Workers)
+		sort.Slice(got.Workers, func(i, j int) bool { return got.Workers[i].Pid < got.Workers[j].Pid })
+		if want := h.model.status(); !reflect.DeepEqual(got, want) {
+			h.fatalf("Machine.Status() after %v differs from the model:\n got %v\nwant %v", ev, got, want)
+		}
+	}
 	if h.eager {
 		h.resolveSpawns()
 	}
