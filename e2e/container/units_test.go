@@ -22,45 +22,14 @@ import (
 const (
 	docMworker = "/usr/local/bin/mworker"
 	docApp     = "/usr/local/bin/app"
-	unitPrefix = "# /etc/systemd/system/"
 )
 
-// docUnits returns the unit files of docs/systemd.md: every ```ini block
-// whose first line is "# /etc/systemd/system/NAME", by NAME.
+// docUnits returns the unit files of docs/systemd.md by name, as written.
 func docUnits(t *testing.T) map[string]string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot, "docs", "systemd.md"))
+	units, err := e2etest.DocUnits(repoRoot, "app.service", "web.socket", "web.service")
 	if err != nil {
 		t.Fatal(err)
-	}
-	units := make(map[string]string)
-	var name string
-	var body strings.Builder
-	inBlock, first := false, false
-	for line := range strings.SplitSeq(string(b), "\n") {
-		switch {
-		case !inBlock && strings.TrimSpace(line) == "```ini":
-			inBlock, first, name = true, true, ""
-			body.Reset()
-		case inBlock && strings.TrimSpace(line) == "```":
-			inBlock = false
-			if name != "" {
-				units[name] = body.String()
-			}
-		case inBlock:
-			if first {
-				first = false
-				if n, ok := strings.CutPrefix(line, unitPrefix); ok {
-					name = n
-				}
-			}
-			body.WriteString(line + "\n")
-		}
-	}
-	for _, want := range []string{"app.service", "web.socket", "web.service"} {
-		if units[want] == "" {
-			t.Fatalf("docs/systemd.md has no ```ini block starting with %q", unitPrefix+want)
-		}
 	}
 	return units
 }

@@ -2,6 +2,7 @@ package e2etest
 
 import (
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -54,5 +55,22 @@ func TestStartLoggedRecordsStatusAndOutput(t *testing.T) {
 				t.Errorf("log %q, want stdout and stderr", b)
 			}
 		}
+	}
+}
+
+func TestDocUnits(t *testing.T) {
+	root, err := ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	units, err := DocUnits(root, "app.service", "web.socket", "web.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(units["app.service"], UnitPrefix+"app.service\n") || !strings.Contains(units["app.service"], "ExecStart=") {
+		t.Errorf("app.service as read:\n%s", units["app.service"])
+	}
+	if _, err := DocUnits(root, "no-such.service"); err == nil || !strings.Contains(err.Error(), "no-such.service") {
+		t.Errorf("a missing unit: err %v, want one naming it", err)
 	}
 }
