@@ -7,7 +7,11 @@
 // reports, exits of current, old, new, dead and unknown pids, ECHILD, timers
 // armed, cancelled and never set, and nonsense of every kind. Each step is
 // compared with a small reference model (model_test.go: sets of live pids
-// per generation, armed timers, open requests), and the "" check reads the
+// per generation, armed timers, open requests): the spawns, signals,
+// notifications, replies, and the timers of every kind set (with their
+// durations; a jittered restart delay within its range) and cancelled, as
+// multisets, then the set of armed timers, which the model predicts by its
+// own rules rather than reading it from the actions. The "" check reads the
 // accumulated trace for the invariants of docs/design.md, section
 // "Invariants" (trace_test.go). When the machine emits Exec, the test
 // either feeds ExecFailed or, as the real master does, builds a fresh

@@ -134,7 +134,7 @@ func (h *harness) drawTimer(label string) fsm.Timer {
 		}
 	}
 	return fsm.Timer{
-		Kind:       fsm.TimerKind(rapid.IntRange(0, 7).Draw(h.t, label+"K")),
+		Kind:       fsm.TimerKind(rapid.IntRange(0, int(fsm.TimerQuick)).Draw(h.t, label+"K")),
 		Generation: rapid.IntRange(0, mo.maxGen+1).Draw(h.t, label+"G"),
 		Slot:       rapid.IntRange(0, 8).Draw(h.t, label+"S"),
 		Pid:        h.drawPid(label + "P"),

@@ -45,8 +45,8 @@ type model struct {
 	retired           map[int]bool   // generations told to stop as a whole
 	killed            map[int]bool   // retired generations sent SIGKILL for MaxOldGenerations
 	spawns            map[[2]int]bool
-	armed             map[fsm.Timer]bool
-	stale             []fsm.Timer // timers once armed, then cancelled or fired
+	armed             map[fsm.Timer]bool // the timers the machine must have armed, by the model's own rules
+	stale             []fsm.Timer        // timers once armed, then cancelled or fired
 	failures          []int
 	limitCounts       []int // --restart-limit failures per slot in its open window
 
@@ -71,9 +71,13 @@ type model struct {
 	reaping                  bool         // stepping the exits NoChildren implies
 	deferred                 []fsm.Event  // events the machine holds while the exec is pending
 	seen                     map[int]bool // children alive at some point of this step
-	armedNow                 map[fsm.Timer]bool
-	firedNow                 map[fsm.Timer]int
 	nextPid                  int
+
+	// The quick-death streaks (fsm.QuickDeath): deaths in a row per slot
+	// of workers whose quick timer was armed, and whether this image has
+	// warned about them; a new image starts afresh.
+	quick       []int
+	quickWarned bool
 }
 
 func newModel(cfg fsm.Config) *model {
@@ -113,7 +117,9 @@ type expectation struct {
 	exec       bool
 	exit       bool
 	exitStatus int
-	timers     []fsm.SetTimer // restart and ready-timeout timers
+	timers     []fsm.SetTimer // every timer armed, of every kind
+	cancels    []fsm.Timer    // every armed timer disarmed
+	merged     bool           // held events were replayed within the step
 	promoted   bool
 	rolledBack bool
 	stopped    bool // the step began the stop of everything
@@ -142,6 +148,8 @@ func (x *expectation) merge(y *expectation) {
 		x.exit, x.exitStatus = true, y.exitStatus
 	}
 	x.timers = append(x.timers, y.timers...)
+	x.cancels = append(x.cancels, y.cancels...)
+	x.merged = true
 	x.promoted = x.promoted || y.promoted
 	x.rolledBack = x.rolledBack || y.rolledBack
 	x.stopped = x.stopped || y.stopped
@@ -150,7 +158,6 @@ func (x *expectation) merge(y *expectation) {
 // step is event as the machine's Step sees it: while the exec is pending
 // every event but ExecFailed is held, and replayed after ExecFailed.
 func (m *model) step(ev fsm.Event) *expectation {
-	m.armedNow, m.firedNow = map[fsm.Timer]bool{}, map[fsm.Timer]int{}
 	m.seen = map[int]bool{}
 	for pid := range m.workers {
 		m.seen[pid] = true
@@ -342,10 +349,14 @@ func (m *model) event(ev fsm.Event) *expectation {
 		delete(m.spawns, key)
 		switch {
 		case m.phase == phExiting:
+			m.dropIfEmpty(x, e.Generation)
 		case m.phase == phAwaiting && e.Generation == m.next:
 			m.failure = true
 		case m.isCurrent(e.Generation):
+			m.quickDeath(e.Slot)
 			m.afterCurrentExit(x, e.Slot, e.Status)
+		default:
+			m.dropIfEmpty(x, e.Generation)
 		}
 	case fsm.WorkerReady:
 		m.ready(x, e.Pid)
@@ -417,10 +428,13 @@ func (m *model) resume(x *expectation) {
 	// The handover says which workers are stopping, not which were sent
 	// SIGKILL: the new image counts those as draining again.
 	m.killed = map[int]bool{}
+	// The armed timers carry over (the handover lists them); the quick
+	// streaks do not.
+	m.quick, m.quickWarned = nil, false
+	m.setTimer(x, fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: m.next}, m.cfg.ReadyTimeout)
 	for slot := range m.cfg.Workers {
 		m.spawn(x, m.next, slot)
 	}
-	x.timers = append(x.timers, fsm.SetTimer{Timer: fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: m.next}, After: m.cfg.ReadyTimeout})
 }
 
 func (m *model) reload(x *expectation, id fsm.RequestID, ctl bool) {
@@ -467,7 +481,7 @@ func (m *model) startReload(x *expectation) {
 	m.phase = phAwaiting
 	m.maxGen++
 	m.next = m.maxGen
-	x.timers = append(x.timers, fsm.SetTimer{Timer: fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: m.next}, After: m.cfg.ReadyTimeout})
+	m.setTimer(x, fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: m.next}, m.cfg.ReadyTimeout)
 	for slot := range m.cfg.Workers {
 		m.spawn(x, m.next, slot)
 	}
@@ -510,7 +524,10 @@ func (m *model) terminate(x *expectation, sig fsm.Signal) {
 
 func (m *model) enterExiting(x *expectation, sig fsm.Signal, pids []int) {
 	m.stopSignal = sig
-	m.cancelRestarts()
+	if m.next != 0 {
+		m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: m.next})
+	}
+	m.cancelRestarts(x)
 	m.next, m.failure = 0, false
 	m.requests = append(m.requests, m.queued...)
 	m.queued, m.pendingReload = nil, false
@@ -519,6 +536,11 @@ func (m *model) enterExiting(x *expectation, sig fsm.Signal, pids []int) {
 	x.kill(pids, sig)
 	x.stopped = true
 	m.phase = phExiting
+	// The last resort: whatever still lives when the stop timeout passes
+	// gets SIGKILL.
+	if len(m.workers) > 0 || len(m.spawns) > 0 {
+		m.setTimer(x, fsm.Timer{Kind: fsm.TimerKillAll}, m.cfg.StopTimeout)
+	}
 }
 
 func (m *model) answer(x *expectation, ok bool) {
@@ -545,8 +567,25 @@ func (m *model) started(x *expectation, e fsm.WorkerStarted) {
 		x.kill([]int{e.Pid}, fsm.SIGKILL)
 	case m.retired[e.Generation]:
 		x.kill([]int{e.Pid}, m.cfg.StopSignal)
+		// Its generation may have had no live worker when it was retired,
+		// and so no kill timer yet.
+		if kt := (fsm.Timer{Kind: fsm.TimerKill, Generation: e.Generation}); !m.armed[kt] {
+			m.setTimer(x, kt, m.cfg.StopTimeout)
+		}
 	default:
 		c.ready = m.cfg.Ready.Kind == fsm.ReadyImmediate
+		if m.cfg.Ready.Kind == fsm.ReadyAfter {
+			m.setTimer(x, fsm.Timer{Kind: fsm.TimerReadyAfter, Pid: e.Pid}, m.cfg.Ready.After)
+		}
+		// A restarted worker of a slot that has failed: its backoff resets
+		// once it stays up, and its first second tells a quick death
+		// (unless this image has warned about those already).
+		if e.Generation == m.cur && m.failures[e.Slot] > 0 {
+			m.setTimer(x, fsm.Timer{Kind: fsm.TimerStable, Pid: e.Pid}, m.backoff().Reset)
+			if !m.quickWarned {
+				m.setTimer(x, fsm.Timer{Kind: fsm.TimerQuick, Pid: e.Pid}, fsm.QuickDeath)
+			}
+		}
 	}
 }
 
@@ -557,6 +596,7 @@ func (m *model) ready(x *expectation, pid int) {
 		return
 	}
 	c.ready = true
+	m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerReadyAfter, Pid: pid})
 }
 
 func (m *model) exited(x *expectation, e fsm.ChildExited) {
@@ -567,16 +607,46 @@ func (m *model) exited(x *expectation, e fsm.ChildExited) {
 	}
 	delete(m.workers, e.Pid)
 	m.dead[e.Pid] = true
+	quick := m.armed[fsm.Timer{Kind: fsm.TimerQuick, Pid: e.Pid}]
+	for _, k := range []fsm.TimerKind{fsm.TimerStable, fsm.TimerReadyAfter, fsm.TimerQuick} {
+		m.cancelTimer(x, fsm.Timer{Kind: k, Pid: e.Pid})
+	}
 	switch {
 	case m.phase == phExiting:
 		if m.isCurrent(c.gen) && !m.exitFixed {
 			m.exitStatus = shellStatus(e.Status)
 		}
+		m.dropIfEmpty(x, c.gen)
 	case m.phase == phAwaiting && c.gen == m.next:
 		m.failure = true
 	case !m.isCurrent(c.gen):
+		m.dropIfEmpty(x, c.gen)
 	default:
+		if quick {
+			m.quickDeath(c.slot)
+		}
 		m.afterCurrentExit(x, c.slot, e.Status)
+	}
+}
+
+// dropIfEmpty: a generation that is neither serving nor next and has no
+// worker left nor coming needs no kill timer any more.
+func (m *model) dropIfEmpty(x *expectation, gen int) {
+	if gen != m.cur && gen != m.next && len(m.genPids(gen)) == 0 && !m.spawning(gen) {
+		m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerKill, Generation: gen})
+	}
+}
+
+// quickDeath counts a death of slot's worker within its first second (or a
+// failed spawn); fsm.QuickDeaths in a row warn, once per image and
+// generation, after which no quick timer is armed.
+func (m *model) quickDeath(slot int) {
+	for slot >= len(m.quick) {
+		m.quick = append(m.quick, 0)
+	}
+	m.quick[slot]++
+	if m.quick[slot] >= fsm.QuickDeaths {
+		m.quickWarned = true
 	}
 }
 
@@ -608,7 +678,7 @@ func (m *model) afterCurrentExit(x *expectation, slot int, st fsm.ExitStatus) {
 	if lim := m.cfg.RestartLimit; lim.Count > 0 {
 		m.limitCounts[slot]++
 		if m.limitCounts[slot] >= lim.Count {
-			m.closeWindow(slot)
+			m.closeWindow(x, slot)
 			stats.limits.Add(1)
 			m.culprit = &st
 			return
@@ -617,10 +687,7 @@ func (m *model) afterCurrentExit(x *expectation, slot int, st fsm.ExitStatus) {
 			m.setTimer(x, fsm.Timer{Kind: fsm.TimerRestartWindow, Generation: m.cur, Slot: slot}, lim.Window)
 		}
 	}
-	b := m.cfg.Backoff
-	if b == (fsm.Backoff{}) {
-		b = fsm.DefaultBackoff
-	}
+	b := m.backoff()
 	d := b.Min
 	for i := 0; i < m.failures[slot] && d < b.Max; i++ {
 		d *= 2
@@ -634,36 +701,45 @@ func (m *model) afterCurrentExit(x *expectation, slot int, st fsm.ExitStatus) {
 	m.setTimer(x, fsm.Timer{Kind: fsm.TimerRestart, Generation: m.cur, Slot: slot}, d)
 }
 
+// backoff is the restart schedule: a zero Config.Backoff means the default.
+func (m *model) backoff() fsm.Backoff {
+	if m.cfg.Backoff == (fsm.Backoff{}) {
+		return fsm.DefaultBackoff
+	}
+	return m.cfg.Backoff
+}
+
 func (m *model) setTimer(x *expectation, t fsm.Timer, d time.Duration) {
-	m.armed[t] = true // now, for the rest of this step's rules
-	m.armedNow[t] = true
+	m.armed[t] = true
 	x.timers = append(x.timers, fsm.SetTimer{Timer: t, After: d})
 }
 
+// cancelTimer disarms t if it is armed: the machine cancels only those.
+func (m *model) cancelTimer(x *expectation, t fsm.Timer) {
+	if m.armed[t] {
+		delete(m.armed, t)
+		m.stale = append(m.stale, t)
+		x.cancels = append(x.cancels, t)
+	}
+}
+
 // closeWindow forgets slot's --restart-limit failures and their window.
-func (m *model) closeWindow(slot int) {
+func (m *model) closeWindow(x *expectation, slot int) {
 	if m.limitCounts[slot] == 0 {
 		return
 	}
 	m.limitCounts[slot] = 0
-	t := fsm.Timer{Kind: fsm.TimerRestartWindow, Generation: m.cur, Slot: slot}
-	if m.armed[t] {
-		delete(m.armed, t)
-		m.stale = append(m.stale, t)
-	}
+	m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerRestartWindow, Generation: m.cur, Slot: slot})
 }
 
 // cancelRestarts forgets the serving generation's restart timers, as the
 // machine does when it promotes a generation or stops.
-func (m *model) cancelRestarts() {
-	for t := range m.armed {
-		if t.Kind == fsm.TimerRestart && t.Generation == m.cur {
-			delete(m.armed, t)
-			m.stale = append(m.stale, t)
-		}
+func (m *model) cancelRestarts(x *expectation) {
+	for slot := range m.cfg.Workers {
+		m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerRestart, Generation: m.cur, Slot: slot})
 	}
 	for slot := range m.limitCounts {
-		m.closeWindow(slot)
+		m.closeWindow(x, slot)
 	}
 }
 
@@ -674,11 +750,6 @@ func (m *model) timer(x *expectation, t fsm.Timer) {
 	}
 	delete(m.armed, t)
 	m.stale = append(m.stale, t)
-	if m.armedNow[t] {
-		// Set and fired within one step (a held event replayed after
-		// ExecFailed): the SetTimer among this step's actions is spent.
-		m.firedNow[t]++
-	}
 	switch t.Kind {
 	case fsm.TimerRestart:
 		if m.phase != phExiting && t.Generation == m.cur && !m.slotTaken(m.cur, t.Slot) {
@@ -687,7 +758,12 @@ func (m *model) timer(x *expectation, t fsm.Timer) {
 	case fsm.TimerStable:
 		if c := m.workers[t.Pid]; m.phase != phExiting && c != nil && c.gen == m.cur {
 			m.failures[c.slot] = 0
-			m.closeWindow(c.slot)
+			m.closeWindow(x, c.slot)
+		}
+	case fsm.TimerQuick:
+		// The worker outlived its first second: its slot's streak is over.
+		if c := m.workers[t.Pid]; m.phase != phExiting && c != nil && c.gen == m.cur && c.slot < len(m.quick) {
+			m.quick[c.slot] = 0
 		}
 	case fsm.TimerRestartWindow:
 		// The window passed: the slot's failures no longer count.
@@ -740,6 +816,7 @@ func (m *model) settle(x *expectation) {
 func (m *model) rollBack(x *expectation) {
 	failed := m.next
 	m.failure, m.next = false, 0
+	m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: failed})
 	m.retireBounded(x, []int{failed})
 	m.failedReloads++
 	if m.cfg.Restart == fsm.RestartOnFailure && len(m.genPids(m.cur)) == 0 && !m.restartArmed() && !m.spawning(m.cur) {
@@ -757,7 +834,8 @@ func (m *model) rollBack(x *expectation) {
 
 func (m *model) promote(x *expectation) {
 	ng := m.next
-	m.cancelRestarts()
+	m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: ng})
+	m.cancelRestarts(x)
 	m.cur, m.next = ng, 0
 	var retiring []int
 	for g := 1; g <= m.maxGen; g++ {
@@ -769,6 +847,7 @@ func (m *model) promote(x *expectation) {
 	m.signalForeign(x)
 	m.reloads++
 	m.failures = make([]int, m.cfg.Workers)
+	m.quick, m.quickWarned = nil, false
 	m.announced = true
 	x.notifies = append(x.notifies, fsm.NotifyReady)
 	m.answer(x, true)
@@ -798,12 +877,19 @@ func (m *model) retireBounded(x *expectation, gens []int) {
 		m.retired[g] = true
 		if !slices.Contains(doomed, g) {
 			x.kill(m.genPids(g), m.cfg.StopSignal)
+			// Told to stop: SIGKILL follows after the stop timeout.
+			if len(m.genPids(g)) > 0 {
+				m.setTimer(x, fsm.Timer{Kind: fsm.TimerKill, Generation: g}, m.cfg.StopTimeout)
+			}
+			m.dropIfEmpty(x, g)
 		}
 	}
 	for _, g := range doomed {
 		stats.capKills.Add(1)
 		m.killed[g] = true
 		x.kill(m.genPids(g), fsm.SIGKILL)
+		// Killed already: its kill timer has nothing left to do.
+		m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerKill, Generation: g})
 	}
 }
 
