@@ -83,28 +83,19 @@ const (
 )
 
 func (c Command) String() string {
-	switch c {
-	case CmdReload:
-		return "reload"
-	case CmdStop:
-		return "stop"
-	case CmdStatus:
-		return "status"
+	for _, s := range Commands {
+		if s.Command == c {
+			return s.Name
+		}
 	}
 	return "command(" + strconv.Itoa(int(c)) + ")"
 }
 
-// ParseCommand parses a control request line ("reload", "status", "stop").
+// ParseCommand parses a control request line: the Name of an entry of
+// Commands.
 func ParseCommand(s string) (Command, bool) {
-	switch s {
-	case "reload":
-		return CmdReload, true
-	case "stop":
-		return CmdStop, true
-	case "status":
-		return CmdStatus, true
-	}
-	return 0, false
+	c, ok := LookupCommand(s)
+	return c.Command, ok
 }
 
 // ExitStatus is how a child ended: an exit code, or the signal that killed it.

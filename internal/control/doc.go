@@ -1,9 +1,10 @@
 // Package control is mworker's control socket: the server pieces the
-// master's event loop drives, and the client behind
-// `mworker reload|status|stop --control PATH`.
+// master's event loop drives, and the client behind `mworker CMD --control
+// PATH`, CMD one of the control commands of fsm.Commands.
 //
-// The protocol is one request line per connection ("reload", "status" or
-// "stop", at most MaxRequest bytes) and one JSON object back, then close:
+// The protocol is one request line per connection (the Name of a command
+// of fsm.Commands, at most MaxRequest bytes) and one JSON object back,
+// then close:
 //
 //	{"ok":true}
 //	{"ok":false,"error":"..."}

@@ -327,7 +327,7 @@ func (l *Listener) handle(conn *Conn, prefix []byte, out chan<- Request, done fu
 		l.log(slog.LevelWarn, "control: oversized request")
 		// Read what is left before closing: closing a unix socket with
 		// unread input makes the client's read fail before our answer.
-		conn.write(Answer{Error: fmt.Sprintf("request longer than %d bytes: send one line: reload, status or stop", MaxRequest)})
+		conn.write(Answer{Error: fmt.Sprintf("request longer than %d bytes: send one line: %s", MaxRequest, fsm.CommandList("or"))})
 		conn.drain()
 		return
 	case errors.Is(err, errEmpty):
@@ -343,7 +343,7 @@ func (l *Listener) handle(conn *Conn, prefix []byte, out chan<- Request, done fu
 	if !ok {
 		done()
 		l.log(slog.LevelWarn, "control: unknown request", "request", clip(line))
-		conn.answer(Answer{Error: fmt.Sprintf("unknown request %q: use reload, status or stop", clip(line))})
+		conn.answer(Answer{Error: fmt.Sprintf("unknown request %q: use %s", clip(line), fsm.CommandList("or"))})
 		return
 	}
 	conn.c.SetReadDeadline(time.Time{})
