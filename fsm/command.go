@@ -1,6 +1,9 @@
 package fsm
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // CommandSpec describes one control command. Commands is the one table of
 // them: the request parser, the client, the usage texts and the error
@@ -57,4 +60,19 @@ func JoinWords(words []string, conj string) string {
 		return strings.Join(words, "")
 	}
 	return strings.Join(words[:len(words)-1], ", ") + " " + conj + " " + words[len(words)-1]
+}
+
+// requestError is why the machine refuses r, or "" when r names a command
+// of Commands with the argument that command takes (or none).
+func requestError(r ControlRequest) string {
+	spec, ok := LookupCommand(r.Command.String())
+	switch {
+	case !ok:
+		return "unknown command " + r.Command.String() + ": use " + CommandList("or")
+	case spec.Arg == "" && r.Arg != "":
+		return spec.Name + " takes no argument, got " + strconv.Quote(r.Arg) + ": send " + spec.Name + " alone"
+	case spec.Arg != "" && r.Arg == "":
+		return spec.Name + " needs its argument: send " + spec.Name + " " + spec.Arg
+	}
+	return ""
 }

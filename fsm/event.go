@@ -62,10 +62,14 @@ type ImageChanged struct{ Changed bool }
 type TimerFired struct{ Timer Timer }
 
 // ControlRequest is a request from the control socket. The machine answers
-// every request with exactly one Reply carrying the same ID.
+// every request with exactly one Reply carrying the same ID. Arg is the
+// request's argument ("4" of "scale 4"), "" when it has none; a command
+// whose entry of Commands has no Arg refuses one, and one that has an Arg
+// requires it.
 type ControlRequest struct {
 	ID      RequestID
 	Command Command
+	Arg     string
 }
 
 // RequestID identifies a control request until it is answered. It is
@@ -153,7 +157,11 @@ func (e ImageChanged) String() string {
 }
 func (e TimerFired) String() string { return "timer " + e.Timer.String() }
 func (e ControlRequest) String() string {
-	return "control id=" + strconv.FormatUint(uint64(e.ID), 10) + " " + e.Command.String()
+	s := "control id=" + strconv.FormatUint(uint64(e.ID), 10) + " " + e.Command.String()
+	if e.Arg != "" {
+		s += " arg=" + strconv.Quote(e.Arg)
+	}
+	return s
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
