@@ -322,7 +322,7 @@ func replyStatus(ctx context.Context, _ ...any) error {
 func refuseRequest(ctx context.Context, _ ...any) error {
 	m := machineOf(ctx)
 	c := m.ev.(ControlRequest)
-	m.emit(Reply{ID: c.ID, Error: "unknown command " + c.Command.String() + ": use reload, status or stop"})
+	m.emit(Reply{ID: c.ID, Error: requestError(c)})
 	return nil
 }
 

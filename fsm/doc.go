@@ -125,7 +125,7 @@ And it must report everything the machine needs to know:
     it is harmless.
 
  14. READY=1 from a worker's notify socket (--ready notify):
-    WorkerReady{Pid}. A control request line: ControlRequest{ID, Command}
+    WorkerReady{Pid}. A control request line: ControlRequest{ID, Command, Arg}
     with an ID unique among requests not yet answered, kept across an
     exec; [ParseCommand] reads the line, and a line it does not know may be
     answered by the caller or fed as an unknown Command, which the machine

@@ -62,10 +62,14 @@ type ImageChanged struct{ Changed bool }
 type TimerFired struct{ Timer Timer }
 
 // ControlRequest is a request from the control socket. The machine answers
-// every request with exactly one Reply carrying the same ID.
+// every request with exactly one Reply carrying the same ID. Arg is the
+// request's argument ("4" of "scale 4"), "" when it has none; a command
+// whose entry of Commands has no Arg refuses one, and one that has an Arg
+// requires it.
 type ControlRequest struct {
 	ID      RequestID
 	Command Command
+	Arg     string
 }
 
 // RequestID identifies a control request until it is answered. It is
@@ -83,28 +87,19 @@ const (
 )
 
 func (c Command) String() string {
-	switch c {
-	case CmdReload:
-		return "reload"
-	case CmdStop:
-		return "stop"
-	case CmdStatus:
-		return "status"
+	for _, s := range Commands {
+		if s.Command == c {
+			return s.Name
+		}
 	}
 	return "command(" + strconv.Itoa(int(c)) + ")"
 }
 
-// ParseCommand parses a control request line ("reload", "status", "stop").
+// ParseCommand parses a control request line: the Name of an entry of
+// Commands.
 func ParseCommand(s string) (Command, bool) {
-	switch s {
-	case "reload":
-		return CmdReload, true
-	case "stop":
-		return CmdStop, true
-	case "status":
-		return CmdStatus, true
-	}
-	return 0, false
+	c, ok := LookupCommand(s)
+	return c.Command, ok
 }
 
 // ExitStatus is how a child ended: an exit code, or the signal that killed it.
@@ -162,7 +157,11 @@ func (e ImageChanged) String() string {
 }
 func (e TimerFired) String() string { return "timer " + e.Timer.String() }
 func (e ControlRequest) String() string {
-	return "control id=" + strconv.FormatUint(uint64(e.ID), 10) + " " + e.Command.String()
+	s := "control id=" + strconv.FormatUint(uint64(e.ID), 10) + " " + e.Command.String()
+	if e.Arg != "" {
+		s += " arg=" + strconv.Quote(e.Arg)
+	}
+	return s
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

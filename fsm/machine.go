@@ -382,6 +382,9 @@ func (m *Machine) classify(ev Event) stateless.Trigger {
 		}
 		return trigNoise
 	case ControlRequest:
+		if requestError(e) != "" {
+			return trigBadRequest
+		}
 		switch e.Command {
 		case CmdReload:
 			return trigReload

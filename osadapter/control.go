@@ -52,7 +52,7 @@ func (l *loop) onRequest(r control.Request) {
 	if r.Command == fsm.CmdReload {
 		l.noteImage()
 	}
-	l.step(fsm.ControlRequest{ID: r.ID, Command: r.Command})
+	l.step(fsm.ControlRequest{ID: r.ID, Command: r.Command, Arg: r.Arg})
 }
 
 // answer carries out a Reply: the answer, with the facts only the adapter

@@ -14,6 +14,12 @@
 //	mworker version
 //	mworker help
 //
+// Control commands, sent to the --control socket of a running master:
+//
+//	reload  start a new generation, wait until it is ready or rolled back
+//	status  print the master and its workers (a table, or JSON with --json)
+//	stop    begin a soft stop, as SIGUSR1
+//
 // # mworker run
 //
 // Run starts the master in the foreground. Its options end at "--"; every
@@ -128,7 +134,7 @@
 //
 // # Control commands
 //
-// Reload, status and stop talk to the --control socket of a running master.
+// The control commands talk to the --control socket of a running master.
 // Reload waits for the outcome and exits 0 when the new generation is
 // ready, 1 when it failed and was rolled back. Status prints a table, or
 // the JSON object with --json. Stop begins a soft stop, as SIGUSR1.
@@ -161,7 +167,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
+	"github.com/mworker/mworker/fsm"
 	"github.com/mworker/mworker/internal/control"
 	"github.com/mworker/mworker/internal/demo"
 )
@@ -178,11 +186,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cmd, rest := args[0], args[1:]
+	if _, ok := fsm.LookupCommand(cmd); ok {
+		return control.RunClient(cmd, rest, stdout, stderr)
+	}
 	switch cmd {
 	case "run":
 		return runMaster(rest, stdout, stderr)
-	case "reload", "status", "stop":
-		return control.RunClient(cmd, rest, stdout, stderr)
 	case "demo":
 		return demo.Run(rest, stdout, stderr)
 	case demo.WorkerCommand: // hidden: the demo's HTTP worker
@@ -197,17 +206,51 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, shortUsage)
 		return 0
 	}
-	fmt.Fprintf(stderr, "mworker: unknown command %q: use run, reload, status, stop, demo, version or help\n", cmd)
+	fmt.Fprintf(stderr, "mworker: unknown command %q: use %s\n", cmd, commandWords())
 	return exitUsage
 }
 
-const shortUsage = `Usage:
-  mworker run [options] -- COMMAND [ARG...]
-  mworker reload --control PATH [--timeout D]
-  mworker status --control PATH [--json] [--timeout D]
-  mworker stop   --control PATH [--timeout D]
-  mworker demo   [--workers N] [--listen ADDR] [--control PATH]
-  mworker version
+// shortUsage is the text of "mworker help". Its control commands are
+// written from fsm.Commands, the table the control client and the master
+// read, so that the usage cannot miss one; the package documentation
+// repeats it (TestUsageListsEveryCommand).
+var shortUsage = usage()
 
-Run "mworker run --help" for the options, signals and exit statuses.
-`
+func usage() string {
+	width := len("demo")
+	for _, c := range fsm.Commands {
+		width = max(width, len(commandWithArg(c)))
+	}
+	var b strings.Builder
+	b.WriteString("Usage:\n  mworker run [options] -- COMMAND [ARG...]\n")
+	for _, c := range fsm.Commands {
+		flags := "--control PATH [--timeout D]"
+		if c.JSON {
+			flags = "--control PATH [--json] [--timeout D]"
+		}
+		fmt.Fprintf(&b, "  mworker %-*s %s\n", width, commandWithArg(c), flags)
+	}
+	fmt.Fprintf(&b, "  mworker %-*s %s\n", width, "demo", "[--workers N] [--listen ADDR] [--control PATH]")
+	b.WriteString("  mworker version\n\nControl commands, sent to the --control socket of a running master:\n")
+	for _, c := range fsm.Commands {
+		fmt.Fprintf(&b, "  %-*s  %s\n", width, commandWithArg(c), c.Help)
+	}
+	b.WriteString("\nRun \"mworker run --help\" for the options, signals and exit statuses.\n")
+	return b.String()
+}
+
+// commandWithArg is a control command's name followed by the placeholder
+// of its argument, if it takes one.
+func commandWithArg(c fsm.CommandSpec) string {
+	if c.Arg == "" {
+		return c.Name
+	}
+	return c.Name + " " + c.Arg
+}
+
+// commandWords lists every mworker command for the error that names an
+// unknown one.
+func commandWords() string {
+	words := append([]string{"run"}, fsm.CommandNames()...)
+	return fsm.JoinWords(append(words, "demo", "version", "help"), "or")
+}

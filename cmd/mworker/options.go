@@ -161,7 +161,7 @@ var runOptions = []option{
 			return nil
 		}},
 	{long: "--control", arg: "PATH",
-		help: "unix control socket (mode 0600) for reload, status and stop",
+		help: "unix control socket (mode 0600) for " + fsm.CommandList("and"),
 		set: func(c *osadapter.Config, v string) error {
 			if v == "" {
 				return usagef("empty --control: use the path of a socket to create, such as /run/app.sock")

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/mworker/mworker/fsm"
 )
 
 // Default waits for an answer. A reload waits for a whole new generation
@@ -27,20 +29,19 @@ const (
 // about 120 KiB.
 const maxAnswer = 16 << 20
 
-// RunClient runs `mworker reload|status|stop --control PATH [--json]
-// [--timeout D]` and returns the exit status: 0 success, 1 failure (the
-// reason on stderr), 2 usage error.
+// RunClient runs `mworker CMD --control PATH [--json] [--timeout D]`, CMD
+// the Name of an entry of fsm.Commands, and returns the exit status: 0
+// success, 1 failure (the reason on stderr), 2 usage error.
 func RunClient(cmd string, args []string, stdout, stderr io.Writer) int {
 	prog := "mworker " + cmd
 	usage := fmt.Sprintf("usage: mworker %s --control PATH [--json] [--timeout D]", cmd)
-	switch cmd {
-	case "reload", "status", "stop":
-	default:
-		fmt.Fprintf(stderr, "mworker: unknown control command %q: use reload, status or stop\n", cmd)
+	spec, ok := fsm.LookupCommand(cmd)
+	if !ok {
+		fmt.Fprintf(stderr, "mworker: unknown control command %q: use %s\n", cmd, fsm.CommandList("or"))
 		return 2
 	}
 	timeout := DefaultTimeout
-	if cmd == "reload" {
+	if spec.Waits {
 		timeout = DefaultReloadTimeout
 	}
 	fl := flag.NewFlagSet(prog, flag.ContinueOnError)

@@ -1,9 +1,10 @@
 // Package control is mworker's control socket: the server pieces the
-// master's event loop drives, and the client behind
-// `mworker reload|status|stop --control PATH`.
+// master's event loop drives, and the client behind `mworker CMD --control
+// PATH`, CMD one of the control commands of fsm.Commands.
 //
-// The protocol is one request line per connection ("reload", "status" or
-// "stop", at most MaxRequest bytes) and one JSON object back, then close:
+// The protocol is one request line per connection (the Name of a command
+// of fsm.Commands, then a space and its argument if it takes one; at most
+// MaxRequest bytes) and one JSON object back, then close:
 //
 //	{"ok":true}
 //	{"ok":false,"error":"..."}
@@ -18,7 +19,7 @@
 //  2. Run Serve(requests) on a goroutine. Serve checks the peer's uid,
 //     reads the request line and answers bad requests itself; every valid
 //     request arrives on the channel as a Request.
-//  3. Feed each Request to the machine as fsm.ControlRequest{ID, Command}
+//  3. Feed each Request to the machine as fsm.ControlRequest{ID, Command, Arg}
 //     and keep its Conn, keyed by ID, until the machine replies.
 //  4. For each fsm.Reply action, call Respond(conn, reply, facts) with the
 //     facts only the adapter knows (the master's pid, worker uptimes); it

@@ -26,7 +26,8 @@ const (
 	// commas, e.g. "4:9,5:10".
 	EnvPending = "MWORKER_CONTROL_PENDING"
 	// EnvQueued lists requests read but not yet given to the machine, as
-	// ID:FD:COMMAND entries joined by commas, e.g. "6:11:status".
+	// ID:FD:COMMAND or ID:FD:COMMAND:HEX entries (HEX: the argument)
+	// joined by commas, e.g. "6:11:status".
 	EnvQueued = "MWORKER_CONTROL_QUEUED"
 	// EnvAccepted lists the clients accepted whose request line was not
 	// read in full, as FD or FD:HEX entries (HEX: the bytes read so far)
@@ -85,7 +86,7 @@ func (l *Listener) PrepareExec(pending map[fsm.RequestID]*Conn, queued []Request
 			return nil, err
 		}
 		fds = append(fds, fd)
-		triples = append(triples, strconv.FormatUint(uint64(r.ID), 10)+":"+strconv.Itoa(fd)+":"+r.Command.String())
+		triples = append(triples, queuedEntry(r, fd))
 	}
 	l.pmu.Lock()
 	unread := slices.Clone(l.unread)
@@ -245,8 +246,8 @@ func importQueued(v string) ([]Request, error) {
 	return importRequests(EnvQueued, v, true)
 }
 
-// importRequests takes over the client fds of ID:FD (or ID:FD:COMMAND)
-// entries; on error it closes every one it took.
+// importRequests takes over the client fds of ID:FD (or ID:FD:COMMAND
+// and ID:FD:COMMAND:HEX) entries; on error it closes every one it took.
 func importRequests(name, v string, withCommand bool) ([]Request, error) {
 	if v == "" {
 		return nil, nil
@@ -256,9 +257,15 @@ func importRequests(name, v string, withCommand bool) ([]Request, error) {
 	for entry := range strings.SplitSeq(v, ",") {
 		fields := strings.Split(entry, ":")
 		var cmd fsm.Command
+		var arg []byte
 		ok := len(fields) == 2 && !withCommand
-		if withCommand && len(fields) == 3 {
+		if withCommand && (len(fields) == 3 || len(fields) == 4) {
 			cmd, ok = fsm.ParseCommand(fields[2])
+			if len(fields) == 4 {
+				var err error
+				arg, err = hex.DecodeString(fields[3])
+				ok = ok && err == nil && len(arg) > 0
+			}
 		}
 		id, err := strconv.ParseUint(fields[0], 10, 64)
 		if !ok || err != nil || id == 0 {
@@ -275,7 +282,7 @@ func importRequests(name, v string, withCommand bool) ([]Request, error) {
 			errs = append(errs, err)
 			continue
 		}
-		reqs = append(reqs, Request{ID: fsm.RequestID(id), Command: cmd, Conn: c})
+		reqs = append(reqs, Request{ID: fsm.RequestID(id), Command: cmd, Conn: c, Arg: string(arg)})
 	}
 	if len(errs) > 0 {
 		for _, r := range reqs {
@@ -367,4 +374,14 @@ func setCloseOnExec(fd int, on bool) error {
 		return fmt.Errorf("control: fd %d: set close-on-exec %v: %w", fd, on, err)
 	}
 	return nil
+}
+
+// queuedEntry is r's entry in EnvQueued, r's client being fd. The
+// argument, if any, is in hex: it may hold any byte but a newline.
+func queuedEntry(r Request, fd int) string {
+	e := strconv.FormatUint(uint64(r.ID), 10) + ":" + strconv.Itoa(fd) + ":" + r.Command.String()
+	if r.Arg != "" {
+		e += ":" + hex.EncodeToString([]byte(r.Arg))
+	}
+	return e
 }

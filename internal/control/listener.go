@@ -94,6 +94,7 @@ type Request struct {
 	ID      fsm.RequestID
 	Command fsm.Command
 	Conn    *Conn
+	Arg     string // what follows the command on the request line, for fsm.ControlRequest.Arg
 }
 
 // Conn is a client waiting for its answer. The event loop owns it once it
@@ -327,7 +328,7 @@ func (l *Listener) handle(conn *Conn, prefix []byte, out chan<- Request, done fu
 		l.log(slog.LevelWarn, "control: oversized request")
 		// Read what is left before closing: closing a unix socket with
 		// unread input makes the client's read fail before our answer.
-		conn.write(Answer{Error: fmt.Sprintf("request longer than %d bytes: send one line: reload, status or stop", MaxRequest)})
+		conn.write(Answer{Error: fmt.Sprintf("request longer than %d bytes: send one line: %s", MaxRequest, fsm.CommandList("or"))})
 		conn.drain()
 		return
 	case errors.Is(err, errEmpty):
@@ -339,15 +340,18 @@ func (l *Listener) handle(conn *Conn, prefix []byte, out chan<- Request, done fu
 		conn.answer(Answer{Error: "cannot read request: " + err.Error()})
 		return
 	}
-	cmd, ok := fsm.ParseCommand(line)
+	// The line is the command, then its argument if any ("scale 4"): the
+	// machine judges whether the command takes one.
+	word, arg, _ := strings.Cut(line, " ")
+	cmd, ok := fsm.ParseCommand(word)
 	if !ok {
 		done()
 		l.log(slog.LevelWarn, "control: unknown request", "request", clip(line))
-		conn.answer(Answer{Error: fmt.Sprintf("unknown request %q: use reload, status or stop", clip(line))})
+		conn.answer(Answer{Error: fmt.Sprintf("unknown request %q: use %s", clip(line), fsm.CommandList("or"))})
 		return
 	}
 	conn.c.SetReadDeadline(time.Time{})
-	l.deliver(out, Request{ID: fsm.RequestID(l.nextID.Add(1)), Command: cmd, Conn: conn})
+	l.deliver(out, Request{ID: fsm.RequestID(l.nextID.Add(1)), Command: cmd, Conn: conn, Arg: strings.TrimSpace(arg)})
 }
 
 // deliver sends r on out or, once Pause has begun, holds it for the event
