@@ -91,6 +91,14 @@ func TestPauseHoldsARequestTheLoopDoesNotRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	// The request goes out once its reader is at work: before that, an
+	// accepted client not yet reading also shows no reader, and a Pause
+	// then keeps it unread instead of holding its request.
+	waitFor(t, 5*time.Second, func() bool {
+		l.pmu.Lock()
+		defer l.pmu.Unlock()
+		return l.inflight == 1 && len(l.reading) == 1 // reading
+	})
 	c.Write([]byte("reload\n"))
 	waitFor(t, 5*time.Second, func() bool {
 		l.pmu.Lock()
