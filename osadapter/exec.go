@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -103,7 +104,7 @@ func (l *loop) exec(a fsm.Exec) {
 		failedAfterPrepare(err)
 		return
 	}
-	names := []string{envState, envCarried, envLogDropped}
+	names := []string{envState, envCarried, envLogDropped, envExecPipe}
 	for _, kv := range extra {
 		name, _, _ := strings.Cut(kv, "=")
 		names = append(names, name)
@@ -176,6 +177,25 @@ func (l *loop) exec(a fsm.Exec) {
 	// (a stop pending at execve kills the new image before its runtime
 	// can catch it) and the new image's own start (docs/signals.md).
 	// USR1 and USR2 pending at execve are caught by the new image.
+	// From here on, a stop or reload signal that a thread of this image
+	// catches is written to a pipe the next image reads, not queued for a
+	// goroutine that will never run again.
+	var caught *execCatch
+	if l.sys.CatchForExec != nil {
+		c, err := l.sys.CatchForExec()
+		if err != nil {
+			l.logf(slog.LevelDebug, "cannot catch the stop signals for the re-exec: one in its last moment may be lost", "err", err.Error())
+		} else {
+			caught = c
+			env = append(env, envExecPipe+"="+strconv.Itoa(c.r))
+		}
+	}
+	uncatch := func() {
+		if caught != nil {
+			drained = append(drained, caught.undo()...)
+			caught = nil
+		}
+	}
 	held := sigset(execHeld...)
 	blockedAll := false
 	unblockAll := func() {
@@ -204,6 +224,7 @@ func (l *loop) exec(a fsm.Exec) {
 	}
 	if blockedAll {
 		if stop, ok := l.pendingStop(); ok {
+			uncatch()
 			unblockAll() // the runtime catches it now; the loop reads it next
 			l.sys.Catch(syscall.SIGHUP)
 			l.restoreCloexec(cleared)
@@ -218,6 +239,7 @@ func (l *loop) exec(a fsm.Exec) {
 		l.replace = true // a fake OS "replaced" the image
 		return
 	}
+	uncatch()
 	unblockAll()
 	l.sys.Catch(syscall.SIGHUP)
 	l.restoreCloexec(cleared)

@@ -49,6 +49,10 @@ type OS struct {
 	Pending              func(set *unix.Sigset_t) error
 	// Threads counts the process's threads (/proc/self/task).
 	Threads func() int
+	// CatchForExec makes the stop and reload signals that arrive from now
+	// on to execve go to a pipe the next image reads (rawsig.go); nil where
+	// there is no such handler.
+	CatchForExec func() (*execCatch, error)
 	// Ignore sets sig to SIG_IGN; Catch hands it back to the loop's channel.
 	Ignore func(sig syscall.Signal)
 	Catch  func(sig syscall.Signal)
@@ -86,14 +90,15 @@ func realOS() *OS {
 		CheckTakeover: func(path string, argv, env []string) error {
 			return runCheck(path, argv, env, checkTimeout)
 		},
-		Running:    isRunningImage,
-		SigMask:    unix.PthreadSigmask,
-		BlockAll:   func(set *unix.Sigset_t) error { return allThreadsSigmask(unix.SIG_BLOCK, set) },
-		UnblockAll: func(set *unix.Sigset_t) error { return allThreadsSigmask(unix.SIG_UNBLOCK, set) },
-		Pending:    sigpending,
-		Threads:    threadCount,
-		Ignore:     func(sig syscall.Signal) { signal.Ignore(sig) },
-		Catch:      func(sig syscall.Signal) { signal.Notify(subscribed(), sig) },
+		Running:      isRunningImage,
+		SigMask:      unix.PthreadSigmask,
+		BlockAll:     func(set *unix.Sigset_t) error { return allThreadsSigmask(unix.SIG_BLOCK, set) },
+		UnblockAll:   func(set *unix.Sigset_t) error { return allThreadsSigmask(unix.SIG_UNBLOCK, set) },
+		Pending:      sigpending,
+		Threads:      threadCount,
+		CatchForExec: catchForExec,
+		Ignore:       func(sig syscall.Signal) { signal.Ignore(sig) },
+		Catch:        func(sig syscall.Signal) { signal.Notify(subscribed(), sig) },
 		SetCloexec: func(fd int, on bool) error {
 			flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
 			if err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"runtime"
+	"strconv"
 	"syscall"
 	"unsafe"
 
@@ -106,4 +107,99 @@ func catchRaw(ch chan<- os.Signal) error {
 		}
 	}
 	return nil
+}
+
+// execSignals are the signals an upgrade's re-exec must not lose. From
+// just before the last look at the signal channel to execve, each one a
+// thread of this image catches is written by the raw handler to a pipe
+// whose read end the next image inherits and reads at start (envExecPipe),
+// instead of going through the runtime, which would queue it for a
+// goroutine that never runs again. (Blocking them in every thread does not
+// hold: the runtime changes its other threads' masks from inside a signal
+// handler, and the return from it restores the old mask.)
+var execSignals = []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
+
+// envExecPipe names the read end of that pipe for the next image.
+const envExecPipe = "MWORKER_EXEC_PIPE"
+
+// execCatch is the state of catchForExec, to undo after a failed execve.
+type execCatch struct {
+	r, w  int
+	oldFd int32
+	old   []sigaction
+}
+
+// catchForExec points the raw handler at a new pipe and installs it for
+// execSignals. The read end is not close-on-exec.
+func catchForExec() (*execCatch, error) {
+	if rawSigHandlerPC == 0 || rawSigFd == 0 {
+		return nil, errors.New("no raw signal handler here")
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return nil, err
+	}
+	if _, err := unix.FcntlInt(uintptr(p[0]), unix.F_SETFD, 0); err != nil {
+		unix.Close(p[0])
+		unix.Close(p[1])
+		return nil, err
+	}
+	c := &execCatch{r: p[0], w: p[1], oldFd: rawSigFd}
+	rawSigFd = int32(p[1])
+	sa := sigaction{
+		handler:  rawSigHandlerPC,
+		flags:    saSiginfo | saOnstack | saRestart | saRestorer,
+		restorer: rawSigReturnPC,
+		mask:     ^uint64(0),
+	}
+	for _, s := range execSignals {
+		var old sigaction
+		if _, _, errno := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(s), uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&old)), 8, 0, 0); errno != 0 {
+			c.undo()
+			return nil, errno
+		}
+		c.old = append(c.old, old)
+	}
+	return c, nil
+}
+
+// undo gives the signals back to the runtime and returns what the pipe
+// caught meanwhile, after a failed execve.
+func (c *execCatch) undo() []syscall.Signal {
+	for i, old := range c.old {
+		unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(execSignals[i]), uintptr(unsafe.Pointer(&old)), 0, 8, 0, 0)
+	}
+	rawSigFd = c.oldFd
+	sigs := readSignalPipe(c.r)
+	unix.Close(c.r)
+	unix.Close(c.w)
+	return sigs
+}
+
+// readSignalPipe reads, without blocking, the signal numbers in the pipe.
+func readSignalPipe(fd int) []syscall.Signal {
+	var out []syscall.Signal
+	buf := make([]byte, 64)
+	for {
+		n, err := unix.Read(fd, buf)
+		if n <= 0 || err != nil {
+			return out
+		}
+		for _, b := range buf[:n] {
+			out = append(out, syscall.Signal(b))
+		}
+	}
+}
+
+// takeExecPipe reads the signals the previous image's handler caught in
+// its last moments (envExecPipe), and closes the pipe.
+func takeExecPipe(v string) []syscall.Signal {
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return nil
+	}
+	unix.SetNonblock(fd, true)
+	sigs := readSignalPipe(fd)
+	unix.Close(fd)
+	return sigs
 }

@@ -181,6 +181,11 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 			}
 			out.q.resume(total, unreported)
 		}
+		if v, ok := lookupEnv(env, envExecPipe); ok {
+			// What the previous image's handler caught after its last look
+			// at the channel came later than what it carried.
+			defer func() { l.carried = append(l.carried, takeExecPipe(v)...) }()
+		}
 		if v, ok := lookupEnv(env, envCarried); ok {
 			execAt, sigs, err := parseCarried(v)
 			if err != nil {
