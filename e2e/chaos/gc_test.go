@@ -102,9 +102,7 @@ func gcStartMaster(t *testing.T) *master {
 	t.Helper()
 	dir := t.TempDir()
 	m := &master{t: t, dir: dir, ctl: filepath.Join(dir, "ctl.sock"), log: filepath.Join(dir, "master.log")}
-	// env(1) execs mworker in the process it was started as: m.p.Pid is
-	// the master's pid.
-	p, err := e2etest.StartLogged(m.log, "/usr/bin/env", "GOGC=1", mworkerPath, "run", "--control", m.ctl,
+	p, err := e2etest.StartLoggedEnv(m.log, append(os.Environ(), "GOGC=1"), mworkerPath, "run", "--control", m.ctl,
 		"-n", "2", "--ready", "notify", "--listen", "unix://"+filepath.Join(dir, "web.sock"),
 		"--", "/bin/sh", "-c", `readlink /proc/$$/fd/3 > "$0/fd3.tmp.$$" && mv "$0/fd3.tmp.$$" "$0/fd3.$$" && exec "$1" "$2"`,
 		dir, mworkerPath, demo.WorkerCommand)

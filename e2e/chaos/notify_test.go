@@ -3,10 +3,8 @@ package chaos
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -119,33 +117,16 @@ func notifyDeafSocket(t *testing.T, path string) {
 func notifyStartMaster(t *testing.T, dir string, env []string, args ...string) *master {
 	t.Helper()
 	m := &master{t: t, dir: dir, ctl: filepath.Join(dir, "ctl.sock"), log: filepath.Join(dir, "master.log")}
-	f, err := os.Create(m.log)
+	var cmdEnv []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "NOTIFY_SOCKET=") {
+			cmdEnv = append(cmdEnv, kv)
+		}
+	}
+	p, err := e2etest.StartLoggedEnv(m.log, append(cmdEnv, env...), mworkerPath, append([]string{"run", "--control", m.ctl}, args...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	cmd := exec.Command(mworkerPath, append([]string{"run", "--control", m.ctl}, args...)...)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "NOTIFY_SOCKET=") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &e2etest.Process{Cmd: cmd, Pid: cmd.Process.Pid, Done: make(chan struct{})}
-	go func() {
-		cmd.Wait()
-		ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
-		p.Status = ws.ExitStatus()
-		if ws.Signaled() {
-			p.Status = 128 + int(ws.Signal())
-		}
-		close(p.Done)
-	}()
 	m.p = p
 	t.Cleanup(m.kill)
 	return m

@@ -8,13 +8,10 @@ import (
 	"net/http"
 	"os"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/mworker/mworker/internal/e2etest"
 )
@@ -75,28 +72,7 @@ func (c *ct) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	if err != nil || pid == 0 {
 		return nil, fmt.Errorf("container %s has no process (pid %d, %v)", c.name, pid, err)
 	}
-	type result struct {
-		conn net.Conn
-		err  error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
-		if err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		defer ns.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{nil, fmt.Errorf("setns into the container's network: %w", err)}
-			return
-		}
-		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		ch <- result{conn, err}
-	}()
-	r := <-ch
-	return r.conn, r.err
+	return e2etest.DialInNetns(ctx, pid, network, addr)
 }
 
 // addr is the ENTRYPOINT's --listen :8080, in the container's network

@@ -9,14 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/mworker/mworker/internal/e2etest"
 )
@@ -216,28 +213,7 @@ func (c *container) journal(unit string) string {
 // unlocked, so the runtime throws the thread away rather than reuse it in
 // the wrong namespace). The socket stays in the container's namespace.
 func (c *container) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	type result struct {
-		conn net.Conn
-		err  error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", c.leader))
-		if err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		defer ns.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{nil, fmt.Errorf("setns into the container's network: %w", err)}
-			return
-		}
-		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		ch <- result{conn, err}
-	}()
-	r := <-ch
-	return r.conn, r.err
+	return e2etest.DialInNetns(ctx, c.leader, network, addr)
 }
 
 // get sends GET path to addr in the container and returns the answer's

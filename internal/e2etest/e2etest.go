@@ -79,12 +79,19 @@ type Process struct {
 // file log, in a process group of its own (so that nothing sent to the
 // test's group reaches it), and awaits its exit in the background.
 func StartLogged(log, binary string, args ...string) (*Process, error) {
+	return StartLoggedEnv(log, nil, binary, args...)
+}
+
+// StartLoggedEnv is StartLogged with env as the process's environment
+// (nil: the test's own).
+func StartLoggedEnv(log string, env []string, binary string, args ...string) (*Process, error) {
 	f, err := os.Create(log)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	cmd := exec.Command(binary, args...)
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
