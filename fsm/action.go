@@ -55,6 +55,12 @@ type SetTimer struct {
 // CancelTimer disarms Timer; a timer that is not armed is ignored.
 type CancelTimer struct{ Timer Timer }
 
+// StopListening tells the caller that a stop has begun: it closes its own
+// copies of the listening sockets, so that once the workers stop accepting
+// a new connection is refused at once rather than queued in a backlog
+// nobody accepts from. It comes once, as the master enters Exiting.
+type StopListening struct{}
+
 // Notify tells the service manager (sd_notify) about the master's state.
 type Notify struct {
 	State  NotifyState
@@ -184,16 +190,17 @@ func (t Timer) String() string {
 	return s
 }
 
-func (Spawn) isAction()       {}
-func (Kill) isAction()        {}
-func (SignalPids) isAction()  {}
-func (Exec) isAction()        {}
-func (Exit) isAction()        {}
-func (SetTimer) isAction()    {}
-func (CancelTimer) isAction() {}
-func (Notify) isAction()      {}
-func (Reply) isAction()       {}
-func (Log) isAction()         {}
+func (Spawn) isAction()         {}
+func (Kill) isAction()          {}
+func (SignalPids) isAction()    {}
+func (Exec) isAction()          {}
+func (Exit) isAction()          {}
+func (SetTimer) isAction()      {}
+func (CancelTimer) isAction()   {}
+func (Notify) isAction()        {}
+func (StopListening) isAction() {}
+func (Reply) isAction()         {}
+func (Log) isAction()           {}
 
 func (a Spawn) String() string {
 	return "spawn gen=" + itoa(a.Generation) + " slot=" + itoa(a.Slot)
@@ -212,6 +219,8 @@ func (a SetTimer) String() string {
 func (a CancelTimer) String() string {
 	return "cancel-timer " + a.Timer.String()
 }
+func (StopListening) String() string { return "stop-listening" }
+
 func (a Notify) String() string {
 	s := "notify " + a.State.String()
 	if a.Status != "" {

@@ -510,6 +510,7 @@ func (m *Machine) enterExiting(sig Signal, why string, pids []int) {
 	m.replyAll(false, "reload aborted: mworker is stopping ("+why+")")
 	m.cancelRestarts()
 	m.emit(Notify{State: NotifyStopping})
+	m.emit(StopListening{})
 	m.kill(pids, sig)
 	if len(m.byPid) > 0 || len(m.inflight) > 0 {
 		m.setTimer(Timer{Kind: TimerKillAll}, m.cfg.StopTimeout)

@@ -54,6 +54,10 @@ From then on the caller has a few responsibilities.
     group: these are the -sf/-st processes of another master, not our
     children. Errors are only worth a log line.
 
+    StopListening{}: a stop has begun; close your own copies of the
+    listening sockets the workers share (not theirs), so that new
+    connections are refused once the workers stop accepting.
+
  6. SetTimer{Timer, After} and CancelTimer{Timer}: keep a set of timers
     keyed by the Timer value (it is comparable). SetTimer arms the key to
     fire After from now on the monotonic clock, replacing any deadline it

@@ -90,6 +90,7 @@ func Example() {
 	//    set-timer quick pid=103 after=1s
 	// > signal TERM
 	//    notify STOPPING
+	//    stop-listening
 	//    kill TERM [103 102]
 	//    set-timer kill-all after=10s
 	// > exited pid=102 status=exit:0

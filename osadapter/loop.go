@@ -56,10 +56,9 @@ type loop struct {
 	resumed *execState          // the previous image's state, or nil
 	carried []syscall.Signal    // signals the previous image had not acted on
 
-	exited   bool
-	stopping bool // the machine is exiting: the listeners are closed
-	status   int
-	replace  bool // Exec returned nil: only a fake OS does that
+	exited  bool
+	status  int
+	replace bool // Exec returned nil: only a fake OS does that
 
 	watchdog *masterWatchdog // the service manager's watchdog of the master, or nil
 }
@@ -87,15 +86,6 @@ func (l *loop) step(ev fsm.Event) {
 	}
 	for _, o := range outcomes {
 		l.step(o)
-	}
-	if !l.stopping && l.m.State() == "exiting" {
-		l.stopping = true
-		if err := l.fds.closeListeners(); err != nil {
-			l.logf(slog.LevelDebug, "close listeners at stop", "err", err.Error())
-		}
-		if n := len(l.fds.listeners); n > 0 {
-			l.logf(slog.LevelDebug, "stopping: the master's copies of the listening sockets are closed; new connections are refused once the workers close theirs", "listeners", n)
-		}
 	}
 }
 
@@ -126,6 +116,13 @@ func (l *loop) perform(a fsm.Action) fsm.Event {
 		l.timers[a.Timer] = l.sys.Now() + int64(a.After)
 	case fsm.CancelTimer:
 		delete(l.timers, a.Timer)
+	case fsm.StopListening:
+		if err := l.fds.closeListeners(); err != nil {
+			l.logf(slog.LevelDebug, "close listeners at stop", "err", err.Error())
+		}
+		if n := len(l.fds.listeners); n > 0 {
+			l.logf(slog.LevelDebug, "stopping: the master's copies of the listening sockets are closed; new connections are refused once the workers close theirs", "listeners", n)
+		}
 	case fsm.Notify:
 		if err := l.notify.Notify(a); err != nil {
 			l.logf(slog.LevelWarn, "cannot notify the service manager", "action", a.String(), "err", err.Error())

@@ -176,6 +176,7 @@ func (h *harness) check(ev fsm.Event, x *expectation, acts []fsm.Action, prePhas
 		spawns          [][2]int
 		kills, sigPids  []sigPid
 		notifies        []fsm.NotifyState
+		stopListening   int
 		timers          []fsm.SetTimer
 		cancels         []fsm.Timer
 		replies         = map[fsm.RequestID]bool{}
@@ -249,6 +250,8 @@ func (h *harness) check(ev fsm.Event, x *expectation, acts []fsm.Action, prePhas
 			}
 			delete(h.armed, a.Timer)
 			cancels = append(cancels, a.Timer)
+		case fsm.StopListening:
+			stopListening++
 		case fsm.Notify:
 			notifies = append(notifies, a.State)
 		case fsm.Reply:
@@ -292,6 +295,10 @@ func (h *harness) check(ev fsm.Event, x *expectation, acts []fsm.Action, prePhas
 	}
 	if !sameSet(sigPids, x.signalPids) {
 		h.fatalf("%v: signal-pids %v, model wants %v", ev, sigPids, x.signalPids)
+	}
+	// The listeners are closed once, as the stop of everything begins.
+	if want := map[bool]int{true: 1}[x.stopped]; stopListening != want {
+		h.fatalf("%v: %d stop-listening actions, model wants %d (the step began the stop: %v)", ev, stopListening, want, x.stopped)
 	}
 	if !slices.Equal(notifies, x.notifies) {
 		h.fatalf("%v: notifies %v, model wants %v", ev, notifies, x.notifies)

@@ -259,6 +259,8 @@ func (s *scene) action(a fsm.Action) string {
 		return "SetTimer " + s.timer(a.Timer) + " " + a.After.String()
 	case fsm.CancelTimer:
 		return "CancelTimer " + s.timer(a.Timer)
+	case fsm.StopListening:
+		return "StopListening"
 	case fsm.Notify:
 		if a.Status != "" {
 			return "Notify " + a.State.String() + " (" + a.Status + ")"
