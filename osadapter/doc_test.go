@@ -58,10 +58,12 @@ func windowText(s fsm.Signal) string {
 	case fsm.SIGHUP:
 		return "discarded (SIG_IGN across the exec): that reload is lost, send it again"
 	case fsm.SIGUSR1, fsm.SIGUSR2:
-		return "held pending (blocked before execve), handled right after"
+		return "held pending (blocked in every thread before execve), handled right after"
 	case fsm.SIGTERM, fsm.SIGINT:
-		return "**kills the master**; the workers get SIGTERM"
-	case fsm.SIGQUIT, fsm.SIGILL, fsm.SIGTRAP, fsm.SIGABRT, fsm.SIGBUS, fsm.SIGFPE, fsm.SIGSEGV, fsm.SIGSYS:
+		return "before execve: held, the exec is abandoned and the master acts on it; between execve and the new image's signal.Notify: **kills the master**; the workers get SIGTERM"
+	case fsm.SIGQUIT:
+		return "before execve: held, the exec is abandoned and the master acts on it; between execve and the new image's signal.Notify: **the runtime dumps goroutines and exits 2**; the workers get SIGTERM"
+	case fsm.SIGILL, fsm.SIGTRAP, fsm.SIGABRT, fsm.SIGBUS, fsm.SIGFPE, fsm.SIGSEGV, fsm.SIGSYS:
 		return "**the runtime dumps goroutines and exits 2**; the workers get SIGTERM"
 	case fsm.SIGTSTP, fsm.SIGTTIN, fsm.SIGTTOU:
 		return "stops the master until SIGCONT"

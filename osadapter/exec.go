@@ -162,24 +162,23 @@ func (l *loop) exec(a fsm.Exec) {
 		undo = func() { u(); undoRest() }
 	}
 
-	// From here to execve as little as possible: a signal the runtime
-	// catches after the drain is lost with this image.
+	// From here to execve as little as possible.
 	// The next image would not have what is held or queued: the writer gets
 	// a bounded moment, and what it could not write is counted as dropped.
 	l.out.sync(execWait)
 	env = append(env, logDropped(l.out.q.handover()))
 	l.sys.Ignore(syscall.SIGHUP)
-	// Every thread of this image blocks the stop and reload signals, so
-	// that one arriving from now on stays pending instead of being caught
-	// by the runtime and lost with the image. A stop found pending after
-	// the drain abandons the exec: it is acted on here, by this image.
-	// What is left is the few microseconds between that look and execve
-	// (a stop pending at execve kills the new image before its runtime
-	// can catch it) and the new image's own start (docs/signals.md).
-	// USR1 and USR2 pending at execve are caught by the new image.
 	// From here on, a stop or reload signal that a thread of this image
 	// catches is written to a pipe the next image reads, not queued for a
-	// goroutine that will never run again.
+	// goroutine that will never run again; what the runtime caught before
+	// is read from the channel (settleSignals) and carried in the
+	// environment. Then Exec blocks them in every thread, with no thread
+	// starting until execve (holdexec.go): one arriving from then on stays
+	// pending. A stop pending at that point abandons the exec (the next
+	// image's runtime would die of it at start): it is acted on here. What
+	// is left is the new image's own start: a SIGTERM, SIGINT or SIGQUIT
+	// that arrives after execve and before its signal.Notify kills it
+	// (docs/signals.md); SIGUSR1 and SIGUSR2 wait for it.
 	var caught *execCatch
 	if l.sys.CatchForExec != nil {
 		c, err := l.sys.CatchForExec()
@@ -197,62 +196,33 @@ func (l *loop) exec(a fsm.Exec) {
 		}
 	}
 	held := sigset(execHeld...)
-	blockedAll := false
-	unblockAll := func() {
-		if blockedAll {
-			l.sys.UnblockAll(&held)
-		}
-	}
 	drained = l.drainSignals()
-	// A thread the runtime starts takes the mask of the process's start,
-	// not this one, and the wait for the sentinel may make it start one:
-	// block again until no thread appeared since the last block.
-	for round := 0; l.sys.BlockAll != nil && round < 4; round++ {
-		before := l.threads()
-		if err := l.sys.BlockAll(&held); err != nil {
-			if !blockedAll {
-				l.logf(slog.LevelDebug, "cannot block signals in every thread (a cgo build?): a stop in the re-exec window may be lost", "err", err.Error())
-			}
-			break
-		}
-		blockedAll = true
-		drained = append(drained, l.drainSignals()...)
+	if caught != nil {
 		drained = append(drained, l.settleSignals()...)
-		if l.threads() == before {
-			break
-		}
 	}
-	if blockedAll {
-		if stop, ok := l.pendingStop(); ok {
-			uncatch()
-			unblockAll() // the runtime catches it now; the loop reads it next
-			l.sys.Catch(syscall.SIGHUP)
-			l.restoreCloexec(cleared)
-			l.logf(slog.LevelInfo, "re-exec abandoned: a stop signal arrived during it", "signal", fsm.Signal(stop).String())
-			failedAfterPrepare(errorf("re-exec abandoned: %s arrived during it", fsm.Signal(stop)))
-			return
-		}
-	}
-	drained = append(drained, l.drainSignals()...)
-	err = l.sys.Exec(a.Path, a.Argv, append(env, carried(drained, l.sys.Now())))
+	err = l.sys.Exec(a.Path, a.Argv, append(env, carried(drained, l.sys.Now())), &held)
 	if err == nil {
 		l.replace = true // a fake OS "replaced" the image
 		return
 	}
+	// The runtime takes the signals back before they are unblocked, so a
+	// pending stop reaches the loop's channel.
 	uncatch()
-	unblockAll()
+	if l.sys.UnblockAll != nil {
+		if uerr := l.sys.UnblockAll(&held); uerr != nil {
+			l.logf(slog.LevelWarn, "cannot unblock the stop and reload signals in every thread after the re-exec did not happen", "err", uerr.Error())
+		}
+	}
 	l.sys.Catch(syscall.SIGHUP)
 	l.restoreCloexec(cleared)
+	var stop *stopPendingError
+	if errors.As(err, &stop) {
+		l.logf(slog.LevelInfo, "re-exec abandoned: a stop signal arrived during it", "signal", fsm.Signal(stop.sig).String())
+		failedAfterPrepare(errorf("re-exec abandoned: %s arrived during it", fsm.Signal(stop.sig)))
+		return
+	}
 	l.logf(slog.LevelDebug, "execve failed", "path", a.Path, "err", err.Error())
 	failedAfterPrepare(&os.PathError{Op: "execve", Path: a.Path, Err: err})
-}
-
-// threads counts the process's threads; 0 where the OS cannot tell.
-func (l *loop) threads() int {
-	if l.sys.Threads == nil {
-		return 0
-	}
-	return l.sys.Threads()
 }
 
 // settleSignals takes from the channel every signal the runtime caught
@@ -291,28 +261,11 @@ const execSentinel = syscall.SIGWINCH
 // settleWait bounds settleSignals; the sentinel takes microseconds.
 const settleWait = 100 * time.Millisecond
 
-// execHeld are the signals every thread blocks from the last drain to
-// execve: the stop signals, whose pending instance abandons the exec, and
-// the reload and soft-stop signals, which the next image receives.
+// execHeld are the signals every thread blocks from the last look at the
+// channel to execve: the stop signals, whose pending instance abandons the
+// exec, and the reload and soft-stop signals, which the next image
+// receives.
 var execHeld = []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
-
-// pendingStop reports a stop signal (TERM, INT or QUIT) pending for the
-// process or this thread.
-func (l *loop) pendingStop() (syscall.Signal, bool) {
-	if l.sys.Pending == nil {
-		return 0, false
-	}
-	var set unix.Sigset_t
-	if err := l.sys.Pending(&set); err != nil {
-		return 0, false
-	}
-	for _, s := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT} {
-		if sigsetHas(set, s) {
-			return s, true
-		}
-	}
-	return 0, false
-}
 
 func (l *loop) restoreCloexec(fds []int) {
 	for _, fd := range fds {

@@ -119,10 +119,14 @@ func (f *fakeOS) os() *OS {
 			*ws = w.ws
 			return w.pid, nil
 		},
-		Exec: func(path string, argv, env []string) error {
+		Exec: func(path string, argv, env []string, held *unix.Sigset_t) error {
 			f.execs = append(f.execs, fakeExec{path, argv, env})
-			f.record("exec %s", path)
+			f.record("exec %s held %x", path, held.Val[0])
 			return f.execErr
+		},
+		UnblockAll: func(set *unix.Sigset_t) error {
+			f.record("unblock all %x", set.Val[0])
+			return nil
 		},
 		CheckTakeover: func(path string, argv, env []string) error {
 			f.checks = append(f.checks, fakeExec{path, argv, env})

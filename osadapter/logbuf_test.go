@@ -1,6 +1,8 @@
 package osadapter
 
 import (
+	"golang.org/x/sys/unix"
+
 	"fmt"
 	"io"
 	"slices"
@@ -156,9 +158,9 @@ func TestHeldLinesAreWrittenBeforeExec(t *testing.T) {
 	var atExec string
 	sys := l.sys
 	exec := sys.Exec
-	sys.Exec = func(path string, argv, env []string) error {
+	sys.Exec = func(path string, argv, env []string, held *unix.Sigset_t) error {
 		atExec = w.all()
-		return exec(path, argv, env)
+		return exec(path, argv, env, held)
 	}
 	l.step(fsm.SignalReceived{Signal: fsm.SIGUSR2})
 	if len(f.execs) != 1 {

@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -258,10 +259,12 @@ func TestExecFailureRestoresSignalsAndKeepsWorkers(t *testing.T) {
 	l.step(fsm.SignalReceived{Signal: fsm.SIGUSR2})
 
 	usr := sigset(syscall.SIGUSR1, syscall.SIGUSR2).Val[0]
+	held := strconv.FormatUint(sigset(execHeld...).Val[0], 16)
 	want := []string{
 		"sigmask block " + itoa(int(usr)),
 		"ignore 1",
-		"exec /usr/bin/mworker",
+		"exec /usr/bin/mworker held " + held,
+		"unblock all " + held,
 		"catch 1",
 		"sigmask set " + itoa(int(before.Val[0])),
 		"kill -100 28", "kill -101 28",

@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,9 +28,13 @@ type OS struct {
 	ForkExec func(argv0 string, argv []string, attr *syscall.ProcAttr) (pid int, err error)
 	Kill     func(pid int, sig syscall.Signal) error
 	Wait4    func(pid int, ws *syscall.WaitStatus, options int) (int, error)
-	// Exec replaces the process image; it returns only on failure (a fake
+	// Exec replaces the process image with held blocked in every thread
+	// from before its last look at what is pending until execve
+	// (holdExec); it does not exec when a stop signal is pending then
+	// (*stopPendingError), and leaves held blocked in every thread
+	// whenever it returns. It returns only on failure (a fake
 	// returns nil to say "the image was replaced").
-	Exec func(path string, argv, env []string) error
+	Exec func(path string, argv, env []string, held *unix.Sigset_t) error
 	// CheckTakeover runs the binary at path as a takeover check (check.go)
 	// with argv and env and returns why it refused, or nil. Nil skips the
 	// check.
@@ -42,13 +45,9 @@ type OS struct {
 
 	// SigMask is pthread_sigmask on the calling thread.
 	SigMask func(how int, set, old *unix.Sigset_t) error
-	// BlockAll and UnblockAll change the signal mask of every thread of
-	// the process (syscall.AllThreadsSyscall; it fails where cgo is linked,
-	// and the re-exec then does without). Pending is rt_sigpending(2).
-	BlockAll, UnblockAll func(set *unix.Sigset_t) error
-	Pending              func(set *unix.Sigset_t) error
-	// Threads counts the process's threads (/proc/self/task).
-	Threads func() int
+	// UnblockAll unblocks set in every thread of the process, after an
+	// Exec that did not replace the image (holdexec.go).
+	UnblockAll func(set *unix.Sigset_t) error
 	// CatchForExec makes the stop and reload signals that arrive from now
 	// on to execve go to a pipe the next image reads (rawsig.go); nil where
 	// there is no such handler.
@@ -86,16 +85,13 @@ func realOS() *OS {
 		Wait4: func(pid int, ws *syscall.WaitStatus, options int) (int, error) {
 			return syscall.Wait4(pid, ws, options, nil)
 		},
-		Exec: syscall.Exec,
+		Exec: holdExec,
 		CheckTakeover: func(path string, argv, env []string) error {
 			return runCheck(path, argv, env, checkTimeout)
 		},
 		Running:      isRunningImage,
 		SigMask:      unix.PthreadSigmask,
-		BlockAll:     func(set *unix.Sigset_t) error { return allThreadsSigmask(unix.SIG_BLOCK, set) },
-		UnblockAll:   func(set *unix.Sigset_t) error { return allThreadsSigmask(unix.SIG_UNBLOCK, set) },
-		Pending:      sigpending,
-		Threads:      threadCount,
+		UnblockAll:   unblockAllThreads,
 		CatchForExec: catchForExec,
 		Ignore:       func(sig syscall.Signal) { signal.Ignore(sig) },
 		Catch:        func(sig syscall.Signal) { signal.Notify(subscribed(), sig) },
@@ -119,39 +115,10 @@ func realOS() *OS {
 	}
 }
 
-// allThreadsSigmask runs rt_sigprocmask(how, set) on every thread.
-func allThreadsSigmask(how int, set *unix.Sigset_t) error {
-	_, _, errno := syscall.AllThreadsSyscall6(unix.SYS_RT_SIGPROCMASK, uintptr(how), uintptr(unsafe.Pointer(set)), 0, kernelSigsetSize, 0, 0)
-	if errno != 0 {
-		return errno
-	}
-	return nil
-}
-
-// threadCount is the number of threads of this process, or 0 if
-// /proc/self/task cannot be read.
-func threadCount() int {
-	ents, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return 0
-	}
-	return len(ents)
-}
-
 // kernelSigsetSize is the kernel's sigset_t, 64 signals: what the rt_*
 // system calls take as their size argument (x/sys's Sigset_t is the C
 // library's, 1024 bits; the kernel refuses that size with EINVAL).
 const kernelSigsetSize = 8
-
-// sigpending is rt_sigpending(2): the signals pending for the process or
-// the calling thread.
-func sigpending(set *unix.Sigset_t) error {
-	_, _, errno := unix.RawSyscall(unix.SYS_RT_SIGPENDING, uintptr(unsafe.Pointer(set)), kernelSigsetSize, 0)
-	if errno != 0 {
-		return errno
-	}
-	return nil
-}
 
 func monotonicNow() int64 {
 	var ts unix.Timespec

@@ -114,9 +114,8 @@ func catchRaw(ch chan<- os.Signal) error {
 // thread of this image catches is written by the raw handler to a pipe
 // whose read end the next image inherits and reads at start (envExecPipe),
 // instead of going through the runtime, which would queue it for a
-// goroutine that never runs again. (Blocking them in every thread does not
-// hold: the runtime changes its other threads' masks from inside a signal
-// handler, and the return from it restores the old mask.)
+// goroutine that never runs again. Once every thread blocks them
+// (holdexec.go), nothing is caught any more: they stay pending.
 var execSignals = []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
 
 // envExecPipe names the read end of that pipe for the next image.
