@@ -393,6 +393,8 @@ type Handover struct {
 	// LimitCounts is the --restart-limit failure count per slot of the
 	// serving generation, within its open window.
 	LimitCounts []int
+	// Size is the desired number of workers (scale); 0 means Config.Workers.
+	Size int
 }
 
 // HandoverWorker is one live worker in a Handover.
@@ -406,6 +408,7 @@ type HandoverWorker struct {
 type Status struct {
 	State         string // "running", "reloading" or "exiting"
 	Generation    int    // the serving generation
+	Size          int    // the desired number of workers (-n, then scale)
 	Reloads       int
 	FailedReloads int
 	Workers       []WorkerStatus
@@ -420,7 +423,7 @@ type WorkerStatus struct {
 
 func (s *Status) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "state=%s gen=%d reloads=%d failed=%d workers=[", s.State, s.Generation, s.Reloads, s.FailedReloads)
+	fmt.Fprintf(&b, "state=%s gen=%d size=%d reloads=%d failed=%d workers=[", s.State, s.Generation, s.Size, s.Reloads, s.FailedReloads)
 	for i, w := range s.Workers {
 		if i > 0 {
 			b.WriteByte(' ')

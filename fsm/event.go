@@ -84,6 +84,8 @@ const (
 	CmdReload Command = iota + 1
 	CmdStop
 	CmdStatus
+	CmdScale
+	CmdRestart
 )
 
 func (c Command) String() string {
