@@ -136,7 +136,7 @@ type Timer struct {
 	Kind       TimerKind
 	Generation int // TimerRestart, TimerReadyTimeout, TimerKill, TimerRestartWindow
 	Slot       int // TimerRestart, TimerRestartWindow
-	Pid        int // TimerReadyAfter, TimerStable, TimerQuick
+	Pid        int // TimerReadyAfter, TimerStable, TimerQuick, TimerKillWorker
 }
 
 // TimerKind says what a timer is for.
@@ -162,12 +162,15 @@ const (
 	// TimerQuick ends the first second (QuickDeath) of restarted worker
 	// Pid: a death before it fires counts as quick.
 	TimerQuick
+	// TimerKillWorker sends SIGKILL to worker Pid, told to stop on its own
+	// (scaled down), if it is still alive.
+	TimerKillWorker
 )
 
 var timerKindNames = [...]string{
 	TimerRestart: "restart", TimerStable: "stable", TimerReadyAfter: "ready-after",
 	TimerReadyTimeout: "ready-timeout", TimerKill: "kill", TimerKillAll: "kill-all",
-	TimerRestartWindow: "restart-window", TimerQuick: "quick",
+	TimerRestartWindow: "restart-window", TimerQuick: "quick", TimerKillWorker: "kill-worker",
 }
 
 func (k TimerKind) String() string {
@@ -182,7 +185,7 @@ func (t Timer) String() string {
 	switch t.Kind {
 	case TimerRestart, TimerRestartWindow:
 		s += " gen=" + itoa(t.Generation) + " slot=" + itoa(t.Slot)
-	case TimerStable, TimerReadyAfter, TimerQuick:
+	case TimerStable, TimerReadyAfter, TimerQuick, TimerKillWorker:
 		s += " pid=" + itoa(t.Pid)
 	case TimerReadyTimeout, TimerKill:
 		s += " gen=" + itoa(t.Generation)

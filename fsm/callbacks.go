@@ -17,8 +17,8 @@ func spawnFirstGeneration(ctx context.Context, _ ...any) error {
 	m := machineOf(ctx)
 	m.cur, m.maxGen = 1, 1
 	m.addGen(1)
-	m.log(LevelInfo, "starting workers", "generation", 1, "workers", m.cfg.Workers)
-	for slot := range m.cfg.Workers {
+	m.log(LevelInfo, "starting workers", "generation", 1, "workers", m.size)
+	for slot := range m.size {
 		m.startWorker(1, slot)
 	}
 	return nil
@@ -32,11 +32,22 @@ func resumeAndSpawnNext(ctx context.Context, _ ...any) error {
 	m.announced = h.Announced
 	m.exitStatus = h.ExitStatus
 	m.requests = slices.Clone(h.Requests)
+	if h.Size > 0 && h.Size <= MaxWorkers {
+		m.size = h.Size // scaled before the exec: the size outlives it
+		m.growSlots()
+	}
 	copy(m.failures, h.Failures)
 	copy(m.limitCounts, h.LimitCounts)
 	m.addGen(m.cur)
 	for _, hw := range h.Workers {
 		if hw.Pid <= 0 || m.byPid[hw.Pid] != nil || hw.Slot < 0 || hw.Slot >= MaxWorkers {
+			continue
+		}
+		if hw.Leaving {
+			w := &worker{pid: hw.Pid, gen: hw.Generation, slot: hw.Slot, ready: hw.Ready, leaving: true}
+			m.leaving = append(m.leaving, w)
+			m.byPid[w.pid] = w
+			m.maxGen = max(m.maxGen, hw.Generation)
 			continue
 		}
 		g := m.addGen(hw.Generation)
@@ -53,7 +64,7 @@ func resumeAndSpawnNext(ctx context.Context, _ ...any) error {
 		m.maxGen = max(m.maxGen, hw.Generation)
 	}
 	for _, t := range h.Timers {
-		if (t.Kind == TimerRestart || t.Kind == TimerRestartWindow) && (t.Slot < 0 || t.Slot >= m.cfg.Workers) {
+		if (t.Kind == TimerRestart || t.Kind == TimerRestartWindow) && (t.Slot < 0 || t.Slot >= m.size) {
 			continue // no such slot here: restarting it would index out of range
 		}
 		m.armed[t] = true
@@ -73,7 +84,7 @@ func resumeAndSpawnNext(ctx context.Context, _ ...any) error {
 	// The timer first: with immediate readiness the generation may be
 	// promoted while the spawns are still being carried out.
 	m.setTimer(Timer{Kind: TimerReadyTimeout, Generation: m.next}, m.cfg.ReadyTimeout)
-	for slot := range m.cfg.Workers {
+	for slot := range m.size {
 		m.startWorker(m.next, slot)
 	}
 	return nil
@@ -112,6 +123,14 @@ func recordWorker(ctx context.Context, _ ...any) error {
 		}
 		return nil
 	}
+	if e.Slot >= m.size {
+		// Scaled down while this spawn was under way: no slot for it.
+		g.put(w)
+		m.byPid[w.pid] = w
+		m.log(LevelInfo, "worker started for a slot scaled away; stopping it", "pid", w.id(), "generation", w.gen, "slot", w.slot, "size", m.size)
+		m.stopWorker(w, m.cfg.StopSignal)
+		return nil
+	}
 	w.ready = m.cfg.Ready.Kind == ReadyImmediate
 	g.put(w)
 	m.byPid[w.pid] = w
@@ -139,6 +158,9 @@ func workerFailedToStart(ctx context.Context, _ ...any) error {
 	m.log(LevelError, "worker failed to start", "generation", e.Generation, "slot", e.Slot, "status", statusAttr(e.Status), "err", e.Err)
 	g := m.gen(e.Generation)
 	switch {
+	case e.Slot >= m.size && g != nil && !g.retired:
+		// A slot scaled away while its spawn was under way.
+		m.dropGenIfEmpty(g)
 	case m.state == stateAwaitingReady && e.Generation == m.next:
 		m.failure = fmt.Sprintf("slot %d of generation %d failed to start: %s", e.Slot, e.Generation, e.Err)
 	case g != nil && m.isCurrent(g):
@@ -161,16 +183,22 @@ func markReady(ctx context.Context, _ ...any) error {
 	}
 	w := m.byPid[pid]
 	w.ready = true
-	m.gen(w.gen).ready++
+	w.home.ready++
 	m.cancelTimer(Timer{Kind: TimerReadyAfter, Pid: pid})
 	m.log(LevelInfo, "worker ready", "pid", pid, "generation", w.gen, "slot", w.slot)
 	return nil
 }
 
-// removeWorker forgets a reaped worker and the timers about it.
+// removeWorker forgets a reaped worker and the timers about it. A worker
+// that was leaving on its own belongs to no slot table: it returns nil.
 func (m *Machine) removeWorker(w *worker) *generation {
-	g := m.gen(w.gen)
 	delete(m.byPid, w.pid)
+	if w.leaving {
+		m.leaving = slices.DeleteFunc(m.leaving, func(x *worker) bool { return x == w })
+		m.cancelTimer(Timer{Kind: TimerKillWorker, Pid: w.pid})
+		return nil
+	}
+	g := w.home
 	g.slots[w.slot] = nil
 	g.live--
 	if w.ready {
@@ -189,6 +217,8 @@ func workerExited(ctx context.Context, _ ...any) error {
 	quick := m.armed[Timer{Kind: TimerQuick, Pid: e.Pid}]
 	g := m.removeWorker(w)
 	switch {
+	case g == nil:
+		m.log(LevelInfo, "worker stopped", "pid", w.id(), "generation", w.gen, "slot", w.slot, "status", statusAttr(e.Status))
 	case m.state == stateAwaitingReady && g.n == m.next:
 		m.log(LevelError, "new worker exited before its generation was ready", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
 		m.failure = fmt.Sprintf("worker %d (slot %d of generation %d) exited with %s before the generation was ready", w.pid, w.slot, g.n, e.Status)
@@ -261,7 +291,7 @@ func restartSlot(ctx context.Context, _ ...any) error {
 	}
 	delete(m.restarting, t.Slot)
 	g := m.gen(m.cur)
-	if t.Slot < len(g.slots) && g.slots[t.Slot] != nil || m.inflight[[2]int{m.cur, t.Slot}] {
+	if t.Slot >= m.size || t.Slot < len(g.slots) && g.slots[t.Slot] != nil || m.inflight[[2]int{m.cur, t.Slot}] {
 		return nil
 	}
 	m.startWorker(m.cur, t.Slot)
@@ -271,7 +301,7 @@ func restartSlot(ctx context.Context, _ ...any) error {
 func resetBackoff(ctx context.Context, _ ...any) error {
 	m := machineOf(ctx)
 	t := m.ev.(TimerFired).Timer
-	if w := m.byPid[t.Pid]; w != nil && w.gen == m.cur && w.slot < len(m.failures) {
+	if w := m.byPid[t.Pid]; w != nil && !w.leaving && w.home.n == m.cur && w.slot < len(m.failures) {
 		m.failures[w.slot] = 0
 		m.closeRestartWindow(w.slot)
 	}
@@ -282,9 +312,12 @@ func killStragglers(ctx context.Context, _ ...any) error {
 	m := machineOf(ctx)
 	t := m.ev.(TimerFired).Timer
 	var pids []int
-	if t.Kind == TimerKillAll {
+	switch t.Kind {
+	case TimerKillAll:
 		pids = m.livePids(nil)
-	} else {
+	case TimerKillWorker:
+		pids = []int{t.Pid}
+	default:
 		pids = m.livePids(func(g *generation) bool { return g.n == t.Generation && g.retired })
 	}
 	if len(pids) > 0 {
@@ -322,7 +355,12 @@ func replyStatus(ctx context.Context, _ ...any) error {
 func refuseRequest(ctx context.Context, _ ...any) error {
 	m := machineOf(ctx)
 	c := m.ev.(ControlRequest)
-	m.emit(Reply{ID: c.ID, Error: requestError(c)})
+	why := requestError(c)
+	if why == "" {
+		// A command of the table this machine does not carry out (yet).
+		why = c.Command.String() + " is not supported by this master"
+	}
+	m.emit(Reply{ID: c.ID, Error: why})
 	return nil
 }
 
@@ -388,7 +426,7 @@ func spawnNextInPlace(ctx context.Context, _ ...any) error {
 	// The timer first: with immediate readiness the generation may be
 	// promoted while the spawns are still being carried out.
 	m.setTimer(Timer{Kind: TimerReadyTimeout, Generation: m.next}, m.cfg.ReadyTimeout)
-	for slot := range m.cfg.Workers {
+	for slot := range m.size {
 		m.startWorker(m.next, slot)
 	}
 	return nil
@@ -433,7 +471,7 @@ func promoteGeneration(ctx context.Context, _ ...any) error {
 		}
 	}
 	m.reloads++
-	m.failures = make([]int, m.cfg.Workers)
+	m.failures = make([]int, m.size)
 	clear(m.quick)
 	m.quickWarned = false
 	// The answer goes first: the new generation serves from now on, and
@@ -602,6 +640,10 @@ func workerExitedWhileExiting(ctx context.Context, _ ...any) error {
 	e := m.ev.(ChildExited)
 	w := m.byPid[e.Pid]
 	g := m.removeWorker(w)
+	if g == nil {
+		m.log(LevelInfo, "worker stopped", "pid", w.id(), "generation", w.gen, "slot", w.slot, "status", statusAttr(e.Status))
+		return nil
+	}
 	if m.isCurrent(g) {
 		if !m.exitFixed {
 			m.exitStatus = e.Status.Int()

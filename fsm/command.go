@@ -27,6 +27,10 @@ var Commands = []CommandSpec{
 		Help: "print the master and its workers (a table, or JSON with --json)"},
 	{Command: CmdStop, Name: "stop",
 		Help: "begin a soft stop, as SIGUSR1"},
+	{Command: CmdScale, Name: "scale", Arg: "N",
+		Help: "set the number of workers to N, or change it by +K or -K; new slots start at once, removed ones get --stop-signal"},
+	{Command: CmdRestart, Name: "restart", Arg: "SLOT", Waits: true,
+		Help: "replace the worker of slot SLOT without downtime: the new one starts, becomes ready, then the old one stops"},
 }
 
 // LookupCommand returns the entry of Commands named name.

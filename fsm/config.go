@@ -401,6 +401,8 @@ type Handover struct {
 type HandoverWorker struct {
 	Pid, Generation, Slot int
 	Ready, Stopping       bool
+	// Leaving: stopping on its own (scaled down), not with its generation.
+	Leaving bool
 }
 
 // Status is the machine's answer to a status request; the caller adds what

@@ -33,10 +33,11 @@ package fsm
 // describe the handover of a previous image (Config.Resume):
 //
 //	resume: gen=1 max=1 reloads=0 failed=0 exit=0 announced
-//	resume-worker: pid=101 gen=1 slot=0 ready stopping   (repeatable)
+//	resume-worker: pid=101 gen=1 slot=0 ready stopping   (repeatable; "leaving": stopping on its own)
 //	resume-timer: kill gen=1                              (repeatable; Timer.String form)
 //	resume-request: 7                                     (repeatable)
 //	resume-failures: 0 3
+//	resume-size: 4                                        (Handover.Size)
 //	resume-sf: 900 901
 //	resume-st: 902
 //
@@ -56,6 +57,7 @@ package fsm
 //	image changed=true                    (or changed=false)
 //	timer restart gen=1 slot=0            (any Timer.String form)
 //	control id=1 reload                   (reload, stop, status, or command(N))
+//	control id=2 scale arg="4"            (a command with its argument)
 //
 // or the directive "reexec": the caller's half of an Exec. It builds a new
 // machine from the last Exec action, as the new image would: Argv is the
@@ -318,6 +320,8 @@ func goldenConfig(header []string) (Config, error) {
 					w.Ready = true
 				case "stopping":
 					w.Stopping = true
+				case "leaving":
+					w.Stopping, w.Leaving = true, true
 				default:
 					err = fmt.Errorf("unknown resume-worker field %q", f)
 				}
@@ -336,6 +340,8 @@ func goldenConfig(header []string) (Config, error) {
 			resume().Requests = append(resume().Requests, RequestID(id))
 		case "resume-failures":
 			resume().Failures, err = parseInts(val)
+		case "resume-size":
+			resume().Size, err = strconv.Atoi(val)
 		case "resume-sf":
 			resume().StopPids, err = parseInts(val)
 		case "resume-st":
@@ -427,7 +433,7 @@ func parseTimer(s string) (Timer, error) {
 		if t.Generation, err = atoi(kv, "gen"); err == nil {
 			t.Slot, err = atoi(kv, "slot")
 		}
-	case TimerStable, TimerReadyAfter, TimerQuick:
+	case TimerStable, TimerReadyAfter, TimerQuick, TimerKillWorker:
 		t.Pid, err = atoi(kv, "pid")
 	case TimerReadyTimeout, TimerKill:
 		t.Generation, err = atoi(kv, "gen")
@@ -513,8 +519,17 @@ func parseEvent(line string) (Event, error) {
 		tm, err := parseTimer(strings.TrimPrefix(line, "timer "))
 		return TimerFired{Timer: tm}, err
 	case "control":
+		var arg string
+		if i := strings.Index(line, " arg="); i >= 0 {
+			a, err := strconv.Unquote(line[i+len(" arg="):])
+			if err != nil {
+				return nil, fmt.Errorf("control arg: %w", err)
+			}
+			arg = a
+			words = strings.Fields(line[:i])
+		}
 		if len(words) != 3 {
-			return nil, fmt.Errorf("want: control id=N COMMAND")
+			return nil, fmt.Errorf("want: control id=N COMMAND [arg=\"ARG\"]")
 		}
 		id, err := strconv.ParseUint(kv["id"], 10, 64)
 		if err != nil {
@@ -528,7 +543,7 @@ func parseEvent(line string) (Event, error) {
 			}
 			cmd = Command(n)
 		}
-		return ControlRequest{ID: RequestID(id), Command: cmd}, nil
+		return ControlRequest{ID: RequestID(id), Command: cmd, Arg: arg}, nil
 	}
 	return nil, fmt.Errorf("unknown event %q", words[0])
 }
@@ -669,8 +684,15 @@ func (d *goldenDriver) reexec(where string) string {
 	if h.LimitCounts != nil && d.base.RestartLimit.Count > 0 {
 		fmt.Fprintf(&b, "handover restart-limit counts: %v\n", h.LimitCounts)
 	}
+	if h.Size != d.base.Workers {
+		fmt.Fprintf(&b, "handover size: %d\n", h.Size)
+	}
 	for _, w := range h.Workers {
-		fmt.Fprintf(&b, "handover worker: pid=%d gen=%d slot=%d ready=%t stopping=%t\n", w.Pid, w.Generation, w.Slot, w.Ready, w.Stopping)
+		leaving := ""
+		if w.Leaving {
+			leaving = " leaving"
+		}
+		fmt.Fprintf(&b, "handover worker: pid=%d gen=%d slot=%d ready=%t stopping=%t%s\n", w.Pid, w.Generation, w.Slot, w.Ready, w.Stopping, leaving)
 	}
 	for _, tm := range h.Timers {
 		fmt.Fprintf(&b, "handover timer: %s\n", tm)

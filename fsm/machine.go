@@ -56,6 +56,7 @@ const (
 	trigQuickOver        trigger = "WorkerPastFirstSecond"
 	trigKillDue          trigger = "StopTimeout"
 	trigStatus           trigger = "Status"
+	trigScale            trigger = "Scale"
 	trigBadRequest       trigger = "BadRequest"
 	trigNoise            trigger = "Noise"
 )
@@ -75,7 +76,9 @@ type Machine struct {
 	byPid    map[int]*worker
 	inflight map[[2]int]bool // (generation, slot) spawns not yet reported
 
-	cur, next, maxGen int // serving generation, generation being readied, highest used
+	cur, next, maxGen int       // serving generation, generation being readied, highest used
+	size              int       // desired number of workers: Config.Workers, then scale
+	leaving           []*worker // workers stopping on their own (scaled down), out of every slot table
 	failures          []int
 	restarting        map[int]bool // slots of cur with a restart timer armed
 	armed             map[Timer]bool
@@ -114,8 +117,10 @@ type generation struct {
 
 type worker struct {
 	pid, gen, slot int
+	home           *generation // the slot table it is in (until it leaves)
 	ready          bool
-	pidAttr        any // pid boxed once for the log lines about this worker
+	leaving        bool // told to stop on its own; in Machine.leaving, no longer in home's slots
+	pidAttr        any  // pid boxed once for the log lines about this worker
 }
 
 // id is the worker's pid as a log attribute, boxed once per worker.
@@ -172,6 +177,7 @@ func New(cfg Config) (*Machine, error) {
 		stopPids:   slices.Clone(cfg.StopPids),
 		termPids:   slices.Clone(cfg.TermPids),
 		rng:        cfg.Seed,
+		size:       cfg.Workers,
 	}
 	if cfg.RestartLimit.Count > 0 {
 		m.limitCounts = make([]int, cfg.Workers)
@@ -344,7 +350,7 @@ func (m *Machine) classify(ev Event) stateless.Trigger {
 		}
 		return trigSpawnFailed
 	case WorkerReady:
-		if w := m.byPid[e.Pid]; w == nil || w.ready || m.gen(w.gen).retired {
+		if w := m.byPid[e.Pid]; w == nil || w.ready || w.leaving || w.home.retired {
 			return trigNoise
 		}
 		return trigReady
@@ -367,13 +373,18 @@ func (m *Machine) classify(ev Event) stateless.Trigger {
 		case TimerStable:
 			return trigStable
 		case TimerReadyAfter:
-			if w := m.byPid[e.Timer.Pid]; w == nil || w.ready || m.gen(w.gen).retired {
+			if w := m.byPid[e.Timer.Pid]; w == nil || w.ready || w.leaving || w.home.retired {
 				return trigNoise
 			}
 			return trigReady
 		case TimerReadyTimeout:
 			return trigGenerationFailed
 		case TimerKill, TimerKillAll:
+			return trigKillDue
+		case TimerKillWorker:
+			if w := m.byPid[e.Timer.Pid]; w == nil || !w.leaving {
+				return trigNoise
+			}
 			return trigKillDue
 		case TimerRestartWindow:
 			return trigWindowClosed
@@ -392,6 +403,8 @@ func (m *Machine) classify(ev Event) stateless.Trigger {
 			return m.again(trigSoftStop)
 		case CmdStatus:
 			return trigStatus
+		case CmdScale:
+			return trigScale
 		}
 		return trigBadRequest
 	}
@@ -449,6 +462,7 @@ func buildTable() *stateless.StateMachine {
 		InternalTransition(trigQuickOver, endQuickStreak).
 		InternalTransition(trigKillDue, killStragglers).
 		InternalTransition(trigStatus, replyStatus).
+		InternalTransition(trigScale, scalePool).
 		InternalTransition(trigBadRequest, refuseRequest).
 		InternalTransition(trigNoise, ignoreNoise)
 
@@ -495,6 +509,7 @@ func buildTable() *stateless.StateMachine {
 		InternalTransition(trigNoChildren, noteNoChildren).
 		InternalTransition(trigKillDue, killStragglers).
 		InternalTransition(trigStatus, replyStatus).
+		InternalTransition(trigScale, refuseWhileStopping).
 		InternalTransition(trigBadRequest, refuseRequest).
 		InternalTransition(trigNoise, ignoreNoise)
 
@@ -582,7 +597,7 @@ func (m *Machine) addGen(n int) *generation {
 	if g := m.gen(n); g != nil {
 		return g
 	}
-	g := &generation{n: n, slots: make([]*worker, m.cfg.Workers)}
+	g := &generation{n: n, slots: make([]*worker, m.size)}
 	i := len(m.gens)
 	for i > 0 && m.gens[i-1].n > n {
 		i--
@@ -611,6 +626,7 @@ func (g *generation) put(w *worker) {
 		g.slots = append(g.slots, nil)
 	}
 	g.slots[w.slot] = w
+	w.home = g
 	g.live++
 	if w.ready {
 		g.ready++
@@ -619,11 +635,12 @@ func (g *generation) put(w *worker) {
 
 func (m *Machine) genReady(n int) bool {
 	g := m.gen(n)
-	return g != nil && g.ready >= m.cfg.Workers
+	return g != nil && g.ready >= m.size
 }
 
 // livePids lists live workers, oldest generation first, slot order, keeping
-// those for which keep returns true.
+// those of the generations for which keep returns true; with keep nil,
+// every live worker, those leaving on their own last.
 func (m *Machine) livePids(keep func(*generation) bool) []int {
 	var pids []int
 	for _, g := range m.gens {
@@ -636,7 +653,34 @@ func (m *Machine) livePids(keep func(*generation) bool) []int {
 			}
 		}
 	}
+	if keep == nil {
+		for _, w := range m.leaving {
+			pids = append(pids, w.pid)
+		}
+	}
 	return pids
+}
+
+// stopWorker tells one worker to stop on its own, while its generation
+// goes on: it leaves its slot (which may be filled again at once) for
+// Machine.leaving, gets sig, and SIGKILL after StopTimeout (TimerKillWorker).
+func (m *Machine) stopWorker(w *worker, sig Signal) {
+	g := w.home
+	if g.slots[w.slot] == w {
+		g.slots[w.slot] = nil
+		g.live--
+		if w.ready {
+			g.ready--
+		}
+	}
+	w.leaving = true
+	m.leaving = append(m.leaving, w)
+	m.cancelTimer(Timer{Kind: TimerStable, Pid: w.pid})
+	m.cancelTimer(Timer{Kind: TimerReadyAfter, Pid: w.pid})
+	m.cancelTimer(Timer{Kind: TimerQuick, Pid: w.pid})
+	m.kill([]int{w.pid}, sig)
+	m.setTimer(Timer{Kind: TimerKillWorker, Pid: w.pid}, m.cfg.StopTimeout)
+	m.dropGenIfEmpty(g)
 }
 
 func (m *Machine) kill(pids []int, sig Signal) {
@@ -733,7 +777,7 @@ func (m *Machine) killGeneration(g *generation) {
 }
 
 func (m *Machine) cancelRestarts() {
-	for slot := range m.cfg.Workers {
+	for slot := range m.size {
 		if m.restarting[slot] {
 			delete(m.restarting, slot)
 			m.cancelTimer(Timer{Kind: TimerRestart, Generation: m.cur, Slot: slot})
@@ -750,7 +794,7 @@ func (m *Machine) cancelRestarts() {
 func (m *Machine) Status() *Status { return m.status() }
 
 func (m *Machine) status() *Status {
-	s := &Status{State: m.State(), Generation: m.cur, Reloads: m.reloads, FailedReloads: m.failedReload}
+	s := &Status{State: m.State(), Generation: m.cur, Size: m.size, Reloads: m.reloads, FailedReloads: m.failedReload}
 	for _, g := range m.gens {
 		for _, w := range g.slots {
 			if w != nil {
@@ -760,6 +804,9 @@ func (m *Machine) status() *Status {
 				})
 			}
 		}
+	}
+	for _, w := range m.leaving {
+		s.Workers = append(s.Workers, WorkerStatus{Pid: w.pid, Generation: w.gen, Slot: w.slot, Ready: w.ready, Stopping: true})
 	}
 	return s
 }
@@ -775,6 +822,7 @@ func (m *Machine) handover() Handover {
 		TermPids:  slices.Clone(m.termPids),
 
 		LimitCounts: slices.Clone(m.limitCounts),
+		Size:        m.size,
 	}
 	for _, g := range m.gens {
 		for _, w := range g.slots {
@@ -782,6 +830,9 @@ func (m *Machine) handover() Handover {
 				h.Workers = append(h.Workers, HandoverWorker{Pid: w.pid, Generation: w.gen, Slot: w.slot, Ready: w.ready, Stopping: g.retired})
 			}
 		}
+	}
+	for _, w := range m.leaving {
+		h.Workers = append(h.Workers, HandoverWorker{Pid: w.pid, Generation: w.gen, Slot: w.slot, Ready: w.ready, Stopping: true, Leaving: true})
 	}
 	for t := range m.armed {
 		h.Timers = append(h.Timers, t)

@@ -81,7 +81,7 @@ func (m *Machine) noteQuickDeath(slot int) {
 func endQuickStreak(ctx context.Context, _ ...any) error {
 	m := machineOf(ctx)
 	t := m.ev.(TimerFired).Timer
-	if w := m.byPid[t.Pid]; w != nil && w.gen == m.cur && w.slot < len(m.quick) {
+	if w := m.byPid[t.Pid]; w != nil && !w.leaving && w.home.n == m.cur && w.slot < len(m.quick) {
 		m.quick[w.slot] = 0
 	}
 	return nil

@@ -134,7 +134,7 @@ func (h *harness) drawTimer(label string) fsm.Timer {
 		}
 	}
 	return fsm.Timer{
-		Kind:       fsm.TimerKind(rapid.IntRange(0, int(fsm.TimerQuick)).Draw(h.t, label+"K")),
+		Kind:       fsm.TimerKind(rapid.IntRange(0, int(fsm.TimerKillWorker)+1).Draw(h.t, label+"K")),
 		Generation: rapid.IntRange(0, mo.maxGen+1).Draw(h.t, label+"G"),
 		Slot:       rapid.IntRange(0, 8).Draw(h.t, label+"S"),
 		Pid:        h.drawPid(label + "P"),
@@ -173,5 +173,19 @@ func (h *harness) anyEvent(label string) fsm.Event {
 		return fsm.ImageChanged{Changed: rapid.Bool().Draw(h.t, label+"Changed")}
 	}
 	h.nextID++
-	return fsm.ControlRequest{ID: 1_000_000 + h.nextID, Command: fsm.Command(rapid.IntRange(0, 4).Draw(h.t, label+"C"))}
+	cmd := fsm.Command(rapid.IntRange(0, 6).Draw(h.t, label+"C"))
+	return fsm.ControlRequest{ID: 1_000_000 + h.nextID, Command: cmd, Arg: h.drawArg(cmd)}
+}
+
+// drawArg draws a control request's argument: mostly a good one for a
+// command that takes one, sometimes nonsense, sometimes one for a command
+// that takes none.
+func (h *harness) drawArg(cmd fsm.Command) string {
+	if cmd == fsm.CmdScale && rapid.IntRange(0, 4).Draw(h.t, "argSense") > 0 {
+		return rapid.SampledFrom([]string{"1", "2", "3", "4", "+1", "+2", "-1", "-2"}).Draw(h.t, "scaleArg")
+	}
+	if rapid.IntRange(0, 3).Draw(h.t, "argAny") > 0 {
+		return ""
+	}
+	return rapid.SampledFrom([]string{"0", "-9", "x", "1025", "++1", "+-1", " 2", "3", "99999999999999999999"}).Draw(h.t, "arg")
 }

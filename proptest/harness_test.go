@@ -211,7 +211,7 @@ func (h *harness) check(ev fsm.Event, x *expectation, acts []fsm.Action, prePhas
 				if mo.lost[p] {
 					h.fatalf("invariant 2: %v targets pid %d, which wait4 just reported gone (step %v)", a, p, ev)
 				}
-				if c != nil && c.gen == preCur && a.Signal != forwarded {
+				if c != nil && c.gen == preCur && a.Signal != forwarded && !c.leaving {
 					servingSignaled = append(servingSignaled, p)
 				}
 				kills = append(kills, sigPid{a.Signal, p})
@@ -460,7 +460,7 @@ func (h *harness) afterExec(a *fsm.Exec) {
 	var hw []fsm.HandoverWorker
 	for _, p := range live {
 		c := mo.workers[p]
-		hw = append(hw, fsm.HandoverWorker{Pid: p, Generation: c.gen, Slot: c.slot, Ready: c.ready, Stopping: mo.retired[c.gen]})
+		hw = append(hw, fsm.HandoverWorker{Pid: p, Generation: c.gen, Slot: c.slot, Ready: c.ready, Stopping: mo.retired[c.gen] || c.leaving, Leaving: c.leaving})
 	}
 	var armed []fsm.Timer
 	for t := range mo.armed {
@@ -479,6 +479,8 @@ func (h *harness) afterExec(a *fsm.Exec) {
 		h.fatalf("invariant 3: handover requests %v, model waits on %v, open %v", ho.Requests, mo.requests, open)
 	case ho.Generation != mo.cur || ho.Reloads != mo.reloads || ho.FailedReloads != mo.failedReloads || ho.Announced != mo.announced:
 		h.fatalf("handover %+v disagrees with the model (cur %d reloads %d failed %d announced %v)", ho, mo.cur, mo.reloads, mo.failedReloads, mo.announced)
+	case ho.Size != mo.size:
+		h.fatalf("handover size %d, model %d", ho.Size, mo.size)
 	case !sameSet(ho.StopPids, mo.foreignStop) || !sameSet(ho.TermPids, mo.foreignTerm):
 		h.fatalf("handover -sf/-st %v %v, model %v %v", ho.StopPids, ho.TermPids, mo.foreignStop, mo.foreignTerm)
 	}
@@ -579,11 +581,11 @@ func (h *harness) actions() map[string]func(*rapid.T) {
 		"control": func(t *rapid.T) {
 			if h.budget() {
 				h.nextID++
-				cmd := rapid.SampledFrom([]fsm.Command{fsm.CmdReload, fsm.CmdStop, fsm.CmdStatus, 0, 9}).Draw(t, "command")
+				cmd := rapid.SampledFrom([]fsm.Command{fsm.CmdReload, fsm.CmdStop, fsm.CmdStatus, fsm.CmdScale, fsm.CmdScale, 0, 9}).Draw(t, "command")
 				if h.model.phase == phExited {
 					return // nobody is listening any more
 				}
-				h.feed(fsm.ControlRequest{ID: h.nextID, Command: cmd})
+				h.feed(fsm.ControlRequest{ID: h.nextID, Command: cmd, Arg: h.drawArg(cmd)})
 			}
 		},
 		"status": func(t *rapid.T) {

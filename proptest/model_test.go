@@ -2,8 +2,11 @@ package proptest
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mworker/mworker/fsm"
@@ -30,6 +33,7 @@ func (p phase) String() string {
 type child struct {
 	gen, slot int
 	ready     bool
+	leaving   bool // told to stop on its own (scaled down); its generation goes on
 }
 
 // model is the dumb reference: plain sets and counters, updated from events
@@ -41,6 +45,7 @@ type model struct {
 
 	phase             phase
 	cur, next, maxGen int
+	size              int            // desired workers: Config.Workers, then scale
 	workers           map[int]*child // live children the machine was told about
 	retired           map[int]bool   // generations told to stop as a whole
 	killed            map[int]bool   // retired generations sent SIGKILL for MaxOldGenerations
@@ -83,6 +88,7 @@ type model struct {
 func newModel(cfg fsm.Config) *model {
 	return &model{
 		cfg:         cfg,
+		size:        cfg.Workers,
 		workers:     map[int]*child{},
 		retired:     map[int]bool{},
 		killed:      map[int]bool{},
@@ -200,6 +206,10 @@ func (x *expectation) kill(pids []int, sig fsm.Signal) {
 
 func (m *model) isCurrent(gen int) bool { return gen == m.cur && !m.retired[gen] }
 
+// serving: a worker of the serving generation that was not told to stop
+// on its own.
+func (m *model) serving(c *child) bool { return m.isCurrent(c.gen) && !c.leaving }
+
 func (m *model) pids(keep func(*child) bool) []int {
 	var out []int
 	for pid, c := range m.workers {
@@ -211,18 +221,20 @@ func (m *model) pids(keep func(*child) bool) []int {
 	return out
 }
 
+// genPids lists the workers of gen that stop or serve with it (not those
+// leaving on their own).
 func (m *model) genPids(gen int) []int {
-	return m.pids(func(c *child) bool { return c.gen == gen })
+	return m.pids(func(c *child) bool { return c.gen == gen && !c.leaving })
 }
 
 func (m *model) genReady(gen int) bool {
 	n := 0
 	for _, c := range m.workers {
-		if c.gen == gen && c.ready {
+		if c.gen == gen && c.ready && !c.leaving {
 			n++
 		}
 	}
-	return n >= m.cfg.Workers
+	return n >= m.size
 }
 
 func (m *model) restartArmed() bool {
@@ -245,7 +257,7 @@ func (m *model) spawning(gen int) bool {
 
 func (m *model) slotTaken(gen, slot int) bool {
 	for _, c := range m.workers {
-		if c.gen == gen && c.slot == slot {
+		if c.gen == gen && c.slot == slot && !c.leaving {
 			return true
 		}
 	}
@@ -254,12 +266,12 @@ func (m *model) slotTaken(gen, slot int) bool {
 
 // status is what a status request must answer now.
 func (m *model) status() *fsm.Status {
-	s := &fsm.Status{State: m.phase.String(), Generation: m.cur, Reloads: m.reloads, FailedReloads: m.failedReloads}
+	s := &fsm.Status{State: m.phase.String(), Generation: m.cur, Size: m.size, Reloads: m.reloads, FailedReloads: m.failedReloads}
 	for _, pid := range m.pids(nil) {
 		c := m.workers[pid]
 		s.Workers = append(s.Workers, fsm.WorkerStatus{
 			Pid: pid, Generation: c.gen, Slot: c.slot,
-			Current: m.isCurrent(c.gen), Ready: c.ready, Stopping: m.retired[c.gen],
+			Current: m.serving(c), Ready: c.ready, Stopping: m.retired[c.gen] || c.leaving,
 		})
 	}
 	return s
@@ -306,7 +318,7 @@ func (m *model) event(ev fsm.Event) *expectation {
 		}
 		if m.cfg.Resume == nil {
 			m.phase, m.cur, m.maxGen = phRunning, 1, 1
-			for slot := range m.cfg.Workers {
+			for slot := range m.size {
 				m.spawn(x, 1, slot)
 			}
 		} else {
@@ -321,12 +333,18 @@ func (m *model) event(ev fsm.Event) *expectation {
 		case fsm.RouteTerminate:
 			m.terminate(x, e.Signal)
 		case fsm.RouteForward:
-			x.kill(m.pids(func(c *child) bool { return m.isCurrent(c.gen) }), e.Signal)
+			x.kill(m.pids(m.serving), e.Signal)
 		default:
 			x.noise = true
 		}
 	case fsm.ControlRequest:
 		m.open[e.ID] = true
+		// scale and restart take an argument, the others none: a request
+		// that gets this wrong is refused whatever the phase.
+		if takesArg := e.Command == fsm.CmdScale || e.Command == fsm.CmdRestart; takesArg != (e.Arg != "") {
+			x.reply(e.ID, false)
+			break
+		}
 		switch e.Command {
 		case fsm.CmdReload:
 			m.reload(x, e.ID, true)
@@ -335,6 +353,8 @@ func (m *model) event(ev fsm.Event) *expectation {
 		case fsm.CmdStatus:
 			x.reply(e.ID, true)
 			x.status = map[fsm.RequestID]*fsm.Status{e.ID: m.status()}
+		case fsm.CmdScale:
+			m.scale(x, e)
 		default:
 			x.reply(e.ID, false)
 		}
@@ -349,6 +369,9 @@ func (m *model) event(ev fsm.Event) *expectation {
 		delete(m.spawns, key)
 		switch {
 		case m.phase == phExiting:
+			m.dropIfEmpty(x, e.Generation)
+		case e.Slot >= m.size && !m.retired[e.Generation]:
+			// Its slot was scaled away meanwhile: nothing to restart.
 			m.dropIfEmpty(x, e.Generation)
 		case m.phase == phAwaiting && e.Generation == m.next:
 			m.failure = true
@@ -432,7 +455,7 @@ func (m *model) resume(x *expectation) {
 	// streaks do not.
 	m.quick, m.quickWarned = nil, false
 	m.setTimer(x, fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: m.next}, m.cfg.ReadyTimeout)
-	for slot := range m.cfg.Workers {
+	for slot := range m.size {
 		m.spawn(x, m.next, slot)
 	}
 }
@@ -482,7 +505,7 @@ func (m *model) startReload(x *expectation) {
 	m.maxGen++
 	m.next = m.maxGen
 	m.setTimer(x, fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: m.next}, m.cfg.ReadyTimeout)
-	for slot := range m.cfg.Workers {
+	for slot := range m.size {
 		m.spawn(x, m.next, slot)
 	}
 }
@@ -500,7 +523,7 @@ func (m *model) exec(x *expectation) {
 func (m *model) softStop(x *expectation, id fsm.RequestID, ctl bool) {
 	switch m.phase {
 	case phRunning, phAwaiting:
-		m.enterExiting(x, m.cfg.StopSignal, m.pids(func(c *child) bool { return !m.retired[c.gen] }))
+		m.enterExiting(x, m.cfg.StopSignal, m.pids(func(c *child) bool { return !m.retired[c.gen] && !c.leaving }))
 		if ctl {
 			x.reply(id, true)
 		}
@@ -572,6 +595,9 @@ func (m *model) started(x *expectation, e fsm.WorkerStarted) {
 		if kt := (fsm.Timer{Kind: fsm.TimerKill, Generation: e.Generation}); !m.armed[kt] {
 			m.setTimer(x, kt, m.cfg.StopTimeout)
 		}
+	case e.Slot >= m.size:
+		// Its slot was scaled away while it was being spawned.
+		m.leave(x, e.Pid)
 	default:
 		c.ready = m.cfg.Ready.Kind == fsm.ReadyImmediate
 		if m.cfg.Ready.Kind == fsm.ReadyAfter {
@@ -591,7 +617,7 @@ func (m *model) started(x *expectation, e fsm.WorkerStarted) {
 
 func (m *model) ready(x *expectation, pid int) {
 	c := m.workers[pid]
-	if c == nil || c.ready || m.retired[c.gen] || m.phase == phExiting {
+	if c == nil || c.ready || c.leaving || m.retired[c.gen] || m.phase == phExiting {
 		x.noise = true
 		return
 	}
@@ -612,6 +638,9 @@ func (m *model) exited(x *expectation, e fsm.ChildExited) {
 		m.cancelTimer(x, fsm.Timer{Kind: k, Pid: e.Pid})
 	}
 	switch {
+	case c.leaving:
+		// It was told to stop on its own: its deadline goes with it.
+		m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerKillWorker, Pid: e.Pid})
 	case m.phase == phExiting:
 		if m.isCurrent(c.gen) && !m.exitFixed {
 			m.exitStatus = shellStatus(e.Status)
@@ -735,7 +764,7 @@ func (m *model) closeWindow(x *expectation, slot int) {
 // cancelRestarts forgets the serving generation's restart timers, as the
 // machine does when it promotes a generation or stops.
 func (m *model) cancelRestarts(x *expectation) {
-	for slot := range m.cfg.Workers {
+	for slot := range m.size {
 		m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerRestart, Generation: m.cur, Slot: slot})
 	}
 	for slot := range m.limitCounts {
@@ -752,7 +781,7 @@ func (m *model) timer(x *expectation, t fsm.Timer) {
 	m.stale = append(m.stale, t)
 	switch t.Kind {
 	case fsm.TimerRestart:
-		if m.phase != phExiting && t.Generation == m.cur && !m.slotTaken(m.cur, t.Slot) {
+		if m.phase != phExiting && t.Generation == m.cur && t.Slot < m.size && !m.slotTaken(m.cur, t.Slot) {
 			m.spawn(x, m.cur, t.Slot)
 		}
 	case fsm.TimerStable:
@@ -782,6 +811,9 @@ func (m *model) timer(x *expectation, t fsm.Timer) {
 		}
 	case fsm.TimerKillAll:
 		x.kill(m.pids(nil), fsm.SIGKILL)
+	case fsm.TimerKillWorker:
+		// Armed only while the worker lives and leaves.
+		x.kill([]int{t.Pid}, fsm.SIGKILL)
 	}
 }
 
@@ -797,7 +829,7 @@ func (m *model) settle(x *expectation) {
 			st := *m.culprit
 			m.culprit = nil
 			m.exitStatus, m.exitFixed = shellStatus(st), true
-			m.enterExiting(x, m.cfg.StopSignal, m.pids(func(c *child) bool { return !m.retired[c.gen] }))
+			m.enterExiting(x, m.cfg.StopSignal, m.pids(func(c *child) bool { return !m.retired[c.gen] && !c.leaving }))
 		case m.phase == phRunning && !m.announced && m.genReady(m.cur):
 			m.announced = true
 			m.signalForeign(x)
@@ -846,7 +878,7 @@ func (m *model) promote(x *expectation) {
 	m.retireBounded(x, retiring)
 	m.signalForeign(x)
 	m.reloads++
-	m.failures = make([]int, m.cfg.Workers)
+	m.failures = make([]int, m.size)
 	m.quick, m.quickWarned = nil, false
 	m.announced = true
 	x.notifies = append(x.notifies, fsm.NotifyReady)
@@ -905,4 +937,92 @@ func (m *model) signalForeign(x *expectation) {
 
 func (x *expectation) String() string {
 	return fmt.Sprintf("%+v", *x)
+}
+
+// scale is the rule of docs/design.md ("Scaling the pool"): N, +K or -K in
+// 1..MaxWorkers, refused while stopping. Up: every missing slot of the
+// serving generation (unless a restart is due for it) and of the one being
+// readied starts. Down: the workers of the removed slots of both leave on
+// their own, and the serving generation forgets those slots' restarts,
+// backoffs, windows and streaks.
+func (m *model) scale(x *expectation, e fsm.ControlRequest) {
+	n, ok := scaleArg(e.Arg, m.size)
+	if !ok || m.phase == phExiting {
+		x.reply(e.ID, false)
+		return
+	}
+	old := m.size
+	m.size = n
+	for len(m.failures) < n {
+		m.failures = append(m.failures, 0)
+	}
+	for len(m.limitCounts) < n {
+		m.limitCounts = append(m.limitCounts, 0)
+	}
+	for _, gen := range []int{m.cur, m.next} {
+		if gen == 0 || m.retired[gen] {
+			continue
+		}
+		if n > old {
+			for slot := old; slot < n; slot++ {
+				restart := fsm.Timer{Kind: fsm.TimerRestart, Generation: m.cur, Slot: slot}
+				if !m.slotTaken(gen, slot) && !(gen == m.cur && m.armed[restart]) {
+					m.spawn(x, gen, slot)
+				}
+			}
+			continue
+		}
+		for _, pid := range m.pids(func(c *child) bool { return c.gen == gen && !c.leaving && c.slot >= n }) {
+			m.leave(x, pid)
+		}
+		if gen == m.cur {
+			for slot := n; slot < old; slot++ {
+				m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerRestart, Generation: m.cur, Slot: slot})
+				m.closeWindow(x, slot)
+				m.failures[slot] = 0
+				if slot < len(m.quick) {
+					m.quick[slot] = 0
+				}
+			}
+		}
+	}
+	x.reply(e.ID, true)
+	x.status = map[fsm.RequestID]*fsm.Status{e.ID: m.status()}
+	if m.phase == phRunning && m.cfg.Restart == fsm.RestartOnFailure && len(m.genPids(m.cur)) == 0 && !m.restartArmed() && !m.spawning(m.cur) {
+		// The slots left exited 0 and are not restarted: the run is over.
+		m.culprit = &fsm.ExitStatus{}
+	}
+}
+
+// scaleArg reads N, +K or -K (decimal digits, one optional sign).
+func scaleArg(arg string, size int) (int, bool) {
+	if !scaleRE.MatchString(arg) {
+		return 0, false
+	}
+	k, err := strconv.Atoi(strings.TrimLeft(arg, "+-"))
+	if err != nil {
+		return 0, false
+	}
+	n := k
+	switch arg[0] {
+	case '+':
+		n = size + k
+	case '-':
+		n = size - k
+	}
+	return n, n >= 1 && n <= fsm.MaxWorkers
+}
+
+var scaleRE = regexp.MustCompile(`^[+-]?[0-9]+$`)
+
+// leave tells one worker to stop on its own: the stop signal now, SIGKILL
+// after the stop timeout, its own timers gone.
+func (m *model) leave(x *expectation, pid int) {
+	c := m.workers[pid]
+	c.leaving = true
+	for _, k := range []fsm.TimerKind{fsm.TimerStable, fsm.TimerReadyAfter, fsm.TimerQuick} {
+		m.cancelTimer(x, fsm.Timer{Kind: k, Pid: pid})
+	}
+	x.kill([]int{pid}, m.cfg.StopSignal)
+	m.setTimer(x, fsm.Timer{Kind: fsm.TimerKillWorker, Pid: pid}, m.cfg.StopTimeout)
 }

@@ -193,3 +193,24 @@ func TestRegressionExecFailedBeforeStartIsNoOutcome(t *testing.T) {
 		}
 	}
 }
+
+// Under --restart on-failure, a slot whose worker exited 0 stays empty; a
+// scale down that removed the only slot still serving left the master with
+// nothing to serve and nothing that would ever end the run.
+func TestRegressionScaleDownToCleanlyExitedSlotsEndsTheRun(t *testing.T) {
+	cfg := baseConfig(2)
+	cfg.Restart = fsm.RestartOnFailure
+	m := mustNew(t, cfg)
+	m.Step(fsm.Start{})
+	m.Step(fsm.WorkerStarted{Generation: 1, Slot: 0, Pid: 1001})
+	m.Step(fsm.WorkerStarted{Generation: 1, Slot: 1, Pid: 1002})
+	m.Step(fsm.ChildExited{Pid: 1001, Status: fsm.ExitStatus{Code: 0}})
+	acts := m.Step(fsm.ControlRequest{ID: 2, Command: fsm.CmdScale, Arg: "1"})
+	if m.State() != "exiting" {
+		t.Fatalf("state %s after the scale down, want exiting: %v", m.State(), acts)
+	}
+	m.Step(fsm.ChildExited{Pid: 1002, Status: fsm.ExitStatus{Signal: fsm.SIGTERM}})
+	if m.State() != "exited" {
+		t.Fatalf("state %s once every worker is gone, want exited", m.State())
+	}
+}
