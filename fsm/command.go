@@ -27,6 +27,10 @@ var Commands = []CommandSpec{
 		Help: "print the master and its workers (a table, or JSON with --json)"},
 	{Command: CmdStop, Name: "stop",
 		Help: "begin a soft stop, as SIGUSR1"},
+	{Command: CmdScale, Name: "scale", Arg: "N",
+		Help: "set the number of workers to N, or change it by +K or -K; new slots start at once, removed ones get --stop-signal"},
+	{Command: CmdRestart, Name: "restart", Arg: "SLOT", Waits: true,
+		Help: "replace the worker of slot SLOT without downtime: the new one starts, becomes ready, then the old one stops"},
 }
 
 // LookupCommand returns the entry of Commands named name.
@@ -39,6 +43,15 @@ func LookupCommand(name string) (CommandSpec, bool) {
 	return CommandSpec{}, false
 }
 
+// Synopsis is the command as its usage line writes it: the name, then the
+// placeholder of its argument if it takes one ("scale N").
+func (c CommandSpec) Synopsis() string {
+	if c.Arg == "" {
+		return c.Name
+	}
+	return c.Name + " " + c.Arg
+}
+
 // CommandNames returns the names of Commands, in order.
 func CommandNames() []string {
 	names := make([]string, len(Commands))
@@ -49,7 +62,7 @@ func CommandNames() []string {
 }
 
 // CommandList returns the names of Commands as a phrase joined by conj:
-// CommandList("or") is "reload, status or stop".
+// CommandList("or") is "reload, status, stop, scale or restart".
 func CommandList(conj string) string {
 	return JoinWords(CommandNames(), conj)
 }
