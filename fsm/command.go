@@ -43,6 +43,15 @@ func LookupCommand(name string) (CommandSpec, bool) {
 	return CommandSpec{}, false
 }
 
+// Synopsis is the command as its usage line writes it: the name, then the
+// placeholder of its argument if it takes one ("scale N").
+func (c CommandSpec) Synopsis() string {
+	if c.Arg == "" {
+		return c.Name
+	}
+	return c.Name + " " + c.Arg
+}
+
 // CommandNames returns the names of Commands, in order.
 func CommandNames() []string {
 	names := make([]string, len(Commands))
@@ -53,7 +62,7 @@ func CommandNames() []string {
 }
 
 // CommandList returns the names of Commands as a phrase joined by conj:
-// CommandList("or") is "reload, status or stop".
+// CommandList("or") is "reload, status, stop, scale or restart".
 func CommandList(conj string) string {
 	return JoinWords(CommandNames(), conj)
 }

@@ -7,18 +7,22 @@
 // Usage:
 //
 //	mworker run [options] -- COMMAND [ARG...]
-//	mworker reload --control PATH [--timeout D]
-//	mworker status --control PATH [--json] [--timeout D]
-//	mworker stop   --control PATH [--timeout D]
-//	mworker demo   [--workers N] [--listen ADDR] [--control PATH]
+//	mworker reload       --control PATH [--timeout D]
+//	mworker status       --control PATH [--json] [--timeout D]
+//	mworker stop         --control PATH [--timeout D]
+//	mworker scale N      --control PATH [--timeout D]
+//	mworker restart SLOT --control PATH [--timeout D]
+//	mworker demo         [--workers N] [--listen ADDR] [--control PATH]
 //	mworker version
 //	mworker help
 //
 // Control commands, sent to the --control socket of a running master:
 //
-//	reload  start a new generation, wait until it is ready or rolled back
-//	status  print the master and its workers (a table, or JSON with --json)
-//	stop    begin a soft stop, as SIGUSR1
+//	reload        start a new generation, wait until it is ready or rolled back
+//	status        print the master and its workers (a table, or JSON with --json)
+//	stop          begin a soft stop, as SIGUSR1
+//	scale N       set the number of workers to N, or change it by +K or -K; new slots start at once, removed ones get --stop-signal
+//	restart SLOT  replace the worker of slot SLOT without downtime: the new one starts, becomes ready, then the old one stops
 //
 // # mworker run
 //
@@ -67,8 +71,9 @@
 //	                       the running one), always or never; a reload
 //	                       that does not re-execute starts the new
 //	                       generation in place (default upgrade)
-//	--control PATH         unix control socket for reload, status and stop
-//	                       (mode 0600, same-uid peers only)
+//	--control PATH         unix control socket for reload, status, stop,
+//	                       scale and restart (mode 0600, same-uid peers
+//	                       only)
 //	--pidfile PATH         write the master's pid there, atomically
 //	--log-format FORMAT    text or json, logs go to stderr (default text)
 //	--log-level LEVEL      debug, info, warn or error: the lowest level
@@ -137,7 +142,12 @@
 // The control commands talk to the --control socket of a running master.
 // Reload waits for the outcome and exits 0 when the new generation is
 // ready, 1 when it failed and was rolled back. Status prints a table, or
-// the JSON object with --json. Stop begins a soft stop, as SIGUSR1.
+// the JSON object with --json. Stop begins a soft stop, as SIGUSR1. Scale
+// sets the number of workers (scale 8) or changes it (scale +2, scale -1)
+// and is answered at once. Restart replaces the worker of one slot (the
+// SLOT column of status) and waits until the new one is ready (exit 0) or
+// has failed (exit 1). The argument of scale and restart may come before
+// or after the options; a bad one is refused before anything is sent.
 // They exit 0 on success, 1 on failure (the reason on stderr) and 2 on a
 // bad command line; --timeout bounds the wait for the answer, connecting
 // included: a master whose control socket queue is full (a storm of
@@ -219,7 +229,7 @@ var shortUsage = usage()
 func usage() string {
 	width := len("demo")
 	for _, c := range fsm.Commands {
-		width = max(width, len(commandWithArg(c)))
+		width = max(width, len(c.Synopsis()))
 	}
 	var b strings.Builder
 	b.WriteString("Usage:\n  mworker run [options] -- COMMAND [ARG...]\n")
@@ -228,24 +238,15 @@ func usage() string {
 		if c.JSON {
 			flags = "--control PATH [--json] [--timeout D]"
 		}
-		fmt.Fprintf(&b, "  mworker %-*s %s\n", width, commandWithArg(c), flags)
+		fmt.Fprintf(&b, "  mworker %-*s %s\n", width, c.Synopsis(), flags)
 	}
 	fmt.Fprintf(&b, "  mworker %-*s %s\n", width, "demo", "[--workers N] [--listen ADDR] [--control PATH]")
 	b.WriteString("  mworker version\n\nControl commands, sent to the --control socket of a running master:\n")
 	for _, c := range fsm.Commands {
-		fmt.Fprintf(&b, "  %-*s  %s\n", width, commandWithArg(c), c.Help)
+		fmt.Fprintf(&b, "  %-*s  %s\n", width, c.Synopsis(), c.Help)
 	}
 	b.WriteString("\nRun \"mworker run --help\" for the options, signals and exit statuses.\n")
 	return b.String()
-}
-
-// commandWithArg is a control command's name followed by the placeholder
-// of its argument, if it takes one.
-func commandWithArg(c fsm.CommandSpec) string {
-	if c.Arg == "" {
-		return c.Name
-	}
-	return c.Name + " " + c.Arg
 }
 
 // commandWords lists every mworker command for the error that names an

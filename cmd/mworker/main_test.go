@@ -26,7 +26,13 @@ func TestRunBadInput(t *testing.T) {
 		want   string
 	}{
 		{[]string{}, exitUsage, "Usage:"},
-		{[]string{"frobnicate"}, exitUsage, `mworker: unknown command "frobnicate": use run, reload, status, stop, demo, version or help`},
+		{[]string{"frobnicate"}, exitUsage, `mworker: unknown command "frobnicate": use run, reload, status, stop, scale, restart, demo, version or help`},
+		// The control commands that take an argument check it before they connect.
+		{[]string{"scale", "--control", "/nonexistent/c.sock"}, exitUsage, `mworker scale: needs N: mworker scale N --control PATH (N, +K or -K)`},
+		{[]string{"scale", "4x", "--control", "/nonexistent/c.sock"}, exitUsage, `mworker scale: bad N "4x"`},
+		{[]string{"restart", "--control", "/nonexistent/c.sock"}, exitUsage, `mworker restart: needs SLOT: mworker restart SLOT --control PATH`},
+		{[]string{"restart", "--control", "/nonexistent/c.sock", "-1"}, exitUsage, `mworker restart: bad SLOT "-1"`},
+		{[]string{"stop", "now", "--control", "/nonexistent/c.sock"}, exitUsage, `mworker stop: unexpected argument "now"`},
 		{[]string{"run", "--nope", "--", "sh"}, exitUsage, `mworker: unknown option "--nope"`},
 		{[]string{"run", "-n", "0", "--", "sh"}, exitUsage, `mworker: bad --workers "0"`},
 		{[]string{"run", "sh"}, exitUsage, `mworker: unexpected "sh" before "--"`},

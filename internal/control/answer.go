@@ -24,6 +24,7 @@ type Master struct {
 	Pid           int    `json:"pid"`
 	State         string `json:"state"`
 	Generation    int    `json:"generation"`
+	Size          int    `json:"size"` // the desired number of workers (-n, then scale); 0 from an older master
 	Reloads       int    `json:"reloads"`
 	FailedReloads int    `json:"failed_reloads"`
 	// DroppedLogLines counts the log lines the master dropped, since its
@@ -74,7 +75,7 @@ func NewAnswer(r fsm.Reply, f Facts) Answer {
 		}
 	}
 	if s := r.Status; s != nil {
-		a.Master = &Master{Pid: f.MasterPid, State: s.State, Generation: s.Generation, Reloads: s.Reloads, FailedReloads: s.FailedReloads,
+		a.Master = &Master{Pid: f.MasterPid, State: s.State, Generation: s.Generation, Size: s.Size, Reloads: s.Reloads, FailedReloads: s.FailedReloads,
 			DroppedLogLines: f.DroppedLogLines, Goroutines: f.Goroutines}
 		a.Workers = make([]Worker, 0, len(s.Workers))
 		for _, w := range s.Workers {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mworker/mworker/fsm"
 )
 
 // A request line "CMD ARG" reaches the event loop with its argument, for
@@ -13,7 +15,7 @@ func TestRequestArgumentReachesTheLoop(t *testing.T) {
 	t.Parallel()
 	path := sockPath(t)
 	_, reqs := serve(t, path)
-	if a := rawAsk(t, path, []byte("bogus 4\n")); a.OK || !strings.Contains(a.Error, `unknown request "bogus 4": use reload, status or stop`) {
+	if a := rawAsk(t, path, []byte("bogus 4\n")); a.OK || !strings.Contains(a.Error, `unknown request "bogus 4": use `+fsm.CommandList("or")) {
 		t.Fatalf("unknown command with an argument: %+v", a)
 	}
 	c, err := net.Dial("unix", path)

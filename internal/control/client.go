@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -29,17 +31,18 @@ const (
 // about 120 KiB.
 const maxAnswer = 16 << 20
 
-// RunClient runs `mworker CMD --control PATH [--json] [--timeout D]`, CMD
-// the Name of an entry of fsm.Commands, and returns the exit status: 0
-// success, 1 failure (the reason on stderr), 2 usage error.
+// RunClient runs `mworker CMD [ARG] --control PATH [--json] [--timeout D]`,
+// CMD the Name of an entry of fsm.Commands and ARG its argument when the
+// entry has an Arg (before or after the options), and returns the exit
+// status: 0 success, 1 failure (the reason on stderr), 2 usage error.
 func RunClient(cmd string, args []string, stdout, stderr io.Writer) int {
 	prog := "mworker " + cmd
-	usage := fmt.Sprintf("usage: mworker %s --control PATH [--json] [--timeout D]", cmd)
 	spec, ok := fsm.LookupCommand(cmd)
 	if !ok {
 		fmt.Fprintf(stderr, "mworker: unknown control command %q: use %s\n", cmd, fsm.CommandList("or"))
 		return 2
 	}
+	usage := fmt.Sprintf("usage: mworker %s --control PATH [--json] [--timeout D]", spec.Synopsis())
 	timeout := DefaultTimeout
 	if spec.Waits {
 		timeout = DefaultReloadTimeout
@@ -49,7 +52,8 @@ func RunClient(cmd string, args []string, stdout, stderr io.Writer) int {
 	path := fl.String("control", "", "path of the master's control socket (mworker run --control PATH)")
 	asJSON := fl.Bool("json", false, "print the answer as the JSON object")
 	fl.DurationVar(&timeout, "timeout", timeout, "give up waiting for the answer after this long")
-	if err := fl.Parse(args); err != nil {
+	flags, words := splitArgs(fl, args, spec.Arg != "")
+	if err := fl.Parse(flags); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(stdout, usage)
 			return 0
@@ -57,9 +61,25 @@ func RunClient(cmd string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %v; %s\n", prog, err, usage)
 		return 2
 	}
+	var arg string
+	hasArg := spec.Arg != "" && len(words) > 0
+	if hasArg {
+		arg, words = words[0], words[1:]
+	}
+	rule := argRules[cmd]
+	var bad string
+	if hasArg && rule.check != nil {
+		bad = rule.check(arg)
+	}
 	switch {
-	case fl.NArg() > 0:
-		fmt.Fprintf(stderr, "%s: unexpected argument %q; %s\n", prog, fl.Arg(0), usage)
+	case len(words) > 0:
+		fmt.Fprintf(stderr, "%s: unexpected argument %q; %s\n", prog, words[0], usage)
+		return 2
+	case spec.Arg != "" && !hasArg:
+		fmt.Fprintf(stderr, "%s: needs %s: mworker %s --control PATH (%s)\n", prog, spec.Arg, spec.Synopsis(), rule.forms)
+		return 2
+	case bad != "":
+		fmt.Fprintf(stderr, "%s: bad %s %q: %s\n", prog, spec.Arg, arg, bad)
 		return 2
 	case *path == "":
 		fmt.Fprintf(stderr, "%s: --control PATH is required: the path given to mworker run --control\n", prog)
@@ -69,7 +89,7 @@ func RunClient(cmd string, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	raw, a, err := ask(*path, cmd, timeout)
+	raw, a, err := ask(*path, spec, arg, timeout)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 		return 1
@@ -95,13 +115,118 @@ func RunClient(cmd string, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		WriteStatus(stdout, a)
+	case "scale":
+		if a.Master != nil && a.Master.Size > 0 {
+			fmt.Fprintf(stdout, "scaling to %s\n", workers(a.Master.Size))
+		} else {
+			fmt.Fprintf(stdout, "scale %s accepted\n", arg)
+		}
+	case "restart":
+		n, _ := strconv.Atoi(arg)
+		fmt.Fprintf(stdout, "slot %d restarted\n", n)
 	}
 	return 0
 }
 
-// ask sends one request and returns the raw answer line and its decoding.
-// timeout bounds the whole exchange, connecting included.
-func ask(path, cmd string, timeout time.Duration) ([]byte, Answer, error) {
+// argRule is how the client checks the argument of a command of
+// fsm.Commands that takes one, before it sends anything: check returns
+// why arg is bad, or ""; forms says what the argument may be.
+type argRule struct {
+	forms string
+	check func(arg string) string
+}
+
+// argRules has a rule for every command of fsm.Commands with an Arg
+// (TestEveryArgumentHasARule). The master judges the argument again.
+var argRules = map[string]argRule{
+	"scale": {
+		forms: "N, +K or -K",
+		check: func(arg string) string {
+			const how = "give the number of workers, e.g. 4, or a change, e.g. +2 or -1"
+			digits := strings.TrimLeft(arg, "+-")
+			if len(arg)-len(digits) > 1 || !allDigits(digits) {
+				return how
+			}
+			if _, err := strconv.Atoi(arg); err != nil {
+				return "too large: " + how
+			}
+			return ""
+		},
+	},
+	"restart": {
+		forms: "a slot number, from the SLOT column of mworker status",
+		check: func(arg string) string {
+			const how = "give a slot number, 0 or more, from the SLOT column of mworker status, e.g. 3"
+			if !allDigits(arg) {
+				return how
+			}
+			if _, err := strconv.Atoi(arg); err != nil {
+				return "too large: " + how
+			}
+			return ""
+		},
+	},
+}
+
+// allDigits says whether s is one or more ASCII decimal digits.
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// splitArgs separates the options of fl, with their values, from the other
+// words of args, wherever they are: the flag package stops at the first
+// word that is not an option, and the argument of a command may come
+// before the options (mworker scale 4 --control P) or after them. When
+// takesArg, a word such as -1 is a word, not an option: no option of fl
+// is named by digits, and scale takes negative changes. Words after "--"
+// are words.
+func splitArgs(fl *flag.FlagSet, args []string, takesArg bool) (flags, words []string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			return flags, append(words, args[i+1:]...)
+		case a == "-" || !strings.HasPrefix(a, "-") || takesArg && allDigits(a[1:]):
+			words = append(words, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		if f := fl.Lookup(name); f != nil && !isBoolFlag(f) && i+1 < len(args) {
+			i++
+			flags = append(flags, args[i])
+		}
+	}
+	return flags, words
+}
+
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+func workers(n int) string {
+	if n == 1 {
+		return "1 worker"
+	}
+	return fmt.Sprintf("%d workers", n)
+}
+
+// ask sends one request, spec's name and arg if not empty, and returns the
+// raw answer line and its decoding. timeout bounds the whole exchange,
+// connecting included.
+func ask(path string, spec fsm.CommandSpec, arg string, timeout time.Duration) ([]byte, Answer, error) {
 	var a Answer
 	deadline := time.Now().Add(timeout)
 	c, err := dial(path, deadline)
@@ -110,9 +235,13 @@ func ask(path, cmd string, timeout time.Duration) ([]byte, Answer, error) {
 	}
 	defer c.Close()
 	c.SetDeadline(deadline)
+	request := spec.Name
+	if arg != "" {
+		request += " " + arg
+	}
 	// A master that refuses us may answer and close before our write; its
 	// answer is still there to read.
-	_, werr := io.WriteString(c, cmd+"\n")
+	_, werr := io.WriteString(c, request+"\n")
 	raw, err := io.ReadAll(io.LimitReader(c, maxAnswer))
 	if werr != nil && len(raw) == 0 {
 		return nil, a, fmt.Errorf("cannot send the request to %s: %w", path, werr)
@@ -121,8 +250,8 @@ func ask(path, cmd string, timeout time.Duration) ([]byte, Answer, error) {
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
 		what := "the master"
-		if cmd == "reload" {
-			what = "the reload (it may still finish; see mworker status)"
+		if spec.Waits {
+			what = "the " + spec.Name + " (it may still finish; see mworker status)"
 		}
 		return nil, a, fmt.Errorf("no answer from %s within %v: raise --timeout, or check the master's log", what, timeout)
 	case err != nil && len(raw) == 0:
@@ -182,12 +311,19 @@ func dialReason(err error) string {
 	return err.Error()
 }
 
-// WriteStatus prints a status answer for a person: the master's line, then
-// one row per worker.
+// WriteStatus prints a status answer for a person: the master's line (with
+// the live workers and the desired number), then one row per worker.
 func WriteStatus(w io.Writer, a Answer) {
 	m := a.Master
-	fmt.Fprintf(w, "master pid %d, %s, generation %d, %d reloads (%d failed)\n",
-		m.Pid, m.State, m.Generation, m.Reloads, m.FailedReloads)
+	live := fmt.Sprintf("%d live worker", len(a.Workers))
+	if len(a.Workers) != 1 {
+		live += "s"
+	}
+	if m.Size > 0 { // an older master does not say
+		live += fmt.Sprintf(" (%d desired)", m.Size)
+	}
+	fmt.Fprintf(w, "master pid %d, %s, generation %d, %s, %d reloads (%d failed)\n",
+		m.Pid, m.State, m.Generation, live, m.Reloads, m.FailedReloads)
 	if m.DroppedLogLines > 0 {
 		fmt.Fprintf(w, "%d log lines dropped: stderr was not being read\n", m.DroppedLogLines)
 	}

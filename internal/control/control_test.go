@@ -180,7 +180,7 @@ func TestCloseRemovesOnlyItsOwnSocket(t *testing.T) {
 func TestRequestsRoundTrip(t *testing.T) {
 	path := sockPath(t)
 	_, reqs := serve(t, path)
-	status := &fsm.Status{State: "running", Generation: 3, Reloads: 2, FailedReloads: 1, Workers: []fsm.WorkerStatus{
+	status := &fsm.Status{State: "running", Generation: 3, Size: 1, Reloads: 2, FailedReloads: 1, Workers: []fsm.WorkerStatus{
 		{Pid: 101, Generation: 3, Slot: 0, Current: true, Ready: true},
 		{Pid: 99, Generation: 2, Slot: 0, Stopping: true, Ready: true},
 	}}
@@ -228,7 +228,7 @@ func TestRequestsRoundTrip(t *testing.T) {
 
 	answer(fsm.CmdStatus, fsm.Reply{OK: true, Status: status})
 	code, out, stderr := client("status", "--control", path)
-	want := "master pid 42, running, generation 3, 2 reloads (1 failed)\n" +
+	want := "master pid 42, running, generation 3, 2 live workers (1 desired), 2 reloads (1 failed)\n" +
 		"PID  GEN  SLOT  ROLE          READY  UPTIME\n" +
 		"101  3    0     current       yes    1m2s\n" +
 		"99   2    0     old,stopping  yes    1h0m0s\n"
@@ -238,7 +238,7 @@ func TestRequestsRoundTrip(t *testing.T) {
 
 	answer(fsm.CmdStatus, fsm.Reply{OK: true, Status: status})
 	code, out, stderr = client("status", "--control", path, "--json")
-	wantJSON := `{"ok":true,"master":{"pid":42,"state":"running","generation":3,"reloads":2,"failed_reloads":1,"dropped_log_lines":0,"goroutines":0},` +
+	wantJSON := `{"ok":true,"master":{"pid":42,"state":"running","generation":3,"size":1,"reloads":2,"failed_reloads":1,"dropped_log_lines":0,"goroutines":0},` +
 		`"workers":[{"pid":101,"generation":3,"slot":0,"current":true,"role":"current","ready":true,"stopping":false,"uptime_seconds":61.5},` +
 		`{"pid":99,"generation":2,"slot":0,"current":false,"role":"old","ready":true,"stopping":true,"uptime_seconds":3600}]}` + "\n"
 	if code != 0 || out != wantJSON {
@@ -258,7 +258,7 @@ func TestStatusShowsDroppedLogLines(t *testing.T) {
 	}
 	var b strings.Builder
 	WriteStatus(&b, a)
-	want := "master pid 7, running, generation 1, 0 reloads (0 failed)\n" +
+	want := "master pid 7, running, generation 1, 0 live workers, 0 reloads (0 failed)\n" +
 		"12 log lines dropped: stderr was not being read\n" +
 		"PID  GEN  SLOT  ROLE  READY  UPTIME\n"
 	if b.String() != want {
@@ -268,7 +268,7 @@ func TestStatusShowsDroppedLogLines(t *testing.T) {
 
 func TestStatusWithoutWorkersKeepsTheList(t *testing.T) {
 	b, _ := json.Marshal(NewAnswer(fsm.Reply{OK: true, Status: &fsm.Status{State: "exiting"}}, Facts{MasterPid: 1}))
-	if want := `{"ok":true,"master":{"pid":1,"state":"exiting","generation":0,"reloads":0,"failed_reloads":0,"dropped_log_lines":0,"goroutines":0},"workers":[]}`; string(b) != want {
+	if want := `{"ok":true,"master":{"pid":1,"state":"exiting","generation":0,"size":0,"reloads":0,"failed_reloads":0,"dropped_log_lines":0,"goroutines":0},"workers":[]}`; string(b) != want {
 		t.Fatalf("got %s\nwant %s", b, want)
 	}
 	b, _ = json.Marshal(NewAnswer(fsm.Reply{}, Facts{}))
@@ -365,7 +365,7 @@ func TestClientUsageAndConnectErrors(t *testing.T) {
 		{"status", nil, 2, "mworker status: --control PATH is required"},
 		{"reload", []string{"--control", missing, "now"}, 2, `unexpected argument "now"`},
 		{"stop", []string{"--bogus"}, 2, "flag provided but not defined: -bogus"},
-		{"restart", nil, 2, `unknown control command "restart": use reload, status or stop`},
+		{"bogus", nil, 2, `unknown control command "bogus": use ` + fsm.CommandList("or")},
 		{"reload", []string{"--control", missing, "--timeout", "0s"}, 2, "--timeout 0s must be positive"},
 		{"status", []string{"--control", missing}, 1, "cannot connect to " + missing + ": no such socket; is mworker running with --control " + missing + "?"},
 		{"reload", []string{"--control", stale}, 1, "nothing listens there"},
@@ -498,7 +498,7 @@ func BenchmarkStatusRoundTrip(b *testing.B) {
 		}
 	}()
 	for b.Loop() {
-		if _, a, err := ask(path, "status", time.Minute); err != nil || len(a.Workers) != 8 {
+		if _, a, err := ask(path, fsm.CommandSpec{Name: "status"}, "", time.Minute); err != nil || len(a.Workers) != 8 {
 			b.Fatalf("%v %+v", err, a)
 		}
 	}

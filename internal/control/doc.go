@@ -1,14 +1,21 @@
 // Package control is mworker's control socket: the server pieces the
-// master's event loop drives, and the client behind `mworker CMD --control
-// PATH`, CMD one of the control commands of fsm.Commands.
+// master's event loop drives, and the client behind `mworker CMD [ARG]
+// --control PATH`, CMD one of the control commands of fsm.Commands and ARG
+// its argument if it takes one (scale N, restart SLOT).
 //
 // The protocol is one request line per connection (the Name of a command
-// of fsm.Commands, then a space and its argument if it takes one; at most
-// MaxRequest bytes) and one JSON object back, then close:
+// of fsm.Commands, then a space and its argument if it takes one: "scale
+// 4", "scale +2", "scale -1", "restart 3"; at most MaxRequest bytes) and
+// one JSON object back, then close:
 //
-//	{"ok":true}
+//	{"ok":true}                                    (reload, stop, restart)
 //	{"ok":false,"error":"..."}
-//	{"ok":true,"master":{...},"workers":[{...}]}   (status)
+//	{"ok":true,"master":{...},"workers":[{...}]}   (status, scale)
+//
+// master.size is the desired number of workers (-n, then scale), workers
+// the live ones. The client checks an argument before it connects (N a
+// decimal integer, optionally signed; SLOT one of 0 or more); the machine
+// judges it again.
 //
 // # The event loop's duties
 //
