@@ -50,7 +50,11 @@ func resumeAndSpawnNext(ctx context.Context, _ ...any) error {
 			m.maxGen = max(m.maxGen, hw.Generation)
 			continue
 		}
-		g := m.addGen(hw.Generation)
+		home := hw.Generation
+		if hw.Home > 0 {
+			home = hw.Home
+		}
+		g := m.addGen(home)
 		if hw.Slot < len(g.slots) && g.slots[hw.Slot] != nil {
 			// A slot holds one worker: a second one would be known by pid
 			// but listed nowhere, so never signalled nor forgotten.
@@ -123,12 +127,15 @@ func recordWorker(ctx context.Context, _ ...any) error {
 		}
 		return nil
 	}
-	if e.Slot >= m.size {
-		// Scaled down while this spawn was under way: no slot for it.
-		g.put(w)
+	if e.Slot >= m.size || e.Slot < len(g.slots) && g.slots[e.Slot] != nil {
+		// Scaled down while this spawn was under way (no slot for it),
+		// or its slot was filled meanwhile (by a restarted worker).
 		m.byPid[w.pid] = w
-		m.log(LevelInfo, "worker started for a slot scaled away; stopping it", "pid", w.id(), "generation", w.gen, "slot", w.slot, "size", m.size)
-		m.stopWorker(w, m.cfg.StopSignal)
+		w.home, w.leaving = g, true
+		m.leaving = append(m.leaving, w)
+		m.log(LevelInfo, "worker started for a slot it no longer has; stopping it", "pid", w.id(), "generation", w.gen, "slot", w.slot, "size", m.size)
+		m.kill([]int{w.pid}, m.cfg.StopSignal)
+		m.setTimer(Timer{Kind: TimerKillWorker, Pid: w.pid}, m.cfg.StopTimeout)
 		return nil
 	}
 	w.ready = m.cfg.Ready.Kind == ReadyImmediate
@@ -158,6 +165,9 @@ func workerFailedToStart(ctx context.Context, _ ...any) error {
 	m.log(LevelError, "worker failed to start", "generation", e.Generation, "slot", e.Slot, "status", statusAttr(e.Status), "err", e.Err)
 	g := m.gen(e.Generation)
 	switch {
+	case m.repl != nil && e.Generation == m.repl.gen:
+		m.repl.failure = "the replacement failed to start: " + e.Err
+		m.dropGenIfEmpty(g)
 	case e.Slot >= m.size && g != nil && !g.retired:
 		// A slot scaled away while its spawn was under way.
 		m.dropGenIfEmpty(g)
@@ -219,6 +229,10 @@ func workerExited(ctx context.Context, _ ...any) error {
 	switch {
 	case g == nil:
 		m.log(LevelInfo, "worker stopped", "pid", w.id(), "generation", w.gen, "slot", w.slot, "status", statusAttr(e.Status))
+	case m.repl != nil && g.n == m.repl.gen:
+		m.log(LevelError, "replacement worker exited before it was ready", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
+		m.repl.failure = fmt.Sprintf("the replacement (pid %d) exited with %s before it was ready", w.pid, e.Status)
+		m.dropGenIfEmpty(g)
 	case m.state == stateAwaitingReady && g.n == m.next:
 		m.log(LevelError, "new worker exited before its generation was ready", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
 		m.failure = fmt.Sprintf("worker %d (slot %d of generation %d) exited with %s before the generation was ready", w.pid, w.slot, g.n, e.Status)
@@ -537,6 +551,9 @@ func (m *Machine) signalForeign() {
 // final kill.
 func (m *Machine) enterExiting(sig Signal, why string, pids []int) {
 	m.stopSignal = sig
+	if m.repl != nil {
+		m.abortRestart("mworker is stopping ("+why+")", false)
+	}
 	if m.next != 0 {
 		m.cancelTimer(Timer{Kind: TimerReadyTimeout, Generation: m.next})
 		m.next = 0

@@ -403,6 +403,9 @@ type HandoverWorker struct {
 	Ready, Stopping       bool
 	// Leaving: stopping on its own (scaled down), not with its generation.
 	Leaving bool
+	// Home is the generation whose slots it fills, when not Generation
+	// (restart SLOT moved it into the serving one); 0 means Generation.
+	Home int
 }
 
 // Status is the machine's answer to a status request; the caller adds what

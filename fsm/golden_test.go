@@ -692,6 +692,9 @@ func (d *goldenDriver) reexec(where string) string {
 		if w.Leaving {
 			leaving = " leaving"
 		}
+		if w.Home != 0 {
+			leaving += fmt.Sprintf(" home=%d", w.Home)
+		}
 		fmt.Fprintf(&b, "handover worker: pid=%d gen=%d slot=%d ready=%t stopping=%t%s\n", w.Pid, w.Generation, w.Slot, w.Ready, w.Stopping, leaving)
 	}
 	for _, tm := range h.Timers {

@@ -57,6 +57,9 @@ const (
 	trigKillDue          trigger = "StopTimeout"
 	trigStatus           trigger = "Status"
 	trigScale            trigger = "Scale"
+	trigRestartOne       trigger = "RestartOne"
+	trigReplaced         trigger = "ReplacementReady"
+	trigReplaceFailed    trigger = "ReplacementFailed"
 	trigBadRequest       trigger = "BadRequest"
 	trigNoise            trigger = "Noise"
 )
@@ -76,9 +79,10 @@ type Machine struct {
 	byPid    map[int]*worker
 	inflight map[[2]int]bool // (generation, slot) spawns not yet reported
 
-	cur, next, maxGen int       // serving generation, generation being readied, highest used
-	size              int       // desired number of workers: Config.Workers, then scale
-	leaving           []*worker // workers stopping on their own (scaled down), out of every slot table
+	cur, next, maxGen int          // serving generation, generation being readied, highest used
+	size              int          // desired number of workers: Config.Workers, then scale
+	leaving           []*worker    // workers stopping on their own (scaled down), out of every slot table
+	repl              *replacement // the restart SLOT in progress, or nil
 	failures          []int
 	restarting        map[int]bool // slots of cur with a restart timer armed
 	armed             map[Timer]bool
@@ -283,7 +287,11 @@ func (m *Machine) settle() {
 			m.fireDerived(trigRunEnded)
 		case m.state == stateRunning && !m.announced && m.genReady(m.cur):
 			m.fireDerived(trigFirstReady)
-		case m.state == stateRunning && m.pendingReload && len(m.inflight) == 0 && m.gone == nil:
+		case m.state == stateRunning && m.repl != nil && m.repl.failure != "":
+			m.fireDerived(trigReplaceFailed)
+		case m.state == stateRunning && m.repl != nil && m.replacementReady():
+			m.fireDerived(trigReplaced)
+		case m.state == stateRunning && m.pendingReload && len(m.inflight) == 0 && m.repl == nil && m.gone == nil:
 			m.fireDerived(trigReload)
 		case m.state == stateExiting && len(m.byPid) == 0 && len(m.inflight) == 0:
 			m.fireDerived(trigAllGone)
@@ -378,6 +386,9 @@ func (m *Machine) classify(ev Event) stateless.Trigger {
 			}
 			return trigReady
 		case TimerReadyTimeout:
+			if m.repl != nil && e.Timer.Generation == m.repl.gen {
+				return trigReplaceFailed
+			}
 			return trigGenerationFailed
 		case TimerKill, TimerKillAll:
 			return trigKillDue
@@ -405,6 +416,8 @@ func (m *Machine) classify(ev Event) stateless.Trigger {
 			return trigStatus
 		case CmdScale:
 			return trigScale
+		case CmdRestart:
+			return trigRestartOne
 		}
 		return trigBadRequest
 	}
@@ -475,7 +488,10 @@ func buildTable() *stateless.StateMachine {
 		Permit(trigReload, stateExecPending, noSpawnInFlight, reloadExecs).
 		Permit(trigReload, stateAwaitingReady, noSpawnInFlight, reloadInPlace).
 		InternalTransition(trigReload, coalesceReload, spawnInFlight).
-		InternalTransition(trigFirstReady, announceReady)
+		InternalTransition(trigFirstReady, announceReady).
+		InternalTransition(trigRestartOne, restartOne).
+		InternalTransition(trigReplaced, completeRestart).
+		InternalTransition(trigReplaceFailed, failRestart)
 
 	sm.Configure(stateReloading).
 		SubstateOf(stateLive)
@@ -491,7 +507,8 @@ func buildTable() *stateless.StateMachine {
 		OnEntry(spawnNextInPlace).
 		Permit(trigGenerationReady, stateRunning).
 		Permit(trigGenerationFailed, stateRunning).
-		InternalTransition(trigReload, coalesceReload)
+		InternalTransition(trigReload, coalesceReload).
+		InternalTransition(trigRestartOne, refuseDuringReload)
 
 	sm.Configure(stateExiting).
 		OnEntryFrom(trigSoftStop, beginSoftStop).
@@ -510,6 +527,7 @@ func buildTable() *stateless.StateMachine {
 		InternalTransition(trigKillDue, killStragglers).
 		InternalTransition(trigStatus, replyStatus).
 		InternalTransition(trigScale, refuseWhileStopping).
+		InternalTransition(trigRestartOne, refuseWhileStopping).
 		InternalTransition(trigBadRequest, refuseRequest).
 		InternalTransition(trigNoise, ignoreNoise)
 
@@ -522,10 +540,12 @@ func buildTable() *stateless.StateMachine {
 // Graph returns the transition table in Graphviz DOT, as stateless draws it.
 func Graph() string { return table().ToGraph() }
 
-// A reload waits while a spawn is in flight: the child it may create must
-// be in the -sf list of the exec.
-func noSpawnInFlight(ctx context.Context, _ ...any) bool { return len(machineOf(ctx).inflight) == 0 }
-func spawnInFlight(ctx context.Context, _ ...any) bool   { return len(machineOf(ctx).inflight) > 0 }
+// A reload waits while a spawn is in flight (the child it may create must
+// be in the -sf list of the exec) and while one worker is being restarted.
+func noSpawnInFlight(ctx context.Context, _ ...any) bool { return !machineOf(ctx).busy() }
+func spawnInFlight(ctx context.Context, _ ...any) bool   { return machineOf(ctx).busy() }
+
+func (m *Machine) busy() bool { return len(m.inflight) > 0 || m.repl != nil }
 
 // A reload re-executes the master, or starts the new generation in place,
 // as Config.Reexec and the last ImageChanged say.
@@ -827,7 +847,11 @@ func (m *Machine) handover() Handover {
 	for _, g := range m.gens {
 		for _, w := range g.slots {
 			if w != nil {
-				h.Workers = append(h.Workers, HandoverWorker{Pid: w.pid, Generation: w.gen, Slot: w.slot, Ready: w.ready, Stopping: g.retired})
+				hw := HandoverWorker{Pid: w.pid, Generation: w.gen, Slot: w.slot, Ready: w.ready, Stopping: g.retired}
+				if g.n != w.gen {
+					hw.Home = g.n
+				}
+				h.Workers = append(h.Workers, hw)
 			}
 		}
 	}

@@ -60,6 +60,9 @@ func scalePool(ctx context.Context, _ ...any) error {
 	old := m.size
 	m.size = n
 	m.growSlots()
+	if m.repl != nil && m.repl.slot >= n {
+		m.abortRestart("slot "+strconv.Itoa(m.repl.slot)+" was scaled away", true)
+	}
 	if n != old {
 		m.log(LevelInfo, "scaling the pool", "from", old, "to", n, "generation", m.cur)
 	}

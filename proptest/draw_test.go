@@ -78,15 +78,15 @@ func (h *harness) drawPid(label string) int {
 	kinds := []string{"current", "old", "new", "dead", "unknown", "foreign"}
 	switch rapid.SampledFrom(kinds).Draw(h.t, label+"Kind") {
 	case "current":
-		if p, ok := h.pick(label, mo.pids(func(c *child) bool { return mo.isCurrent(c.gen) })); ok {
+		if p, ok := h.pick(label, mo.pids(func(c *child) bool { return mo.serving(c) })); ok {
 			return p
 		}
 	case "old":
-		if p, ok := h.pick(label, mo.pids(func(c *child) bool { return mo.retired[c.gen] })); ok {
+		if p, ok := h.pick(label, mo.pids(func(c *child) bool { return mo.retired[c.home] })); ok {
 			return p
 		}
 	case "new":
-		if p, ok := h.pick(label, mo.pids(func(c *child) bool { return c.gen != mo.cur && !mo.retired[c.gen] })); ok {
+		if p, ok := h.pick(label, mo.pids(func(c *child) bool { return c.home != mo.cur && !mo.retired[c.home] })); ok {
 			return p
 		}
 	case "dead":
@@ -183,6 +183,9 @@ func (h *harness) anyEvent(label string) fsm.Event {
 func (h *harness) drawArg(cmd fsm.Command) string {
 	if cmd == fsm.CmdScale && rapid.IntRange(0, 4).Draw(h.t, "argSense") > 0 {
 		return rapid.SampledFrom([]string{"1", "2", "3", "4", "+1", "+2", "-1", "-2"}).Draw(h.t, "scaleArg")
+	}
+	if cmd == fsm.CmdRestart && rapid.IntRange(0, 4).Draw(h.t, "argSense") > 0 {
+		return rapid.SampledFrom([]string{"0", "1", "2", "3"}).Draw(h.t, "slotArg")
 	}
 	if rapid.IntRange(0, 3).Draw(h.t, "argAny") > 0 {
 		return ""

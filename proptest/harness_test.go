@@ -22,6 +22,7 @@ const (
 // counters of what the default run really exercised, logged by TestMachine.
 var stats struct {
 	sequences, events, maxLen, execOK, execFailed, promotions, rollbacks, exits, limits, capKills atomic.Int64
+	scales, restarted, restartFailed                                                              atomic.Int64
 }
 
 // segment is the life of one Machine: its config and every step, kept to
@@ -211,7 +212,7 @@ func (h *harness) check(ev fsm.Event, x *expectation, acts []fsm.Action, prePhas
 				if mo.lost[p] {
 					h.fatalf("invariant 2: %v targets pid %d, which wait4 just reported gone (step %v)", a, p, ev)
 				}
-				if c != nil && c.gen == preCur && a.Signal != forwarded && !c.leaving {
+				if c != nil && c.home == preCur && a.Signal != forwarded && !c.leaving {
 					servingSignaled = append(servingSignaled, p)
 				}
 				kills = append(kills, sigPid{a.Signal, p})
@@ -460,7 +461,11 @@ func (h *harness) afterExec(a *fsm.Exec) {
 	var hw []fsm.HandoverWorker
 	for _, p := range live {
 		c := mo.workers[p]
-		hw = append(hw, fsm.HandoverWorker{Pid: p, Generation: c.gen, Slot: c.slot, Ready: c.ready, Stopping: mo.retired[c.gen] || c.leaving, Leaving: c.leaving})
+		w := fsm.HandoverWorker{Pid: p, Generation: c.gen, Slot: c.slot, Ready: c.ready, Stopping: mo.retired[c.home] || c.leaving, Leaving: c.leaving}
+		if c.home != c.gen && !c.leaving {
+			w.Home = c.home
+		}
+		hw = append(hw, w)
 	}
 	var armed []fsm.Timer
 	for t := range mo.armed {
@@ -581,7 +586,7 @@ func (h *harness) actions() map[string]func(*rapid.T) {
 		"control": func(t *rapid.T) {
 			if h.budget() {
 				h.nextID++
-				cmd := rapid.SampledFrom([]fsm.Command{fsm.CmdReload, fsm.CmdStop, fsm.CmdStatus, fsm.CmdScale, fsm.CmdScale, 0, 9}).Draw(t, "command")
+				cmd := rapid.SampledFrom([]fsm.Command{fsm.CmdReload, fsm.CmdStop, fsm.CmdStatus, fsm.CmdScale, fsm.CmdScale, fsm.CmdRestart, fsm.CmdRestart, 0, 9}).Draw(t, "command")
 				if h.model.phase == phExited {
 					return // nobody is listening any more
 				}

@@ -30,8 +30,17 @@ func (p phase) String() string {
 }
 
 // child is a live worker as the model knows it.
+// mrepl is a restart SLOT in progress: the replacement is generation gen's
+// worker of slot; the request waits.
+type mrepl struct {
+	slot, gen int
+	id        fsm.RequestID
+	failure   bool
+}
+
 type child struct {
 	gen, slot int
+	home      int // the generation whose slots it fills: gen, until restart SLOT moves it into the serving one
 	ready     bool
 	leaving   bool // told to stop on its own (scaled down); its generation goes on
 }
@@ -46,6 +55,7 @@ type model struct {
 	phase             phase
 	cur, next, maxGen int
 	size              int            // desired workers: Config.Workers, then scale
+	repl              *mrepl         // the restart SLOT in progress
 	workers           map[int]*child // live children the machine was told about
 	retired           map[int]bool   // generations told to stop as a whole
 	killed            map[int]bool   // retired generations sent SIGKILL for MaxOldGenerations
@@ -208,7 +218,7 @@ func (m *model) isCurrent(gen int) bool { return gen == m.cur && !m.retired[gen]
 
 // serving: a worker of the serving generation that was not told to stop
 // on its own.
-func (m *model) serving(c *child) bool { return m.isCurrent(c.gen) && !c.leaving }
+func (m *model) serving(c *child) bool { return m.isCurrent(c.home) && !c.leaving }
 
 func (m *model) pids(keep func(*child) bool) []int {
 	var out []int
@@ -224,13 +234,13 @@ func (m *model) pids(keep func(*child) bool) []int {
 // genPids lists the workers of gen that stop or serve with it (not those
 // leaving on their own).
 func (m *model) genPids(gen int) []int {
-	return m.pids(func(c *child) bool { return c.gen == gen && !c.leaving })
+	return m.pids(func(c *child) bool { return c.home == gen && !c.leaving })
 }
 
 func (m *model) genReady(gen int) bool {
 	n := 0
 	for _, c := range m.workers {
-		if c.gen == gen && c.ready && !c.leaving {
+		if c.home == gen && c.ready && !c.leaving {
 			n++
 		}
 	}
@@ -257,7 +267,7 @@ func (m *model) spawning(gen int) bool {
 
 func (m *model) slotTaken(gen, slot int) bool {
 	for _, c := range m.workers {
-		if c.gen == gen && c.slot == slot && !c.leaving {
+		if c.home == gen && c.slot == slot && !c.leaving {
 			return true
 		}
 	}
@@ -271,7 +281,7 @@ func (m *model) status() *fsm.Status {
 		c := m.workers[pid]
 		s.Workers = append(s.Workers, fsm.WorkerStatus{
 			Pid: pid, Generation: c.gen, Slot: c.slot,
-			Current: m.serving(c), Ready: c.ready, Stopping: m.retired[c.gen] || c.leaving,
+			Current: m.serving(c), Ready: c.ready, Stopping: m.retired[c.home] || c.leaving,
 		})
 	}
 	return s
@@ -355,6 +365,8 @@ func (m *model) event(ev fsm.Event) *expectation {
 			x.status = map[fsm.RequestID]*fsm.Status{e.ID: m.status()}
 		case fsm.CmdScale:
 			m.scale(x, e)
+		case fsm.CmdRestart:
+			m.restartOne(x, e)
 		default:
 			x.reply(e.ID, false)
 		}
@@ -369,6 +381,9 @@ func (m *model) event(ev fsm.Event) *expectation {
 		delete(m.spawns, key)
 		switch {
 		case m.phase == phExiting:
+			m.dropIfEmpty(x, e.Generation)
+		case m.repl != nil && e.Generation == m.repl.gen:
+			m.repl.failure = true
 			m.dropIfEmpty(x, e.Generation)
 		case e.Slot >= m.size && !m.retired[e.Generation]:
 			// Its slot was scaled away meanwhile: nothing to restart.
@@ -390,10 +405,19 @@ func (m *model) event(ev fsm.Event) *expectation {
 		// is dead and its exit was lost. Each counts as an exit with status
 		// 255, oldest generation first, slot order, with its consequences.
 		lost := m.pids(nil)
+		// (Those leaving on their own come last: they fill no slot.)
 		slices.SortFunc(lost, func(a, b int) int {
 			ca, cb := m.workers[a], m.workers[b]
-			if ca.gen != cb.gen {
-				return ca.gen - cb.gen
+			switch {
+			case ca.leaving != cb.leaving:
+				if ca.leaving {
+					return 1
+				}
+				return -1
+			case ca.leaving:
+				return a - b
+			case ca.home != cb.home:
+				return ca.home - cb.home
 			}
 			return ca.slot - cb.slot
 		})
@@ -463,7 +487,7 @@ func (m *model) resume(x *expectation) {
 func (m *model) reload(x *expectation, id fsm.RequestID, ctl bool) {
 	switch m.phase {
 	case phRunning:
-		if len(m.spawns) > 0 {
+		if len(m.spawns) > 0 || m.repl != nil {
 			m.pendingReload = true
 			if ctl {
 				m.queued = append(m.queued, id)
@@ -523,7 +547,7 @@ func (m *model) exec(x *expectation) {
 func (m *model) softStop(x *expectation, id fsm.RequestID, ctl bool) {
 	switch m.phase {
 	case phRunning, phAwaiting:
-		m.enterExiting(x, m.cfg.StopSignal, m.pids(func(c *child) bool { return !m.retired[c.gen] && !c.leaving }))
+		m.enterExiting(x, m.cfg.StopSignal, m.pids(func(c *child) bool { return !m.retired[c.home] && !c.leaving }))
 		if ctl {
 			x.reply(id, true)
 		}
@@ -547,6 +571,9 @@ func (m *model) terminate(x *expectation, sig fsm.Signal) {
 
 func (m *model) enterExiting(x *expectation, sig fsm.Signal, pids []int) {
 	m.stopSignal = sig
+	if m.repl != nil {
+		m.abortRestart(x, false) // the stop tells its replacement
+	}
 	if m.next != 0 {
 		m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: m.next})
 	}
@@ -580,7 +607,8 @@ func (m *model) started(x *expectation, e fsm.WorkerStarted) {
 		return
 	}
 	delete(m.spawns, key)
-	c := &child{gen: e.Generation, slot: e.Slot}
+	occupied := m.slotTaken(e.Generation, e.Slot)
+	c := &child{gen: e.Generation, slot: e.Slot, home: e.Generation}
 	m.workers[e.Pid] = c
 	m.seen[e.Pid] = true
 	switch {
@@ -595,8 +623,9 @@ func (m *model) started(x *expectation, e fsm.WorkerStarted) {
 		if kt := (fsm.Timer{Kind: fsm.TimerKill, Generation: e.Generation}); !m.armed[kt] {
 			m.setTimer(x, kt, m.cfg.StopTimeout)
 		}
-	case e.Slot >= m.size:
-		// Its slot was scaled away while it was being spawned.
+	case e.Slot >= m.size || occupied:
+		// Its slot was scaled away while it was being spawned, or filled
+		// meanwhile: it leaves at once.
 		m.leave(x, e.Pid)
 	default:
 		c.ready = m.cfg.Ready.Kind == fsm.ReadyImmediate
@@ -617,7 +646,7 @@ func (m *model) started(x *expectation, e fsm.WorkerStarted) {
 
 func (m *model) ready(x *expectation, pid int) {
 	c := m.workers[pid]
-	if c == nil || c.ready || c.leaving || m.retired[c.gen] || m.phase == phExiting {
+	if c == nil || c.ready || c.leaving || m.retired[c.home] || m.phase == phExiting {
 		x.noise = true
 		return
 	}
@@ -642,14 +671,18 @@ func (m *model) exited(x *expectation, e fsm.ChildExited) {
 		// It was told to stop on its own: its deadline goes with it.
 		m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerKillWorker, Pid: e.Pid})
 	case m.phase == phExiting:
-		if m.isCurrent(c.gen) && !m.exitFixed {
+		if m.isCurrent(c.home) && !m.exitFixed {
 			m.exitStatus = shellStatus(e.Status)
 		}
-		m.dropIfEmpty(x, c.gen)
-	case m.phase == phAwaiting && c.gen == m.next:
+		m.dropIfEmpty(x, c.home)
+	case m.repl != nil && c.home == m.repl.gen:
+		// The replacement of a restart SLOT died before it was ready.
+		m.repl.failure = true
+		m.dropIfEmpty(x, c.home)
+	case m.phase == phAwaiting && c.home == m.next:
 		m.failure = true
-	case !m.isCurrent(c.gen):
-		m.dropIfEmpty(x, c.gen)
+	case !m.isCurrent(c.home):
+		m.dropIfEmpty(x, c.home)
 	default:
 		if quick {
 			m.quickDeath(c.slot)
@@ -785,13 +818,13 @@ func (m *model) timer(x *expectation, t fsm.Timer) {
 			m.spawn(x, m.cur, t.Slot)
 		}
 	case fsm.TimerStable:
-		if c := m.workers[t.Pid]; m.phase != phExiting && c != nil && c.gen == m.cur {
+		if c := m.workers[t.Pid]; m.phase != phExiting && c != nil && c.home == m.cur && !c.leaving {
 			m.failures[c.slot] = 0
 			m.closeWindow(x, c.slot)
 		}
 	case fsm.TimerQuick:
 		// The worker outlived its first second: its slot's streak is over.
-		if c := m.workers[t.Pid]; m.phase != phExiting && c != nil && c.gen == m.cur && c.slot < len(m.quick) {
+		if c := m.workers[t.Pid]; m.phase != phExiting && c != nil && c.home == m.cur && !c.leaving && c.slot < len(m.quick) {
 			m.quick[c.slot] = 0
 		}
 	case fsm.TimerRestartWindow:
@@ -802,7 +835,9 @@ func (m *model) timer(x *expectation, t fsm.Timer) {
 	case fsm.TimerReadyAfter:
 		m.ready(x, t.Pid)
 	case fsm.TimerReadyTimeout:
-		if m.phase == phAwaiting && t.Generation == m.next {
+		if m.repl != nil && t.Generation == m.repl.gen {
+			m.abortRestart(x, true)
+		} else if m.phase == phAwaiting && t.Generation == m.next {
 			m.failure = true
 		}
 	case fsm.TimerKill:
@@ -829,12 +864,16 @@ func (m *model) settle(x *expectation) {
 			st := *m.culprit
 			m.culprit = nil
 			m.exitStatus, m.exitFixed = shellStatus(st), true
-			m.enterExiting(x, m.cfg.StopSignal, m.pids(func(c *child) bool { return !m.retired[c.gen] && !c.leaving }))
+			m.enterExiting(x, m.cfg.StopSignal, m.pids(func(c *child) bool { return !m.retired[c.home] && !c.leaving }))
 		case m.phase == phRunning && !m.announced && m.genReady(m.cur):
 			m.announced = true
 			m.signalForeign(x)
 			x.notifies = append(x.notifies, fsm.NotifyReady)
-		case m.phase == phRunning && m.pendingReload && len(m.spawns) == 0 && !m.reaping:
+		case m.phase == phRunning && m.repl != nil && m.repl.failure:
+			m.abortRestart(x, true)
+		case m.phase == phRunning && m.repl != nil && m.replacementReady():
+			m.completeRestart(x)
+		case m.phase == phRunning && m.pendingReload && len(m.spawns) == 0 && m.repl == nil && !m.reaping:
 			m.startReload(x)
 		case m.phase == phExiting && len(m.workers) == 0 && len(m.spawns) == 0:
 			m.phase = phExited
@@ -953,6 +992,10 @@ func (m *model) scale(x *expectation, e fsm.ControlRequest) {
 	}
 	old := m.size
 	m.size = n
+	stats.scales.Add(1)
+	if m.repl != nil && m.repl.slot >= n {
+		m.abortRestart(x, true)
+	}
 	for len(m.failures) < n {
 		m.failures = append(m.failures, 0)
 	}
@@ -972,7 +1015,7 @@ func (m *model) scale(x *expectation, e fsm.ControlRequest) {
 			}
 			continue
 		}
-		for _, pid := range m.pids(func(c *child) bool { return c.gen == gen && !c.leaving && c.slot >= n }) {
+		for _, pid := range m.pids(func(c *child) bool { return c.home == gen && !c.leaving && c.slot >= n }) {
 			m.leave(x, pid)
 		}
 		if gen == m.cur {
@@ -1025,4 +1068,73 @@ func (m *model) leave(x *expectation, pid int) {
 	}
 	x.kill([]int{pid}, m.cfg.StopSignal)
 	m.setTimer(x, fsm.Timer{Kind: fsm.TimerKillWorker, Pid: pid}, m.cfg.StopTimeout)
+}
+
+// restartOne is the rule of restart SLOT (docs/design.md): refused while a
+// reload runs, while stopping, while another restart runs, for a slot out
+// of range or one with no serving worker; otherwise the replacement is
+// generation maxGen+1's worker of the slot, with the ready timeout.
+func (m *model) restartOne(x *expectation, e fsm.ControlRequest) {
+	slot, err := strconv.Atoi(e.Arg)
+	ok := err == nil && e.Arg[0] != '+' && slot >= 0 && slot < m.size && m.phase == phRunning && m.repl == nil
+	if ok {
+		ok = len(m.pids(func(c *child) bool { return c.home == m.cur && c.slot == slot && !c.leaving })) == 1
+	}
+	if !ok {
+		x.reply(e.ID, false)
+		return
+	}
+	m.maxGen++
+	m.repl = &mrepl{slot: slot, gen: m.maxGen, id: e.ID}
+	m.setTimer(x, fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: m.maxGen}, m.cfg.ReadyTimeout)
+	m.spawn(x, m.maxGen, slot)
+}
+
+// replacement is the worker of r's generation and slot, if it runs.
+func (m *model) replacement(r *mrepl) (int, bool) {
+	for pid, c := range m.workers {
+		if c.home == r.gen && c.slot == r.slot && !c.leaving {
+			return pid, true
+		}
+	}
+	return 0, false
+}
+
+func (m *model) replacementReady() bool {
+	pid, ok := m.replacement(m.repl)
+	return ok && m.workers[pid].ready
+}
+
+// completeRestart: the replacement is ready; whatever serves the slot now
+// leaves on its own, a restart due for the slot is cancelled, and the
+// replacement fills the slot of the serving generation.
+func (m *model) completeRestart(x *expectation) {
+	r := m.repl
+	m.repl = nil
+	pid, _ := m.replacement(r)
+	m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: r.gen})
+	for _, p := range m.pids(func(c *child) bool { return c.home == m.cur && c.slot == r.slot && !c.leaving }) {
+		m.leave(x, p)
+	}
+	m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerRestart, Generation: m.cur, Slot: r.slot})
+	m.workers[pid].home = m.cur
+	stats.restarted.Add(1)
+	x.reply(r.id, true)
+	if x.status == nil {
+		x.status = map[fsm.RequestID]*fsm.Status{}
+	}
+	x.status[r.id] = m.status()
+}
+
+// abortRestart: the old worker keeps serving; the replacement, if it
+// runs, leaves (unless a stop of everything tells it).
+func (m *model) abortRestart(x *expectation, stopIt bool) {
+	r := m.repl
+	m.repl = nil
+	m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: r.gen})
+	if pid, ok := m.replacement(r); ok && stopIt {
+		m.leave(x, pid)
+	}
+	stats.restartFailed.Add(1)
+	x.reply(r.id, false)
 }
