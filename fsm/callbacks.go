@@ -85,12 +85,9 @@ func resumeAndSpawnNext(ctx context.Context, _ ...any) error {
 	m.addGen(m.next)
 	m.log(LevelInfo, "re-executed; starting the new generation", "generation", m.next,
 		"serving", m.cur, "adopted", len(m.byPid))
-	// The timer first: with immediate readiness the generation may be
-	// promoted while the spawns are still being carried out.
-	m.setTimer(Timer{Kind: TimerReadyTimeout, Generation: m.next}, m.cfg.ReadyTimeout)
-	for slot := range m.size {
-		m.startWorker(m.next, slot)
-	}
+	// The timer first (spawnNext): with immediate readiness the generation
+	// may be promoted while the spawns are still being carried out.
+	m.spawnNext()
 	return nil
 }
 
@@ -305,6 +302,9 @@ func restartSlot(ctx context.Context, _ ...any) error {
 	}
 	delete(m.restarting, t.Slot)
 	g := m.gen(m.cur)
+	if m.next != 0 && t.Slot < m.rollDone {
+		return nil // a rolling reload's new generation serves this slot now
+	}
 	if t.Slot >= m.size || t.Slot < len(g.slots) && g.slots[t.Slot] != nil || m.inflight[[2]int{m.cur, t.Slot}] {
 		return nil
 	}
@@ -437,12 +437,9 @@ func spawnNextInPlace(ctx context.Context, _ ...any) error {
 	m.next = m.maxGen
 	m.addGen(m.next)
 	m.log(LevelInfo, "reloading: starting the new generation", "generation", m.next, "serving", m.cur)
-	// The timer first: with immediate readiness the generation may be
-	// promoted while the spawns are still being carried out.
-	m.setTimer(Timer{Kind: TimerReadyTimeout, Generation: m.next}, m.cfg.ReadyTimeout)
-	for slot := range m.size {
-		m.startWorker(m.next, slot)
-	}
+	// The timer first (spawnNext): with immediate readiness the generation
+	// may be promoted while the spawns are still being carried out.
+	m.spawnNext()
 	return nil
 }
 
@@ -476,6 +473,7 @@ func promoteGeneration(ctx context.Context, _ ...any) error {
 	m.cancelRestarts()
 	prev := m.cur
 	m.cur, m.next = ng, 0
+	m.endRoll()
 	var retiring []*generation
 	var old []int
 	for _, g := range m.gens {
@@ -509,6 +507,8 @@ func rollBack(ctx context.Context, _ ...any) error {
 	}
 	m.failure = ""
 	m.cancelTimer(Timer{Kind: TimerReadyTimeout, Generation: failed})
+	kept := m.keepDoneBatches()
+	m.endRoll()
 	m.next = 0
 	if g := m.gen(failed); g != nil {
 		m.retireBounded([]*generation{g})
@@ -517,6 +517,9 @@ func rollBack(ctx context.Context, _ ...any) error {
 	if m.cfg.Restart == RestartOnFailure && m.servingGenDone() {
 		// Its workers all exited 0 during the reload: nothing is left to serve.
 		m.culprit = &ExitStatus{}
+	}
+	if kept != "" {
+		reason += "; " + kept
 	}
 	m.log(LevelError, "reload failed: rolled back to the serving generation", "failed", failed, "generation", m.cur, "reason", reason)
 	if m.announced {
@@ -559,6 +562,7 @@ func (m *Machine) enterExiting(sig Signal, why string, pids []int) {
 		m.next = 0
 		m.failure = ""
 	}
+	m.endRoll()
 	m.requests = append(m.requests, m.queued...)
 	m.queued = nil
 	m.pendingReload = false

@@ -67,6 +67,14 @@ type Config struct {
 	// generation gets SIGKILL instead of StopSignal once the new one is
 	// ready. The command line's default is DefaultMaxOldGenerations.
 	MaxOldGenerations int
+	// Batch makes a reload rolling: the new generation starts Batch slots
+	// at a time; once a batch is ready, the old workers of its slots are
+	// told to stop, and the next batch starts once they are gone, so that
+	// a reload never runs more than size+Batch workers. 0, the zero value,
+	// starts the whole generation at once (as does a Batch of the size or
+	// more). docs/design.md ("Rolling reloads") says what a failure in a
+	// batch keeps and rolls back.
+	Batch int
 }
 
 // NoOldGenerations is the MaxOldGenerations that lets no generation drain
@@ -345,6 +353,8 @@ func (c *Config) validate() error {
 		return bad("unknown reexec policy %d", c.Reexec)
 	case c.MaxOldGenerations < NoOldGenerations:
 		return bad("max old generations %d: use 0 for no cap, NoOldGenerations, or a positive number", c.MaxOldGenerations)
+	case c.Batch < 0 || c.Batch > MaxWorkers:
+		return bad("batch %d out of range: use 0 (the whole generation at once) or 1..%d", c.Batch, MaxWorkers)
 	}
 	for _, p := range append(append([]int(nil), c.StopPids...), c.TermPids...) {
 		if p <= 0 {

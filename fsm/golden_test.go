@@ -24,6 +24,7 @@ package fsm
 //	seed: 42                   Config.Seed: jittered restart delays (default 0: none)
 //	restart-limit: 3/10s       --restart-limit N/WINDOW (default off)
 //	max-old-generations: 1     Config.MaxOldGenerations (default 0: no cap; -1: NoOldGenerations)
+//	batch: 2                   Config.Batch: rolling reloads (default 0: the whole generation)
 //	path: /usr/sbin/mworker    Config.Path (default /usr/bin/mworker)
 //	argv: mworker run -- srv   Config.Argv, split on spaces (default "mworker run -- server")
 //	caller: lax                allow scripts that break the caller's duties
@@ -273,6 +274,8 @@ func goldenConfig(header []string) (Config, error) {
 			cfg.RestartLimit, err = ParseRestartLimit(val)
 		case "max-old-generations":
 			cfg.MaxOldGenerations, err = strconv.Atoi(val)
+		case "batch":
+			cfg.Batch, err = strconv.Atoi(val)
 		case "path":
 			cfg.Path = val
 		case "argv":

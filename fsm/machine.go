@@ -58,6 +58,8 @@ const (
 	trigStatus           trigger = "Status"
 	trigScale            trigger = "Scale"
 	trigRestartOne       trigger = "RestartOne"
+	trigBatchReady       trigger = "BatchReady"
+	trigBatchDrained     trigger = "BatchDrained"
 	trigReplaced         trigger = "ReplacementReady"
 	trigReplaceFailed    trigger = "ReplacementFailed"
 	trigBadRequest       trigger = "BadRequest"
@@ -83,6 +85,12 @@ type Machine struct {
 	size              int          // desired number of workers: Config.Workers, then scale
 	leaving           []*worker    // workers stopping on their own (scaled down), out of every slot table
 	repl              *replacement // the restart SLOT in progress, or nil
+	// A rolling reload (Config.Batch): slots 0..rollDone-1 of the next
+	// generation are ready and their old workers told to stop (rollWait,
+	// those of the last batch); rollDone..rollEnd-1 are the batch under way.
+	roll              bool
+	rollDone, rollEnd int
+	rollWait          []int
 	failures          []int
 	restarting        map[int]bool // slots of cur with a restart timer armed
 	armed             map[Timer]bool
@@ -283,6 +291,10 @@ func (m *Machine) settle() {
 			m.fireDerived(trigGenerationFailed)
 		case m.state == stateAwaitingReady && m.genReady(m.next):
 			m.fireDerived(trigGenerationReady)
+		case m.state == stateAwaitingReady && m.rolling() && m.batchReady():
+			m.fireDerived(trigBatchReady)
+		case m.state == stateAwaitingReady && m.rolling() && m.batchDrained():
+			m.fireDerived(trigBatchDrained)
 		case (m.state == stateRunning || m.state == stateAwaitingReady) && m.culprit != nil:
 			m.fireDerived(trigRunEnded)
 		case m.state == stateRunning && !m.announced && m.genReady(m.cur):
@@ -508,7 +520,9 @@ func buildTable() *stateless.StateMachine {
 		Permit(trigGenerationReady, stateRunning).
 		Permit(trigGenerationFailed, stateRunning).
 		InternalTransition(trigReload, coalesceReload).
-		InternalTransition(trigRestartOne, refuseDuringReload)
+		InternalTransition(trigRestartOne, refuseDuringReload).
+		InternalTransition(trigBatchReady, retireBatch).
+		InternalTransition(trigBatchDrained, startNextBatch)
 
 	sm.Configure(stateExiting).
 		OnEntryFrom(trigSoftStop, beginSoftStop).

@@ -71,6 +71,14 @@ func scalePool(ctx context.Context, _ ...any) error {
 		if gn == 0 || g == nil || g.retired {
 			continue
 		}
+		if gn == m.next && m.rolling() {
+			// The batches go on up to the new size; slots scaled away
+			// are done.
+			m.rollDone, m.rollEnd = min(m.rollDone, n), min(m.rollEnd, n)
+			if n > old {
+				continue
+			}
+		}
 		if n > old {
 			for slot := old; slot < n; slot++ {
 				taken := slot < len(g.slots) && g.slots[slot] != nil

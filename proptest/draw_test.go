@@ -48,6 +48,11 @@ func drawConfig(t *rapid.T) fsm.Config {
 	if rapid.IntRange(0, 2).Draw(t, "capDrains") == 0 {
 		cfg.MaxOldGenerations = rapid.IntRange(fsm.NoOldGenerations, 2).Draw(t, "maxOldGenerations")
 	}
+	// Mostly whole generations; sometimes rolling reloads of 1 or 2 slots
+	// at a time (the whole generation when that is the size or more).
+	if rapid.IntRange(0, 2).Draw(t, "rolling") == 0 {
+		cfg.Batch = rapid.IntRange(1, 2).Draw(t, "batch")
+	}
 	if rapid.Bool().Draw(t, "foreign") {
 		cfg.StopPids = rapid.SliceOfNDistinct(rapid.IntRange(foreignPid+1, foreignPid+2), 1, 2, rapid.ID[int]).Draw(t, "stopPids")
 		cfg.TermPids = rapid.SliceOfN(rapid.Just(foreignPid+3), 0, 1).Draw(t, "termPids")

@@ -22,7 +22,7 @@ const (
 // counters of what the default run really exercised, logged by TestMachine.
 var stats struct {
 	sequences, events, maxLen, execOK, execFailed, promotions, rollbacks, exits, limits, capKills atomic.Int64
-	scales, restarted, restartFailed                                                              atomic.Int64
+	scales, restarted, restartFailed, batches, batchesKept                                        atomic.Int64
 }
 
 // segment is the life of one Machine: its config and every step, kept to

@@ -54,8 +54,14 @@ type model struct {
 
 	phase             phase
 	cur, next, maxGen int
-	size              int            // desired workers: Config.Workers, then scale
-	repl              *mrepl         // the restart SLOT in progress
+	size              int    // desired workers: Config.Workers, then scale
+	repl              *mrepl // the restart SLOT in progress
+	// A rolling reload (--batch): slots below rollDone are the new
+	// generation's, their old workers told to stop (rollWait: the last
+	// batch's); rollDone..rollEnd-1 are the batch under way.
+	roll              bool
+	rollDone, rollEnd int
+	rollWait          []int
 	workers           map[int]*child // live children the machine was told about
 	retired           map[int]bool   // generations told to stop as a whole
 	killed            map[int]bool   // retired generations sent SIGKILL for MaxOldGenerations
@@ -478,10 +484,7 @@ func (m *model) resume(x *expectation) {
 	// The armed timers carry over (the handover lists them); the quick
 	// streaks do not.
 	m.quick, m.quickWarned = nil, false
-	m.setTimer(x, fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: m.next}, m.cfg.ReadyTimeout)
-	for slot := range m.size {
-		m.spawn(x, m.next, slot)
-	}
+	m.spawnNext(x)
 }
 
 func (m *model) reload(x *expectation, id fsm.RequestID, ctl bool) {
@@ -528,10 +531,7 @@ func (m *model) startReload(x *expectation) {
 	m.phase = phAwaiting
 	m.maxGen++
 	m.next = m.maxGen
-	m.setTimer(x, fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: m.next}, m.cfg.ReadyTimeout)
-	for slot := range m.size {
-		m.spawn(x, m.next, slot)
-	}
+	m.spawnNext(x)
 }
 
 func (m *model) exec(x *expectation) {
@@ -579,6 +579,7 @@ func (m *model) enterExiting(x *expectation, sig fsm.Signal, pids []int) {
 	}
 	m.cancelRestarts(x)
 	m.next, m.failure = 0, false
+	m.endRoll()
 	m.requests = append(m.requests, m.queued...)
 	m.queued, m.pendingReload = nil, false
 	m.answer(x, false)
@@ -814,7 +815,8 @@ func (m *model) timer(x *expectation, t fsm.Timer) {
 	m.stale = append(m.stale, t)
 	switch t.Kind {
 	case fsm.TimerRestart:
-		if m.phase != phExiting && t.Generation == m.cur && t.Slot < m.size && !m.slotTaken(m.cur, t.Slot) {
+		replaced := m.next != 0 && t.Slot < m.rollDone // a rolling reload's new generation serves it
+		if m.phase != phExiting && t.Generation == m.cur && t.Slot < m.size && !replaced && !m.slotTaken(m.cur, t.Slot) {
 			m.spawn(x, m.cur, t.Slot)
 		}
 	case fsm.TimerStable:
@@ -860,6 +862,10 @@ func (m *model) settle(x *expectation) {
 			m.rollBack(x)
 		case m.phase == phAwaiting && m.genReady(m.next):
 			m.promote(x)
+		case m.phase == phAwaiting && m.roll && m.batchReady():
+			m.retireBatch(x)
+		case m.phase == phAwaiting && m.roll && m.batchDrained():
+			m.spawnBatch(x)
 		case (m.phase == phRunning || m.phase == phAwaiting) && m.culprit != nil:
 			st := *m.culprit
 			m.culprit = nil
@@ -885,6 +891,8 @@ func (m *model) settle(x *expectation) {
 }
 
 func (m *model) rollBack(x *expectation) {
+	m.keepDoneBatches(x)
+	m.endRoll()
 	failed := m.next
 	m.failure, m.next = false, 0
 	m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: failed})
@@ -908,6 +916,7 @@ func (m *model) promote(x *expectation) {
 	m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: ng})
 	m.cancelRestarts(x)
 	m.cur, m.next = ng, 0
+	m.endRoll()
 	var retiring []int
 	for g := 1; g <= m.maxGen; g++ {
 		if g != ng && !m.retired[g] {
@@ -1005,6 +1014,13 @@ func (m *model) scale(x *expectation, e fsm.ControlRequest) {
 	for _, gen := range []int{m.cur, m.next} {
 		if gen == 0 || m.retired[gen] {
 			continue
+		}
+		if gen == m.next && m.roll {
+			// The batches go on up to the new size.
+			m.rollDone, m.rollEnd = min(m.rollDone, n), min(m.rollEnd, n)
+			if n > old {
+				continue
+			}
 		}
 		if n > old {
 			for slot := old; slot < n; slot++ {
@@ -1137,4 +1153,109 @@ func (m *model) abortRestart(x *expectation, stopIt bool) {
 	}
 	stats.restartFailed.Add(1)
 	x.reply(r.id, false)
+}
+
+// ---- rolling reloads (--batch), docs/design.md "Rolling reloads" ----
+
+func (m *model) endRoll() { m.roll, m.rollDone, m.rollEnd, m.rollWait = false, 0, 0, nil }
+
+// spawnNext starts the next generation: every slot, or with --batch K
+// below the size its first K slots.
+func (m *model) spawnNext(x *expectation) {
+	m.endRoll()
+	if m.cfg.Batch > 0 && m.cfg.Batch < m.size {
+		m.roll = true
+		m.spawnBatch(x)
+		return
+	}
+	m.setTimer(x, fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: m.next}, m.cfg.ReadyTimeout)
+	for slot := range m.size {
+		m.spawn(x, m.next, slot)
+	}
+}
+
+// spawnBatch starts the next K slots, each batch with a ready timeout of
+// its own.
+func (m *model) spawnBatch(x *expectation) {
+	from := m.rollEnd
+	m.rollEnd = min(from+m.cfg.Batch, m.size)
+	if from > 0 {
+		m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: m.next})
+	}
+	m.setTimer(x, fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: m.next}, m.cfg.ReadyTimeout)
+	for slot := from; slot < m.rollEnd; slot++ {
+		m.spawn(x, m.next, slot)
+	}
+}
+
+// slotWorker is the worker filling slot of gen's slot table.
+func (m *model) slotWorker(gen, slot int) (int, bool) {
+	for pid, c := range m.workers {
+		if c.home == gen && c.slot == slot && !c.leaving {
+			return pid, true
+		}
+	}
+	return 0, false
+}
+
+func (m *model) batchReady() bool {
+	if m.rollDone >= m.rollEnd {
+		return false
+	}
+	for slot := m.rollDone; slot < m.rollEnd && slot < m.size; slot++ {
+		pid, ok := m.slotWorker(m.next, slot)
+		if !ok || !m.workers[pid].ready {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *model) batchDrained() bool {
+	if m.rollDone != m.rollEnd || m.rollEnd >= m.size {
+		return false
+	}
+	for _, pid := range m.rollWait {
+		if m.workers[pid] != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// retireBatch: the batch is ready; the old workers of its slots leave on
+// their own and restarts due for those slots are cancelled.
+func (m *model) retireBatch(x *expectation) {
+	m.rollWait = nil
+	for slot := m.rollDone; slot < m.rollEnd; slot++ {
+		if pid, ok := m.slotWorker(m.cur, slot); ok {
+			m.rollWait = append(m.rollWait, pid)
+			m.leave(x, pid)
+		}
+		m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerRestart, Generation: m.cur, Slot: slot})
+	}
+	m.rollDone = m.rollEnd
+	stats.batches.Add(1)
+}
+
+// keepDoneBatches: a rolling reload failed; the workers of the batches
+// that completed fill their slots of the serving generation's table (one
+// that died leaves its slot to a new worker of the serving generation).
+func (m *model) keepDoneBatches(x *expectation) {
+	if !m.roll {
+		return
+	}
+	if m.rollDone > 0 {
+		stats.batchesKept.Add(1)
+	}
+	for slot := 0; slot < m.rollDone && slot < m.size; slot++ {
+		if pid, ok := m.slotWorker(m.next, slot); ok {
+			m.workers[pid].home = m.cur
+			continue
+		}
+		restart := fsm.Timer{Kind: fsm.TimerRestart, Generation: m.cur, Slot: slot}
+		if !m.slotTaken(m.cur, slot) && !m.armed[restart] {
+			m.spawn(x, m.cur, slot)
+		}
+	}
 }

@@ -53,6 +53,10 @@
 //	                       oldest at once, logged with its pids; 0: none
 //	                       drains, the old generation gets SIGKILL once
 //	                       the new one is ready (default 4)
+//	--batch K              rolling reloads: start the new generation K
+//	                       workers at a time, each batch ready and its old
+//	                       workers gone before the next; 0: all at once
+//	                       (default 0)
 //	--restart POLICY       always, on-failure or no: what happens when a
 //	                       current worker exits on its own (default always)
 //	--backoff MIN..MAX     restart delays: MIN, doubled after each failure

@@ -120,6 +120,16 @@ var runOptions = []option{
 			c.Machine.MaxOldGenerations = k
 			return nil
 		}},
+	{long: "--batch", arg: "K", def: "0",
+		help: "rolling reloads: start the new generation K workers at a time, each batch ready and its old workers gone before the next; 0: all at once",
+		set: func(c *osadapter.Config, v string) error {
+			k, err := strconv.Atoi(v)
+			if err != nil || k < 0 || k > fsm.MaxWorkers {
+				return usagef("bad --batch %q: use a number of workers from 1 to %d, or 0 for the whole generation at once", v, fsm.MaxWorkers)
+			}
+			c.Machine.Batch = k
+			return nil
+		}},
 	{long: "--restart", arg: "POLICY", def: "always",
 		help: "always, on-failure or no, when a current worker exits on its own",
 		set: func(c *osadapter.Config, v string) error {

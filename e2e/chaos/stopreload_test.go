@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -129,9 +130,16 @@ func stopDuringReload(t *testing.T, stop syscall.Signal, upgrade bool, try int) 
 		return fmt.Sprintf("the master ended with status %d without draining; log:\n%s", p.Status, lastLines(logText(), 30))
 	}
 	// The workers trap TERM and exit 0; SIGINT kills them (130): the
-	// master exits with the status of its last current worker.
-	if want := map[syscall.Signal]int{syscall.SIGINT: 130}[stop]; p.Status != want {
-		return fmt.Sprintf("the master exited %d, want %d; log:\n%s", p.Status, want, lastLines(logText(), 30))
+	// master exits with the status of its last current worker. On a
+	// loaded machine a worker may get TERM before its shell has set the
+	// trap (seen in CI: 360 ms after its start) and die of it: 143, still
+	// a drain.
+	want := []int{0, 128 + int(syscall.SIGTERM)}
+	if stop == syscall.SIGINT {
+		want = []int{130}
+	}
+	if !slices.Contains(want, p.Status) {
+		return fmt.Sprintf("the master exited %d, want one of %v; log:\n%s", p.Status, want, lastLines(logText(), 30))
 	}
 	return "drained"
 }
