@@ -119,6 +119,7 @@ type status struct {
 		Pid           int    `json:"pid"`
 		State         string `json:"state"`
 		Generation    int    `json:"generation"`
+		Size          int    `json:"size"`
 		Reloads       int    `json:"reloads"`
 		FailedReloads int    `json:"failed_reloads"`
 	} `json:"master"`
