@@ -101,9 +101,7 @@ func foreign(pids []int, known map[int]*worker) []int {
 	return out
 }
 
-func recordWorker(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	e := m.ev.(WorkerStarted)
+func recordWorker(m *Machine, e WorkerStarted) {
 	delete(m.inflight, [2]int{e.Generation, e.Slot})
 	g := m.addGen(e.Generation)
 	w := &worker{pid: e.Pid, gen: e.Generation, slot: e.Slot}
@@ -114,7 +112,7 @@ func recordWorker(ctx context.Context, _ ...any) error {
 		if g.killed {
 			m.log(LevelWarn, "worker of a killed generation started; killing it", "pid", w.id(), "generation", w.gen)
 			m.kill([]int{w.pid}, SIGKILL)
-			return nil
+			return
 		}
 		m.log(LevelWarn, "worker of a retired generation started; stopping it", "pid", w.id(), "generation", w.gen)
 		m.kill([]int{w.pid}, m.cfg.StopSignal)
@@ -122,7 +120,7 @@ func recordWorker(ctx context.Context, _ ...any) error {
 			// retire armed none if the generation had no live worker then.
 			m.setTimer(kt, m.cfg.StopTimeout)
 		}
-		return nil
+		return
 	}
 	if e.Slot >= m.size || e.Slot < len(g.slots) && g.slots[e.Slot] != nil {
 		// Scaled down while this spawn was under way (no slot for it),
@@ -133,7 +131,7 @@ func recordWorker(ctx context.Context, _ ...any) error {
 		m.log(LevelInfo, "worker started for a slot it no longer has; stopping it", "pid", w.id(), "generation", w.gen, "slot", w.slot, "size", m.size)
 		m.kill([]int{w.pid}, m.cfg.StopSignal)
 		m.setTimer(Timer{Kind: TimerKillWorker, Pid: w.pid}, m.cfg.StopTimeout)
-		return nil
+		return
 	}
 	w.ready = m.cfg.Ready.Kind == ReadyImmediate
 	g.put(w)
@@ -152,12 +150,9 @@ func recordWorker(ctx context.Context, _ ...any) error {
 			m.setTimer(Timer{Kind: TimerQuick, Pid: w.pid}, QuickDeath)
 		}
 	}
-	return nil
 }
 
-func workerFailedToStart(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	e := m.ev.(SpawnFailed)
+func workerFailedToStart(m *Machine, e SpawnFailed) {
 	delete(m.inflight, [2]int{e.Generation, e.Slot})
 	m.log(LevelError, "worker failed to start", "generation", e.Generation, "slot", e.Slot, "status", statusAttr(e.Status), "err", e.Err)
 	g := m.gen(e.Generation)
@@ -176,11 +171,9 @@ func workerFailedToStart(ctx context.Context, _ ...any) error {
 	case g != nil:
 		m.dropGenIfEmpty(g)
 	}
-	return nil
 }
 
-func markReady(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
+func markReady(m *Machine) {
 	var pid int
 	switch e := m.ev.(type) {
 	case WorkerReady:
@@ -189,11 +182,14 @@ func markReady(ctx context.Context, _ ...any) error {
 		pid = e.Timer.Pid
 	}
 	w := m.byPid[pid]
+	if w == nil {
+		m.log(LevelError, "fsm: ready for no known worker (a bug in classify)", "event", m.ev.String())
+		return
+	}
 	w.ready = true
 	w.home.ready++
 	m.cancelTimer(Timer{Kind: TimerReadyAfter, Pid: pid})
 	m.log(LevelInfo, "worker ready", "pid", pid, "generation", w.gen, "slot", w.slot)
-	return nil
 }
 
 // removeWorker forgets a reaped worker and the timers about it. A worker
@@ -217,10 +213,12 @@ func (m *Machine) removeWorker(w *worker) *generation {
 	return g
 }
 
-func workerExited(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	e := m.ev.(ChildExited)
+func workerExited(m *Machine, e ChildExited) {
 	w := m.byPid[e.Pid]
+	if w == nil {
+		reapOrphan(m, e) // classify routes these there; a new path must not panic
+		return
+	}
 	quick := m.armed[Timer{Kind: TimerQuick, Pid: e.Pid}]
 	g := m.removeWorker(w)
 	switch {
@@ -243,7 +241,6 @@ func workerExited(ctx context.Context, _ ...any) error {
 		}
 		m.afterCurrentExit(w.slot, e.Status)
 	}
-	return nil
 }
 
 // afterCurrentExit applies --restart to a slot of the serving generation
@@ -293,38 +290,33 @@ func (m *Machine) spawning(gen int) bool {
 	return false
 }
 
-func restartSlot(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	t := m.ev.(TimerFired).Timer
+func restartSlot(m *Machine, ev TimerFired) {
+	t := ev.Timer
 	if t.Generation != m.cur {
 		m.log(LevelDebug, "restart of an old generation skipped", "generation", t.Generation, "slot", t.Slot)
-		return nil
+		return
 	}
 	delete(m.restarting, t.Slot)
 	g := m.gen(m.cur)
 	if m.next != 0 && t.Slot < m.rollDone {
-		return nil // a rolling reload's new generation serves this slot now
+		return // a rolling reload's new generation serves this slot now
 	}
 	if t.Slot >= m.size || t.Slot < len(g.slots) && g.slots[t.Slot] != nil || m.inflight[[2]int{m.cur, t.Slot}] {
-		return nil
+		return
 	}
 	m.startWorker(m.cur, t.Slot)
-	return nil
 }
 
-func resetBackoff(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	t := m.ev.(TimerFired).Timer
+func resetBackoff(m *Machine, ev TimerFired) {
+	t := ev.Timer
 	if w := m.byPid[t.Pid]; w != nil && !w.leaving && w.home.n == m.cur && w.slot < len(m.failures) {
 		m.failures[w.slot] = 0
 		m.closeRestartWindow(w.slot)
 	}
-	return nil
 }
 
-func killStragglers(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	t := m.ev.(TimerFired).Timer
+func killStragglers(m *Machine, ev TimerFired) {
+	t := ev.Timer
 	var pids []int
 	switch t.Kind {
 	case TimerKillAll:
@@ -338,63 +330,45 @@ func killStragglers(ctx context.Context, _ ...any) error {
 		m.log(LevelWarn, "stop timeout passed; killing", "pids", pids, "timeout", m.cfg.StopTimeout)
 		m.kill(pids, SIGKILL)
 	}
-	return nil
 }
 
-func forwardToCurrent(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	sig := m.ev.(SignalReceived).Signal
+func forwardToCurrent(m *Machine, ev SignalReceived) {
+	sig := ev.Signal
 	pids := m.livePids(m.isCurrent)
 	m.log(LevelInfo, "forwarding signal to current workers", "signal", sig, "pids", pids)
 	m.kill(pids, sig)
-	return nil
 }
 
-func forwardToAll(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	sig := m.ev.(SignalReceived).Signal
+func forwardToAll(m *Machine, ev SignalReceived) {
+	sig := ev.Signal
 	pids := m.livePids(nil)
 	m.log(LevelInfo, "forwarding signal to every worker", "signal", sig, "pids", pids)
 	m.kill(pids, sig)
-	return nil
 }
 
-func replyStatus(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
+func replyStatus(m *Machine, _ ControlRequest) {
 	id, _ := m.controlID()
 	m.emit(Reply{ID: id, OK: true, Status: m.status()})
-	return nil
 }
 
-func refuseRequest(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	c := m.ev.(ControlRequest)
+func refuseRequest(m *Machine, c ControlRequest) {
 	why := requestError(c)
 	if why == "" {
 		// A command of the table this machine does not carry out (yet).
 		why = c.Command.String() + " is not supported by this master"
 	}
 	m.emit(Reply{ID: c.ID, Error: why})
-	return nil
 }
 
-func ignoreNoise(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
+func ignoreNoise(m *Machine) {
 	m.log(LevelDebug, "event ignored", "state", m.state.String(), "event", m.ev.String())
-	return nil
 }
 
-func reapOrphan(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	e := m.ev.(ChildExited)
+func reapOrphan(m *Machine, e ChildExited) {
 	m.log(LevelDebug, "reaped unknown child", "pid", e.Pid, "status", statusAttr(e.Status))
-	return nil
 }
 
-func noteNoChildren(ctx context.Context, _ ...any) error {
-	machineOf(ctx).log(LevelDebug, "no child left")
-	return nil
-}
+func noteNoChildren(m *Machine) { m.log(LevelDebug, "no child left") }
 
 // beginReload is what both kinds of reload share: the request that
 // triggered it and those queued behind the last one wait for its outcome,
@@ -445,7 +419,7 @@ func spawnNextInPlace(ctx context.Context, _ ...any) error {
 
 func abandonReload(ctx context.Context, _ ...any) error {
 	m := machineOf(ctx)
-	e := m.ev.(ExecFailed)
+	e, _ := event[ExecFailed](m) // its Err, or "" on a path the table did not mean
 	m.failedReload++
 	msg := "reload failed: cannot execute " + m.cfg.Path + ": " + e.Err
 	m.log(LevelError, "reload failed: the master could not re-execute; keeping the current workers", "path", m.cfg.Path, "err", e.Err)
@@ -456,14 +430,12 @@ func abandonReload(ctx context.Context, _ ...any) error {
 	return nil
 }
 
-func coalesceReload(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
+func coalesceReload(m *Machine) {
 	m.pendingReload = true
 	if id, ok := m.controlID(); ok {
 		m.queued = append(m.queued, id)
 	}
 	m.log(LevelInfo, "reload queued: it starts once the current reload or spawn is over", "generation", m.cur)
-	return nil
 }
 
 func promoteGeneration(ctx context.Context, _ ...any) error {
@@ -529,13 +501,11 @@ func rollBack(ctx context.Context, _ ...any) error {
 	return nil
 }
 
-func announceReady(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
+func announceReady(m *Machine) {
 	m.announced = true
 	m.log(LevelInfo, "all workers ready", "generation", m.cur)
 	m.signalForeign()
 	m.emit(Notify{State: NotifyReady, Status: fmt.Sprintf("generation %d ready", m.cur)})
-	return nil
 }
 
 // signalForeign tells the processes named by -sf/-st to go, once.
@@ -588,7 +558,10 @@ func beginSoftStop(ctx context.Context, _ ...any) error {
 
 func beginTerminate(ctx context.Context, _ ...any) error {
 	m := machineOf(ctx)
-	sig := m.ev.(SignalReceived).Signal
+	sig := SIGTERM
+	if e, ok := event[SignalReceived](m); ok {
+		sig = e.Signal
+	}
 	m.log(LevelInfo, "terminating: forwarding the signal to every worker", "signal", sig)
 	m.enterExiting(sig, sig.String(), m.livePids(nil))
 	return nil
@@ -596,7 +569,10 @@ func beginTerminate(ctx context.Context, _ ...any) error {
 
 func endRun(ctx context.Context, _ ...any) error {
 	m := machineOf(ctx)
-	st := *m.culprit
+	st := ExitStatus{Code: m.exitStatus} // settle sets a culprit first; a new path must not panic
+	if m.culprit != nil {
+		st = *m.culprit
+	}
 	m.culprit = nil
 	m.exitStatus, m.exitFixed = st.Int(), true
 	why := m.endWhy
@@ -610,31 +586,27 @@ func endRun(ctx context.Context, _ ...any) error {
 	return nil
 }
 
-func repeatSoftStop(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
+func repeatSoftStop(m *Machine) {
 	if id, ok := m.controlID(); ok {
 		m.emit(Reply{ID: id, OK: true, Error: ""})
-		return nil
+		return
 	}
 	pids := m.livePids(nil)
 	m.log(LevelInfo, "soft stop again: repeating the stop signal", "signal", m.cfg.StopSignal, "pids", pids)
 	m.kill(pids, m.cfg.StopSignal)
-	return nil
 }
 
-func refuseReload(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
+func refuseReload(m *Machine) {
 	if id, ok := m.controlID(); ok {
 		m.emit(Reply{ID: id, Error: "cannot reload: mworker is stopping"})
-		return nil
+		return
 	}
-	m.log(LevelWarn, "reload signal ignored: mworker is stopping", "signal", m.ev.(SignalReceived).Signal)
-	return nil
+	if e, ok := event[SignalReceived](m); ok {
+		m.log(LevelWarn, "reload signal ignored: mworker is stopping", "signal", e.Signal)
+	}
 }
 
-func stopLateWorker(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	e := m.ev.(WorkerStarted)
+func stopLateWorker(m *Machine, e WorkerStarted) {
 	delete(m.inflight, [2]int{e.Generation, e.Slot})
 	g := m.addGen(e.Generation)
 	w := &worker{pid: e.Pid, gen: e.Generation, slot: e.Slot}
@@ -642,28 +614,26 @@ func stopLateWorker(ctx context.Context, _ ...any) error {
 	m.byPid[w.pid] = w
 	m.log(LevelInfo, "worker started while stopping; stopping it", "pid", w.id(), "generation", w.gen, "slot", w.slot)
 	m.kill([]int{w.pid}, m.stopSignal)
-	return nil
 }
 
-func dropSpawn(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	e := m.ev.(SpawnFailed)
+func dropSpawn(m *Machine, e SpawnFailed) {
 	delete(m.inflight, [2]int{e.Generation, e.Slot})
 	m.log(LevelInfo, "worker failed to start while stopping", "generation", e.Generation, "slot", e.Slot, "err", e.Err)
 	if g := m.gen(e.Generation); g != nil {
 		m.dropGenIfEmpty(g)
 	}
-	return nil
 }
 
-func workerExitedWhileExiting(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	e := m.ev.(ChildExited)
+func workerExitedWhileExiting(m *Machine, e ChildExited) {
 	w := m.byPid[e.Pid]
+	if w == nil {
+		reapOrphan(m, e)
+		return
+	}
 	g := m.removeWorker(w)
 	if g == nil {
 		m.log(LevelInfo, "worker stopped", "pid", w.id(), "generation", w.gen, "slot", w.slot, "status", statusAttr(e.Status))
-		return nil
+		return
 	}
 	if m.isCurrent(g) {
 		if !m.exitFixed {
@@ -678,7 +648,6 @@ func workerExitedWhileExiting(ctx context.Context, _ ...any) error {
 		m.log(LevelInfo, "old worker exited", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
 	}
 	m.dropGenIfEmpty(g)
-	return nil
 }
 
 func exitMaster(ctx context.Context, _ ...any) error {

@@ -474,22 +474,22 @@ func buildTable() *stateless.StateMachine {
 		Permit(trigSoftStop, stateExiting).
 		Permit(trigTerminate, stateExiting).
 		Permit(trigRunEnded, stateExiting).
-		InternalTransition(trigForward, forwardToCurrent).
-		InternalTransition(trigSpawned, recordWorker).
-		InternalTransition(trigSpawnFailed, workerFailedToStart).
-		InternalTransition(trigReady, markReady).
-		InternalTransition(trigExited, workerExited).
-		InternalTransition(trigOrphan, reapOrphan).
-		InternalTransition(trigNoChildren, noteNoChildren).
-		InternalTransition(trigRestart, restartSlot).
-		InternalTransition(trigStable, resetBackoff).
-		InternalTransition(trigWindowClosed, closeRestartWindow).
-		InternalTransition(trigQuickOver, endQuickStreak).
-		InternalTransition(trigKillDue, killStragglers).
-		InternalTransition(trigStatus, replyStatus).
-		InternalTransition(trigScale, scalePool).
-		InternalTransition(trigBadRequest, refuseRequest).
-		InternalTransition(trigNoise, ignoreNoise)
+		InternalTransition(trigForward, on(forwardToCurrent)).
+		InternalTransition(trigSpawned, on(recordWorker)).
+		InternalTransition(trigSpawnFailed, on(workerFailedToStart)).
+		InternalTransition(trigReady, do(markReady)).
+		InternalTransition(trigExited, on(workerExited)).
+		InternalTransition(trigOrphan, on(reapOrphan)).
+		InternalTransition(trigNoChildren, do(noteNoChildren)).
+		InternalTransition(trigRestart, on(restartSlot)).
+		InternalTransition(trigStable, on(resetBackoff)).
+		InternalTransition(trigWindowClosed, on(closeRestartWindow)).
+		InternalTransition(trigQuickOver, on(endQuickStreak)).
+		InternalTransition(trigKillDue, on(killStragglers)).
+		InternalTransition(trigStatus, on(replyStatus)).
+		InternalTransition(trigScale, on(scalePool)).
+		InternalTransition(trigBadRequest, on(refuseRequest)).
+		InternalTransition(trigNoise, do(ignoreNoise))
 
 	sm.Configure(stateRunning).
 		SubstateOf(stateLive).
@@ -499,11 +499,11 @@ func buildTable() *stateless.StateMachine {
 		OnEntryFrom(trigGenerationFailed, rollBack).
 		Permit(trigReload, stateExecPending, noSpawnInFlight, reloadExecs).
 		Permit(trigReload, stateAwaitingReady, noSpawnInFlight, reloadInPlace).
-		InternalTransition(trigReload, coalesceReload, spawnInFlight).
-		InternalTransition(trigFirstReady, announceReady).
-		InternalTransition(trigRestartOne, restartOne).
-		InternalTransition(trigReplaced, completeRestart).
-		InternalTransition(trigReplaceFailed, failRestart)
+		InternalTransition(trigReload, do(coalesceReload), spawnInFlight).
+		InternalTransition(trigFirstReady, do(announceReady)).
+		InternalTransition(trigRestartOne, on(restartOne)).
+		InternalTransition(trigReplaced, do(completeRestart)).
+		InternalTransition(trigReplaceFailed, do(failRestart))
 
 	sm.Configure(stateReloading).
 		SubstateOf(stateLive)
@@ -519,31 +519,31 @@ func buildTable() *stateless.StateMachine {
 		OnEntry(spawnNextInPlace).
 		Permit(trigGenerationReady, stateRunning).
 		Permit(trigGenerationFailed, stateRunning).
-		InternalTransition(trigReload, coalesceReload).
-		InternalTransition(trigRestartOne, refuseDuringReload).
-		InternalTransition(trigBatchReady, retireBatch).
-		InternalTransition(trigBatchDrained, startNextBatch)
+		InternalTransition(trigReload, do(coalesceReload)).
+		InternalTransition(trigRestartOne, on(refuseDuringReload)).
+		InternalTransition(trigBatchReady, do(retireBatch)).
+		InternalTransition(trigBatchDrained, do(startNextBatch))
 
 	sm.Configure(stateExiting).
 		OnEntryFrom(trigSoftStop, beginSoftStop).
 		OnEntryFrom(trigTerminate, beginTerminate).
 		OnEntryFrom(trigRunEnded, endRun).
 		Permit(trigAllGone, stateExited).
-		InternalTransition(trigTerminateAgain, forwardToAll).
-		InternalTransition(trigStopAgain, repeatSoftStop).
-		InternalTransition(trigReload, refuseReload).
-		InternalTransition(trigForward, forwardToCurrent).
-		InternalTransition(trigSpawned, stopLateWorker).
-		InternalTransition(trigSpawnFailed, dropSpawn).
-		InternalTransition(trigExited, workerExitedWhileExiting).
-		InternalTransition(trigOrphan, reapOrphan).
-		InternalTransition(trigNoChildren, noteNoChildren).
-		InternalTransition(trigKillDue, killStragglers).
-		InternalTransition(trigStatus, replyStatus).
-		InternalTransition(trigScale, refuseWhileStopping).
-		InternalTransition(trigRestartOne, refuseWhileStopping).
-		InternalTransition(trigBadRequest, refuseRequest).
-		InternalTransition(trigNoise, ignoreNoise)
+		InternalTransition(trigTerminateAgain, on(forwardToAll)).
+		InternalTransition(trigStopAgain, do(repeatSoftStop)).
+		InternalTransition(trigReload, do(refuseReload)).
+		InternalTransition(trigForward, on(forwardToCurrent)).
+		InternalTransition(trigSpawned, on(stopLateWorker)).
+		InternalTransition(trigSpawnFailed, on(dropSpawn)).
+		InternalTransition(trigExited, on(workerExitedWhileExiting)).
+		InternalTransition(trigOrphan, on(reapOrphan)).
+		InternalTransition(trigNoChildren, do(noteNoChildren)).
+		InternalTransition(trigKillDue, on(killStragglers)).
+		InternalTransition(trigStatus, on(replyStatus)).
+		InternalTransition(trigScale, on(refuseWhileStopping)).
+		InternalTransition(trigRestartOne, on(refuseWhileStopping)).
+		InternalTransition(trigBadRequest, on(refuseRequest)).
+		InternalTransition(trigNoise, do(ignoreNoise))
 
 	sm.Configure(stateExited).
 		OnEntry(exitMaster)

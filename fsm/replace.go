@@ -12,7 +12,6 @@ package fsm
 // aborts it.
 
 import (
-	"context"
 	"strconv"
 )
 
@@ -35,9 +34,7 @@ func parseSlot(arg string, size int) (int, string) {
 	return n, ""
 }
 
-func restartOne(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	c := m.ev.(ControlRequest)
+func restartOne(m *Machine, c ControlRequest) {
 	slot, why := parseSlot(c.Arg, m.size)
 	cg := m.gen(m.cur)
 	switch {
@@ -49,7 +46,7 @@ func restartOne(ctx context.Context, _ ...any) error {
 	}
 	if why != "" {
 		m.emit(Reply{ID: c.ID, Error: why})
-		return nil
+		return
 	}
 	old := cg.slots[slot]
 	m.maxGen++
@@ -58,7 +55,6 @@ func restartOne(ctx context.Context, _ ...any) error {
 	m.log(LevelInfo, "restarting one worker: starting its replacement", "slot", slot, "pid", old.id(), "generation", m.maxGen)
 	m.setTimer(Timer{Kind: TimerReadyTimeout, Generation: m.maxGen}, m.cfg.ReadyTimeout)
 	m.startWorker(m.maxGen, slot)
-	return nil
 }
 
 // replacementReady reports that the replacement in progress is ready.
@@ -67,8 +63,10 @@ func (m *Machine) replacementReady() bool {
 	return g != nil && m.repl.slot < len(g.slots) && g.slots[m.repl.slot] != nil && g.slots[m.repl.slot].ready
 }
 
-func completeRestart(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
+func completeRestart(m *Machine) {
+	if m.repl == nil || !m.replacementReady() {
+		return // settle fires it only then; a new path must not panic
+	}
 	r := m.repl
 	m.repl = nil
 	g := m.gen(r.gen)
@@ -93,13 +91,12 @@ func completeRestart(ctx context.Context, _ ...any) error {
 	m.dropGenIfEmpty(g)
 	m.log(LevelInfo, "worker restarted: its replacement is ready, the old one told to stop", "slot", r.slot, "pid", w.id(), "generation", w.gen, "old", old)
 	m.emit(Reply{ID: r.id, OK: true, Status: m.status()})
-	return nil
 }
 
-func failRestart(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	m.abortRestart("", true)
-	return nil
+func failRestart(m *Machine) {
+	if m.repl != nil {
+		m.abortRestart("", true)
+	}
 }
 
 // abortRestart ends the restart in progress without replacing anything:
@@ -127,9 +124,6 @@ func (m *Machine) abortRestart(why string, stopIt bool) {
 		"; worker " + strconv.Itoa(r.old) + " keeps serving"})
 }
 
-func refuseDuringReload(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	c := m.ev.(ControlRequest)
+func refuseDuringReload(m *Machine, c ControlRequest) {
 	m.emit(Reply{ID: c.ID, Error: "cannot " + c.Command.String() + " during a reload: try again once it is over"})
-	return nil
 }

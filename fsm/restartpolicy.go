@@ -6,8 +6,6 @@ package fsm
 // TimerRestartWindow armed at a slot's first failure and TimerQuick armed
 // at each restarted worker's start.
 
-import "context"
-
 // limitReached counts a failure of slot against --restart-limit. The first
 // failure opens the slot's window; the one that reaches the count ends the
 // run with its status (the culprit), as --restart no does, and no restart
@@ -50,13 +48,11 @@ func (m *Machine) closeRestartWindows() {
 	}
 }
 
-func closeRestartWindow(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	t := m.ev.(TimerFired).Timer
+func closeRestartWindow(m *Machine, ev TimerFired) {
+	t := ev.Timer
 	if t.Generation == m.cur && t.Slot >= 0 && t.Slot < len(m.limitCounts) {
 		m.limitCounts[t.Slot] = 0
 	}
-	return nil
 }
 
 // noteQuickDeath counts a death of slot's worker within QuickDeath of its
@@ -78,11 +74,9 @@ func (m *Machine) noteQuickDeath(slot int) {
 
 // endQuickStreak: the worker outlived its first second, so its slot's
 // streak of quick deaths is over.
-func endQuickStreak(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	t := m.ev.(TimerFired).Timer
+func endQuickStreak(m *Machine, ev TimerFired) {
+	t := ev.Timer
 	if w := m.byPid[t.Pid]; w != nil && !w.leaving && w.home.n == m.cur && w.slot < len(m.quick) {
 		m.quick[w.slot] = 0
 	}
-	return nil
 }

@@ -13,7 +13,6 @@ package fsm
 // generation.
 
 import (
-	"context"
 	"fmt"
 )
 
@@ -88,8 +87,7 @@ func (m *Machine) batchDrained() bool {
 // retireBatch tells the serving generation's workers of the ready batch's
 // slots to stop, and forgets restarts due for those slots: the new
 // generation serves them from now on.
-func retireBatch(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
+func retireBatch(m *Machine) {
 	cg := m.gen(m.cur)
 	m.rollWait = m.rollWait[:0]
 	var pids []int
@@ -108,13 +106,9 @@ func retireBatch(ctx context.Context, _ ...any) error {
 	m.log(LevelInfo, "rolling reload: batch ready, its old workers told to stop", "generation", m.next,
 		"slots", slotsAttr(m.rollDone, m.rollEnd-1), "old", pids)
 	m.rollDone = m.rollEnd
-	return nil
 }
 
-func startNextBatch(ctx context.Context, _ ...any) error {
-	machineOf(ctx).spawnBatch()
-	return nil
-}
+func startNextBatch(m *Machine) { m.spawnBatch() }
 
 // keepDoneBatches, on a failed rolling reload, moves the ready workers of
 // the batches that completed into the serving generation's slot table,

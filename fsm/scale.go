@@ -10,7 +10,6 @@ package fsm
 // are not restarted.
 
 import (
-	"context"
 	"strconv"
 	"strings"
 )
@@ -49,13 +48,11 @@ func (m *Machine) growSlots() {
 	}
 }
 
-func scalePool(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	c := m.ev.(ControlRequest)
+func scalePool(m *Machine, c ControlRequest) {
 	n, why := parseScale(c.Arg, m.size)
 	if why != "" {
 		m.emit(Reply{ID: c.ID, Error: why})
-		return nil
+		return
 	}
 	old := m.size
 	m.size = n
@@ -105,7 +102,6 @@ func scalePool(ctx context.Context, _ ...any) error {
 		// on-failure): nothing is left to serve, the run is over.
 		m.culprit = &ExitStatus{}
 	}
-	return nil
 }
 
 // forgetSlots drops what the serving generation keeps about slots from..to-1
@@ -127,9 +123,6 @@ func (m *Machine) forgetSlots(from, to int) {
 	}
 }
 
-func refuseWhileStopping(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
-	c := m.ev.(ControlRequest)
+func refuseWhileStopping(m *Machine, c ControlRequest) {
 	m.emit(Reply{ID: c.ID, Error: "cannot " + c.Command.String() + ": mworker is stopping"})
-	return nil
 }
