@@ -220,3 +220,27 @@ exec '%s' demo-worker
 		t.Errorf("bad requests changed the pool: %+v", now)
 	}
 }
+
+// The desired size outlives a re-exec of the master (--reexec always): the
+// new image starts as many workers as the pool had, whatever -n its
+// command line says, and a later reload keeps it.
+func TestScaleSurvivesReexec(t *testing.T) {
+	m := startMaster(t, t.TempDir(), []string{"-n", "2", "--ready", "notify", "--reexec", "always"}, mworkerPath, "demo-worker")
+	m.waitSettled(2, 15*time.Second)
+	if code, out, errOut := m.ctl("scale", "3"); code != 0 {
+		t.Fatalf("mworker scale 3: exit %d, %q %q", code, out, errOut)
+	}
+	m.waitSettled(3, 15*time.Second)
+	for i := 1; i <= 2; i++ {
+		if code, errOut := m.reload(); code != 0 {
+			t.Fatalf("reload %d: exit %d: %s", i, code, errOut)
+		}
+		s := m.waitSettled(3, 15*time.Second)
+		if s.Master.Size != 3 || s.Master.Pid != m.pid {
+			t.Fatalf("after re-exec %d: size %d, master pid %d; want 3 and %d", i, s.Master.Size, s.Master.Pid, m.pid)
+		}
+	}
+	if log, _ := os.ReadFile(m.log); strings.Count(string(log), "re-executed; starting the new generation") != 2 {
+		t.Errorf("the master did not re-execute twice:\n%s", lastLines(string(log), 30))
+	}
+}
