@@ -390,9 +390,18 @@ func (m *model) event(ev fsm.Event) *expectation {
 		// is dead and its exit was lost. Each counts as an exit with status
 		// 255, oldest generation first, slot order, with its consequences.
 		lost := m.pids(nil)
+		// (Those leaving on their own come last: they fill no slot.)
 		slices.SortFunc(lost, func(a, b int) int {
 			ca, cb := m.workers[a], m.workers[b]
-			if ca.gen != cb.gen {
+			switch {
+			case ca.leaving != cb.leaving:
+				if ca.leaving {
+					return 1
+				}
+				return -1
+			case ca.leaving:
+				return a - b
+			case ca.gen != cb.gen:
 				return ca.gen - cb.gen
 			}
 			return ca.slot - cb.slot
