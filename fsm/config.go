@@ -67,6 +67,10 @@ type Config struct {
 	// generation gets SIGKILL instead of StopSignal once the new one is
 	// ready. The command line's default is DefaultMaxOldGenerations.
 	MaxOldGenerations int
+	// Watchdog is --watchdog: a worker that has sent WATCHDOG=1 once
+	// (WorkerWatchdog) and then sends none for this long is stopped and
+	// replaced as --restart says. 0, the zero value, watches no worker.
+	Watchdog time.Duration
 }
 
 // NoOldGenerations is the MaxOldGenerations that lets no generation drain
@@ -343,6 +347,8 @@ func (c *Config) validate() error {
 		return bad("unknown restart policy %d", c.Restart)
 	case c.Reexec < ReexecAlways || c.Reexec > ReexecNever:
 		return bad("unknown reexec policy %d", c.Reexec)
+	case c.Watchdog < 0:
+		return bad("watchdog %v is negative: use 0 for none or a positive duration such as 30s", c.Watchdog)
 	case c.MaxOldGenerations < NoOldGenerations:
 		return bad("max old generations %d: use 0 for no cap, NoOldGenerations, or a positive number", c.MaxOldGenerations)
 	}
@@ -403,6 +409,9 @@ type HandoverWorker struct {
 	Ready, Stopping       bool
 	// Leaving: stopping on its own (scaled down), not with its generation.
 	Leaving bool
+	// Replacing: stopped by the watchdog, in its slot until it is reaped;
+	// its exit counts as a failure.
+	Replacing bool
 }
 
 // Status is the machine's answer to a status request; the caller adds what
