@@ -43,6 +43,7 @@ func TestMachine(t *testing.T) {
 	t.Logf("sequences %d, events %d (mean %.1f, max %d), execs ok %d failed %d, promotions %d, rollbacks %d, exits %d (restart limit %d), generations killed for the cap %d",
 		n, stats.events.Load(), float64(stats.events.Load())/float64(n), stats.maxLen.Load(),
 		stats.execOK.Load(), stats.execFailed.Load(), stats.promotions.Load(), stats.rollbacks.Load(), stats.exits.Load(), stats.limits.Load(), stats.capKills.Load())
+	t.Logf("watchdog: %d pings armed a timer, %d hung workers stopped", watchdogStats.pings.Load(), watchdogStats.hangs.Load())
 }
 
 // FuzzMachine is TestMachine's property for `go test -fuzz=FuzzMachine`.
