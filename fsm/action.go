@@ -136,7 +136,7 @@ type Timer struct {
 	Kind       TimerKind
 	Generation int // TimerRestart, TimerReadyTimeout, TimerKill, TimerRestartWindow
 	Slot       int // TimerRestart, TimerRestartWindow
-	Pid        int // TimerReadyAfter, TimerStable, TimerQuick, TimerKillWorker
+	Pid        int // TimerReadyAfter, TimerStable, TimerQuick, TimerKillWorker, TimerWatchdog
 }
 
 // TimerKind says what a timer is for.
@@ -163,14 +163,18 @@ const (
 	// Pid: a death before it fires counts as quick.
 	TimerQuick
 	// TimerKillWorker sends SIGKILL to worker Pid, told to stop on its own
-	// (scaled down), if it is still alive.
+	// (scaled down, or replaced by the watchdog), if it is still alive.
 	TimerKillWorker
+	// TimerWatchdog replaces worker Pid, which has sent WATCHDOG=1 before,
+	// when it sends none for Config.Watchdog; each ping re-arms it.
+	TimerWatchdog
 )
 
 var timerKindNames = [...]string{
 	TimerRestart: "restart", TimerStable: "stable", TimerReadyAfter: "ready-after",
 	TimerReadyTimeout: "ready-timeout", TimerKill: "kill", TimerKillAll: "kill-all",
 	TimerRestartWindow: "restart-window", TimerQuick: "quick", TimerKillWorker: "kill-worker",
+	TimerWatchdog: "watchdog",
 }
 
 func (k TimerKind) String() string {
@@ -185,7 +189,7 @@ func (t Timer) String() string {
 	switch t.Kind {
 	case TimerRestart, TimerRestartWindow:
 		s += " gen=" + itoa(t.Generation) + " slot=" + itoa(t.Slot)
-	case TimerStable, TimerReadyAfter, TimerQuick, TimerKillWorker:
+	case TimerStable, TimerReadyAfter, TimerQuick, TimerKillWorker, TimerWatchdog:
 		s += " pid=" + itoa(t.Pid)
 	case TimerReadyTimeout, TimerKill:
 		s += " gen=" + itoa(t.Generation)

@@ -21,10 +21,14 @@ import (
 // reload: a reload signal (Exec), then the machine of the new image (New
 // with the Exec's Handover) gets Start, N WorkerStarted (the last one
 // promotes the generation), and the N old workers exit (2N+2 events).
+//
+// watchdog: with --watchdog, one worker's WATCHDOG=1, which re-arms its
+// timer (1 event); every worker has pinged before.
 func BenchmarkStep(b *testing.B) {
 	for _, n := range []int{1, 64, 1024} {
 		b.Run(fmt.Sprintf("exit/workers=%d", n), func(b *testing.B) { benchExit(b, n) })
 		b.Run(fmt.Sprintf("reload/workers=%d", n), func(b *testing.B) { benchReload(b, n) })
+		b.Run(fmt.Sprintf("watchdog/workers=%d", n), func(b *testing.B) { benchWatchdog(b, n) })
 	}
 }
 
@@ -145,6 +149,31 @@ func spawnedGeneration(b *testing.B, acts []fsm.Action) int {
 	}
 	b.Fatalf("no spawn in %v", acts)
 	return 0
+}
+
+func benchWatchdog(b *testing.B, n int) {
+	cfg := benchConfig(n)
+	cfg.Watchdog = 10 * time.Second
+	m, err := fsm.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.Step(fsm.Start{})
+	for slot := range n {
+		m.Step(fsm.WorkerStarted{Generation: 1, Slot: slot, Pid: slot + 1})
+		m.Step(fsm.WorkerWatchdog{Pid: slot + 1})
+	}
+	b.ReportAllocs()
+	allocs := mallocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		acts := m.Step(fsm.WorkerWatchdog{Pid: i%n + 1})
+		if len(acts) != 1 {
+			b.Fatalf("a ping gave %v, want one SetTimer", acts)
+		}
+	}
+	b.StopTimer()
+	report(b, 1, mallocs()-allocs)
 }
 
 func mallocs() uint64 {

@@ -62,7 +62,7 @@ func resumeAndSpawnNext(ctx context.Context, _ ...any) error {
 			continue
 		}
 		g.retired = g.retired || hw.Stopping
-		w := &worker{pid: hw.Pid, gen: hw.Generation, slot: hw.Slot, ready: hw.Ready}
+		w := &worker{pid: hw.Pid, gen: hw.Generation, slot: hw.Slot, ready: hw.Ready && !hw.Replacing, replacing: hw.Replacing}
 		g.put(w)
 		m.byPid[w.pid] = w
 		m.maxGen = max(m.maxGen, hw.Generation)
@@ -210,6 +210,7 @@ func (m *Machine) removeWorker(w *worker) *generation {
 	m.cancelTimer(Timer{Kind: TimerStable, Pid: w.pid})
 	m.cancelTimer(Timer{Kind: TimerReadyAfter, Pid: w.pid})
 	m.cancelTimer(Timer{Kind: TimerQuick, Pid: w.pid})
+	m.unwatch(w)
 	return g
 }
 
@@ -239,7 +240,7 @@ func workerExited(m *Machine, e ChildExited) {
 		if quick {
 			m.noteQuickDeath(w.slot)
 		}
-		m.afterCurrentExit(w.slot, e.Status)
+		m.afterCurrentExit(w.slot, m.judged(w, e.Status))
 	}
 }
 
@@ -538,6 +539,7 @@ func (m *Machine) enterExiting(sig Signal, why string, pids []int) {
 	m.pendingReload = false
 	m.replyAll(false, "reload aborted: mworker is stopping ("+why+")")
 	m.cancelRestarts()
+	m.unwatchAll()
 	m.emit(Notify{State: NotifyStopping})
 	m.emit(StopListening{})
 	m.kill(pids, sig)
@@ -637,7 +639,7 @@ func workerExitedWhileExiting(m *Machine, e ChildExited) {
 	}
 	if m.isCurrent(g) {
 		if !m.exitFixed {
-			m.exitStatus = e.Status.Int()
+			m.exitStatus = m.judged(w, e.Status).Int()
 		}
 		m.log(LevelInfo, "worker exited", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
 	} else if g.n > m.cur {

@@ -75,6 +75,10 @@ type Config struct {
 	// more). docs/design.md ("Rolling reloads") says what a failure in a
 	// batch keeps and rolls back.
 	Batch int
+	// Watchdog is --watchdog: a worker that has sent WATCHDOG=1 once
+	// (WorkerWatchdog) and then sends none for this long is stopped and
+	// replaced as --restart says. 0, the zero value, watches no worker.
+	Watchdog time.Duration
 }
 
 // NoOldGenerations is the MaxOldGenerations that lets no generation drain
@@ -351,6 +355,8 @@ func (c *Config) validate() error {
 		return bad("unknown restart policy %d", c.Restart)
 	case c.Reexec < ReexecAlways || c.Reexec > ReexecNever:
 		return bad("unknown reexec policy %d", c.Reexec)
+	case c.Watchdog < 0:
+		return bad("watchdog %v is negative: use 0 for none or a positive duration such as 30s", c.Watchdog)
 	case c.MaxOldGenerations < NoOldGenerations:
 		return bad("max old generations %d: use 0 for no cap, NoOldGenerations, or a positive number", c.MaxOldGenerations)
 	case c.Batch < 0 || c.Batch > MaxWorkers:
@@ -416,6 +422,9 @@ type HandoverWorker struct {
 	// Home is the generation whose slots it fills, when not Generation
 	// (restart SLOT moved it into the serving one); 0 means Generation.
 	Home int
+	// Replacing: stopped by the watchdog, in its slot until it is reaped;
+	// its exit counts as a failure.
+	Replacing bool
 }
 
 // Status is the machine's answer to a status request; the caller adds what

@@ -129,7 +129,10 @@ And it must report everything the machine needs to know:
     it is harmless.
 
  14. READY=1 from a worker's notify socket (--ready notify):
-    WorkerReady{Pid}. A control request line: ControlRequest{ID, Command, Arg}
+    WorkerReady{Pid}. With Config.Watchdog set, give each worker a notify
+    socket and WATCHDOG_USEC (the watchdog in microseconds), and feed its
+    WATCHDOG=1 as WorkerWatchdog{Pid} and its WATCHDOG=trigger as
+    WorkerWatchdog{Pid, Trigger: true}. A control request line: ControlRequest{ID, Command, Arg}
     with an ID unique among requests not yet answered, kept across an
     exec; [ParseCommand] reads the line, and a line it does not know may be
     answered by the caller or fed as an unknown Command, which the machine

@@ -36,6 +36,16 @@ type SpawnFailed struct {
 // notify socket). Ready of a pid the machine does not know is ignored.
 type WorkerReady struct{ Pid int }
 
+// WorkerWatchdog reports that a worker sent WATCHDOG=1 (a keep-alive ping)
+// or, with Trigger, WATCHDOG=trigger (it asks to be replaced at once) on its
+// notify socket. With Config.Watchdog set, a worker that has pinged once is
+// replaced when it stays silent for that long. Of a pid the machine does
+// not watch (unknown, stopping, of a retired generation), it is ignored.
+type WorkerWatchdog struct {
+	Pid     int
+	Trigger bool
+}
+
 // ChildExited reports a child reaped by wait4: any child, known or not.
 type ChildExited struct {
 	Pid    int
@@ -133,6 +143,7 @@ func (SignalReceived) isEvent() {}
 func (WorkerStarted) isEvent()  {}
 func (SpawnFailed) isEvent()    {}
 func (WorkerReady) isEvent()    {}
+func (WorkerWatchdog) isEvent() {}
 func (ChildExited) isEvent()    {}
 func (NoChildren) isEvent()     {}
 func (ExecFailed) isEvent()     {}
@@ -149,6 +160,12 @@ func (e SpawnFailed) String() string {
 	return "spawn-failed gen=" + itoa(e.Generation) + " slot=" + itoa(e.Slot) + " status=" + e.Status.String() + " err=" + strconv.Quote(e.Err)
 }
 func (e WorkerReady) String() string { return "ready pid=" + itoa(e.Pid) }
+func (e WorkerWatchdog) String() string {
+	if e.Trigger {
+		return "watchdog pid=" + itoa(e.Pid) + " trigger"
+	}
+	return "watchdog pid=" + itoa(e.Pid)
+}
 func (e ChildExited) String() string {
 	return "exited pid=" + itoa(e.Pid) + " status=" + e.Status.String()
 }

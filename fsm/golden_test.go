@@ -25,6 +25,7 @@ package fsm
 //	restart-limit: 3/10s       --restart-limit N/WINDOW (default off)
 //	max-old-generations: 1     Config.MaxOldGenerations (default 0: no cap; -1: NoOldGenerations)
 //	batch: 2                   Config.Batch: rolling reloads (default 0: the whole generation)
+//	watchdog: 2s               Config.Watchdog (default 0: none)
 //	path: /usr/sbin/mworker    Config.Path (default /usr/bin/mworker)
 //	argv: mworker run -- srv   Config.Argv, split on spaces (default "mworker run -- server")
 //	caller: lax                allow scripts that break the caller's duties
@@ -34,7 +35,8 @@ package fsm
 // describe the handover of a previous image (Config.Resume):
 //
 //	resume: gen=1 max=1 reloads=0 failed=0 exit=0 announced
-//	resume-worker: pid=101 gen=1 slot=0 ready stopping   (repeatable; "leaving": stopping on its own)
+//	resume-worker: pid=101 gen=1 slot=0 ready stopping   (repeatable; "leaving": stopping on its own;
+//	                                                      "replacing": stopped by the watchdog)
 //	resume-timer: kill gen=1                              (repeatable; Timer.String form)
 //	resume-request: 7                                     (repeatable)
 //	resume-failures: 0 3
@@ -52,6 +54,7 @@ package fsm
 //	started gen=1 slot=0 pid=101
 //	spawn-failed gen=1 slot=0 status=exit:127 err="no such file"
 //	ready pid=101
+//	watchdog pid=101                      (WATCHDOG=1; "watchdog pid=101 trigger": WATCHDOG=trigger)
 //	exited pid=101 status=exit:3          (or status=signal:KILL)
 //	no-children
 //	exec-failed err="permission denied"
@@ -276,6 +279,8 @@ func goldenConfig(header []string) (Config, error) {
 			cfg.MaxOldGenerations, err = strconv.Atoi(val)
 		case "batch":
 			cfg.Batch, err = strconv.Atoi(val)
+		case "watchdog":
+			cfg.Watchdog, err = time.ParseDuration(val)
 		case "path":
 			cfg.Path = val
 		case "argv":
@@ -325,6 +330,8 @@ func goldenConfig(header []string) (Config, error) {
 					w.Stopping = true
 				case "leaving":
 					w.Stopping, w.Leaving = true, true
+				case "replacing":
+					w.Replacing = true
 				default:
 					err = fmt.Errorf("unknown resume-worker field %q", f)
 				}
@@ -436,7 +443,7 @@ func parseTimer(s string) (Timer, error) {
 		if t.Generation, err = atoi(kv, "gen"); err == nil {
 			t.Slot, err = atoi(kv, "slot")
 		}
-	case TimerStable, TimerReadyAfter, TimerQuick, TimerKillWorker:
+	case TimerStable, TimerReadyAfter, TimerQuick, TimerKillWorker, TimerWatchdog:
 		t.Pid, err = atoi(kv, "pid")
 	case TimerReadyTimeout, TimerKill:
 		t.Generation, err = atoi(kv, "gen")
@@ -501,6 +508,11 @@ func parseEvent(line string) (Event, error) {
 	case "ready":
 		var e WorkerReady
 		e.Pid, err = atoi(kv, "pid")
+		return e, err
+	case "watchdog":
+		var e WorkerWatchdog
+		e.Pid, err = atoi(kv, "pid")
+		_, e.Trigger = kv["trigger"]
 		return e, err
 	case "exited":
 		var e ChildExited
@@ -697,6 +709,9 @@ func (d *goldenDriver) reexec(where string) string {
 		}
 		if w.Home != 0 {
 			leaving += fmt.Sprintf(" home=%d", w.Home)
+		}
+		if w.Replacing {
+			leaving += " replacing"
 		}
 		fmt.Fprintf(&b, "handover worker: pid=%d gen=%d slot=%d ready=%t stopping=%t%s\n", w.Pid, w.Generation, w.Slot, w.Ready, w.Stopping, leaving)
 	}

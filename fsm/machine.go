@@ -62,6 +62,8 @@ const (
 	trigBatchDrained     trigger = "BatchDrained"
 	trigReplaced         trigger = "ReplacementReady"
 	trigReplaceFailed    trigger = "ReplacementFailed"
+	trigWatchdogPing     trigger = "WatchdogPing"
+	trigWatchdogFailed   trigger = "WatchdogFailed"
 	trigBadRequest       trigger = "BadRequest"
 	trigNoise            trigger = "Noise"
 )
@@ -132,6 +134,7 @@ type worker struct {
 	home           *generation // the slot table it is in (until it leaves)
 	ready          bool
 	leaving        bool // told to stop on its own; in Machine.leaving, no longer in home's slots
+	replacing      bool // stopped by the watchdog; in its slot until reaped (watchdog.go)
 	pidAttr        any  // pid boxed once for the log lines about this worker
 }
 
@@ -370,10 +373,12 @@ func (m *Machine) classify(ev Event) stateless.Trigger {
 		}
 		return trigSpawnFailed
 	case WorkerReady:
-		if w := m.byPid[e.Pid]; w == nil || w.ready || w.leaving || w.home.retired {
+		if w := m.byPid[e.Pid]; w == nil || w.ready || w.leaving || w.replacing || w.home.retired {
 			return trigNoise
 		}
 		return trigReady
+	case WorkerWatchdog:
+		return m.watchdogTrigger(e.Pid, e.Trigger)
 	case ChildExited:
 		if m.byPid[e.Pid] == nil {
 			return trigOrphan
@@ -393,7 +398,7 @@ func (m *Machine) classify(ev Event) stateless.Trigger {
 		case TimerStable:
 			return trigStable
 		case TimerReadyAfter:
-			if w := m.byPid[e.Timer.Pid]; w == nil || w.ready || w.leaving || w.home.retired {
+			if w := m.byPid[e.Timer.Pid]; w == nil || w.ready || w.leaving || w.replacing || w.home.retired {
 				return trigNoise
 			}
 			return trigReady
@@ -405,10 +410,12 @@ func (m *Machine) classify(ev Event) stateless.Trigger {
 		case TimerKill, TimerKillAll:
 			return trigKillDue
 		case TimerKillWorker:
-			if w := m.byPid[e.Timer.Pid]; w == nil || !w.leaving {
+			if w := m.byPid[e.Timer.Pid]; w == nil || !w.leaving && !w.replacing {
 				return trigNoise
 			}
 			return trigKillDue
+		case TimerWatchdog:
+			return m.watchdogTrigger(e.Timer.Pid, true)
 		case TimerRestartWindow:
 			return trigWindowClosed
 		case TimerQuick:
@@ -488,6 +495,8 @@ func buildTable() *stateless.StateMachine {
 		InternalTransition(trigKillDue, on(killStragglers)).
 		InternalTransition(trigStatus, on(replyStatus)).
 		InternalTransition(trigScale, on(scalePool)).
+		InternalTransition(trigWatchdogPing, on(rearmWatchdog)).
+		InternalTransition(trigWatchdogFailed, do(replaceHungWorker)).
 		InternalTransition(trigBadRequest, on(refuseRequest)).
 		InternalTransition(trigNoise, do(ignoreNoise))
 
@@ -712,8 +721,11 @@ func (m *Machine) stopWorker(w *worker, sig Signal) {
 	m.cancelTimer(Timer{Kind: TimerStable, Pid: w.pid})
 	m.cancelTimer(Timer{Kind: TimerReadyAfter, Pid: w.pid})
 	m.cancelTimer(Timer{Kind: TimerQuick, Pid: w.pid})
-	m.kill([]int{w.pid}, sig)
-	m.setTimer(Timer{Kind: TimerKillWorker, Pid: w.pid}, m.cfg.StopTimeout)
+	m.cancelTimer(Timer{Kind: TimerWatchdog, Pid: w.pid})
+	if !w.replacing { // else told to stop already, by the watchdog: its deadline stands
+		m.kill([]int{w.pid}, sig)
+		m.setTimer(Timer{Kind: TimerKillWorker, Pid: w.pid}, m.cfg.StopTimeout)
+	}
 	m.dropGenIfEmpty(g)
 }
 
@@ -750,6 +762,7 @@ func (m *Machine) controlID() (RequestID, bool) {
 // retire tells a whole generation to stop with sig and arms its kill timer.
 func (m *Machine) retire(g *generation, sig Signal) {
 	g.retired = true
+	m.unwatchGen(g)
 	m.kill(m.livePids(func(x *generation) bool { return x == g }), sig)
 	if g.live > 0 {
 		m.setTimer(Timer{Kind: TimerKill, Generation: g.n}, m.cfg.StopTimeout)
@@ -803,6 +816,7 @@ func (m *Machine) overCap(retiring []*generation) []*generation {
 // not. Its kill timer has nothing left to do: the workers will be reaped.
 func (m *Machine) killGeneration(g *generation) {
 	g.retired, g.killed = true, true
+	m.unwatchGen(g)
 	pids := m.livePids(func(x *generation) bool { return x == g })
 	m.log(LevelWarn, "too many old generations draining: killing the oldest", "generation", g.n, "pids", pids,
 		"max-old-generations", max(m.cfg.MaxOldGenerations, 0))
@@ -834,7 +848,7 @@ func (m *Machine) status() *Status {
 			if w != nil {
 				s.Workers = append(s.Workers, WorkerStatus{
 					Pid: w.pid, Generation: w.gen, Slot: w.slot,
-					Current: m.isCurrent(g), Ready: w.ready, Stopping: g.retired,
+					Current: m.isCurrent(g), Ready: w.ready, Stopping: g.retired || w.replacing,
 				})
 			}
 		}
@@ -861,7 +875,7 @@ func (m *Machine) handover() Handover {
 	for _, g := range m.gens {
 		for _, w := range g.slots {
 			if w != nil {
-				hw := HandoverWorker{Pid: w.pid, Generation: w.gen, Slot: w.slot, Ready: w.ready, Stopping: g.retired}
+				hw := HandoverWorker{Pid: w.pid, Generation: w.gen, Slot: w.slot, Ready: w.ready, Stopping: g.retired, Replacing: w.replacing}
 				if g.n != w.gen {
 					hw.Home = g.n
 				}

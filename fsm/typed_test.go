@@ -19,12 +19,14 @@ func TestCallbackOfAnotherEventDoesNotPanic(t *testing.T) {
 		trigRunEnded, trigAllGone, trigNoChildren, trigStopAgain, trigTerminateAgain, trigExecFailed,
 		trigRestart, trigStable, trigWindowClosed, trigQuickOver, trigKillDue, trigStatus, trigScale,
 		trigRestartOne, trigReplaced, trigReplaceFailed, trigBatchReady, trigBatchDrained, trigBadRequest, trigNoise,
+		trigWatchdogPing, trigWatchdogFailed,
 	}
 	events := []Event{
 		Start{}, SignalReceived{Signal: SIGWINCH}, WorkerStarted{Generation: 9, Slot: 0, Pid: 999},
 		SpawnFailed{Generation: 9, Slot: 0}, WorkerReady{Pid: 999}, ChildExited{Pid: 999}, NoChildren{},
 		ExecFailed{Err: "x"}, TimerFired{Timer: Timer{Kind: TimerKillWorker, Pid: 999}},
-		ControlRequest{ID: 1, Command: CmdScale, Arg: "2"}, ImageChanged{},
+		ControlRequest{ID: 1, Command: CmdScale, Arg: "2"}, ImageChanged{}, WorkerWatchdog{Pid: 999},
+		WorkerWatchdog{Pid: 101, Trigger: true},
 	}
 	// Machines in Running, AwaitingReady (a reload in place) and Exiting.
 	setups := map[string]func(m *Machine){
@@ -40,7 +42,7 @@ func TestCallbackOfAnotherEventDoesNotPanic(t *testing.T) {
 		for _, trig := range triggers {
 			for _, ev := range events {
 				m, err := New(Config{Workers: 2, Path: "/bin/mworker", Argv: []string{"mworker", "run", "--", "x"},
-					ReadyTimeout: time.Second, StopSignal: SIGTERM, StopTimeout: time.Second, Reexec: ReexecNever})
+					ReadyTimeout: time.Second, StopSignal: SIGTERM, StopTimeout: time.Second, Reexec: ReexecNever, Watchdog: time.Second})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -40,8 +40,9 @@ type Config struct {
 	Stderr io.Writer
 
 	// Run builds mworker's own transports from the fields above and from
-	// its environment: with Machine.Ready notify, a notify socket per
-	// worker (WorkerReady); with Control, the control socket
+	// its environment: with Machine.Ready notify or Machine.Watchdog, a
+	// notify socket per worker (WorkerReady, WorkerWatchdog), and with
+	// Machine.Watchdog, WATCHDOG_USEC and WATCHDOG_PID for each worker; with Control, the control socket
 	// (ControlRequest, Reply); with NOTIFY_SOCKET, the master's own
 	// service manager (Notify); with LISTEN_FDS/LISTEN_PID for its pid,
 	// the activated sockets, passed to workers before those of Listen.

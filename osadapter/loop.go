@@ -37,6 +37,7 @@ type loop struct {
 	path        string           // absolute start path, handed to the next image
 	command     []string         // the worker's argv
 	workerEnv   []string         // the worker's environment, less generation and slot
+	watchdogPid bool             // --watchdog: workers start through the trampoline, which sets WATCHDOG_PID
 	ignored     []syscall.Signal // SIG_IGN at the first start; workers get them back
 	mask        unix.Sigset_t    // the thread's mask at the first start
 	fds         fdRegistry       // the listeners: passed to workers as 3.., kept across re-execs
@@ -354,8 +355,8 @@ func (l *loop) run() int {
 		case <-wake:
 			l.fireDue()
 		case sig := <-l.ready.out:
-			if l.ready.current(sig) {
-				l.step(fsm.WorkerReady{Pid: sig.sock.pid})
+			for _, ev := range l.ready.events(sig) {
+				l.step(ev)
 			}
 		case r := <-l.requests:
 			l.onRequest(r)

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mworker/mworker/fsm"
 	"github.com/mworker/mworker/internal/sdnotify"
 )
 
@@ -25,12 +26,13 @@ const (
 	envReadyDir     = "MWORKER_READY_DIR"
 )
 
-// readySockets are the workers' notify sockets (--ready notify): one per
-// worker, made by the master before the fork, so that the socket a
+// readySockets are the workers' notify sockets (--ready notify, --watchdog):
+// one per worker, made by the master before the fork, so that the socket a
 // datagram arrives on names the worker, whichever process of its tree
 // sent it (see sdnotify.Socket). Each socket has one goroutine blocked in
-// Receive; a READY=1 reaches the loop on out, where it becomes
-// fsm.WorkerReady.
+// Receive; a READY=1 or a WATCHDOG= reaches the loop on out, where it
+// becomes fsm.WorkerReady (under --ready notify only) or fsm.WorkerWatchdog
+// (under --watchdog only).
 //
 // The sockets are files "<gen>.<slot>.<seq>" in a directory of mode 0700
 // that the master makes once (sdnotify.MakeDir), that every later image
@@ -42,12 +44,19 @@ const (
 // puma) could not use them at all. No other uid can enter the directory,
 // so the names are of no use to it.
 type readySockets struct {
-	// enabled is --ready notify: only then do new workers get a socket.
-	// Sockets handed over by a previous image are taken over regardless,
-	// so that none leaks.
+	// enabled is --ready notify or --watchdog: only then do new workers
+	// get a socket. Sockets handed over by a previous image are taken over
+	// regardless, so that none leaks.
 	enabled bool
-	log     *slog.Logger
-	// dir holds the sockets; "" when --ready notify was never on.
+	// notify is --ready notify: a READY=1 makes the worker ready. Under
+	// another --ready it is ignored, so that a worker that sends it (as
+	// many do when they find NOTIFY_SOCKET) is still judged as --ready says.
+	notify bool
+	// watchdog is --watchdog: WATCHDOG=1 and WATCHDOG=trigger are fed.
+	watchdog bool
+	log      *slog.Logger
+	// dir holds the sockets; "" when neither --ready notify nor --watchdog
+	// was ever on.
 	dir   string
 	seq   int // of the last name tried; names stay unique across images
 	byPid map[int]*readySocket
@@ -61,8 +70,13 @@ type readySocket struct {
 	done chan struct{} // closed when the worker is reaped
 }
 
-// readySignal is a READY=1 received on sock.
-type readySignal struct{ sock *readySocket }
+// readySignal is a datagram received on sock that says READY=1, or
+// WATCHDOG=1 or WATCHDOG=trigger, or both.
+type readySignal struct {
+	sock     *readySocket
+	ready    bool   // READY=1
+	watchdog string // the value of WATCHDOG= ("1" or "trigger"), or ""
+}
 
 // newReadySockets adopts the directory of the previous image, if env
 // names one that is still the master's own, and otherwise makes one when
@@ -135,7 +149,7 @@ func makeReadyDir(parents []string, log *slog.Logger) (string, error) {
 		log.Debug("notify socket directory", "path", dir)
 		return dir, nil
 	}
-	return "", errorf("--ready notify: no directory for the notify sockets (%s): set TMPDIR to a short directory this user may write", strings.Join(why, "; "))
+	return "", errorf("--ready notify, --watchdog: no directory for the workers' notify sockets (%s): set TMPDIR to a short directory this user may write", strings.Join(why, "; "))
 }
 
 // checkReadyParent refuses a parent that would make socket paths too long
@@ -225,11 +239,12 @@ func (rs *readySocket) receive(out chan<- readySignal, log *slog.Logger) {
 			return // closed: the worker was reaped, or the master exits
 		}
 		log.Log(context.Background(), slog.LevelDebug, "notify datagram", "worker", rs.pid, "sender_pid", d.PID, "message", d.Message.Format())
-		if !d.Message.Ready {
+		wd, _ := d.Message.Value("WATCHDOG") // "1" or "trigger": Parse checked it
+		if !d.Message.Ready && wd == "" {
 			continue
 		}
 		select {
-		case out <- readySignal{rs}:
+		case out <- readySignal{sock: rs, ready: d.Message.Ready, watchdog: wd}:
 		case <-rs.done:
 			return
 		}
@@ -240,6 +255,22 @@ func (rs *readySocket) receive(out chan<- readySignal, log *slog.Logger) {
 // not from a reaped one whose pid was reused.
 func (r *readySockets) current(sig readySignal) bool {
 	return r.byPid[sig.sock.pid] == sig.sock
+}
+
+// events are what sig tells the machine: WorkerReady under --ready notify,
+// WorkerWatchdog under --watchdog, none from a reaped worker's socket.
+func (r *readySockets) events(sig readySignal) []fsm.Event {
+	if !r.current(sig) {
+		return nil
+	}
+	var evs []fsm.Event
+	if sig.ready && r.notify {
+		evs = append(evs, fsm.WorkerReady{Pid: sig.sock.pid})
+	}
+	if sig.watchdog != "" && r.watchdog {
+		evs = append(evs, fsm.WorkerWatchdog{Pid: sig.sock.pid, Trigger: sig.watchdog == "trigger"})
+	}
+	return evs
 }
 
 // drop closes the socket of a reaped worker.

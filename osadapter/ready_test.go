@@ -176,7 +176,7 @@ func TestReadySocketsAcrossHandover(t *testing.T) {
 	if sig := nextReady(t, r); sig.sock.pid != 101 || !r.current(sig) {
 		t.Fatalf("READY=1 on the socket of 101 arrived as pid %d (current %v)", sig.sock.pid, r.current(sig))
 	}
-	stale := readySignal{b}
+	stale := readySignal{sock: b}
 	r.drop(101)
 	if r.current(stale) {
 		t.Error("a signal of a reaped worker's socket still counts")

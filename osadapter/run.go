@@ -3,7 +3,7 @@
 // carries out the actions the core returns (spawn, kill, exec, exit, log).
 // Run builds the transports from its Config and environment: the
 // listeners (--listen, socket activation), a notify socket per worker
-// (--ready notify), the control socket (--control) and the master's own
+// (--ready notify, --watchdog), the control socket (--control) and the master's own
 // sd_notify (NOTIFY_SOCKET); each keeps what it must across a re-exec.
 // Every descriptor the master holds for its whole life has one owner
 // that the loop references until the master exits, never only an fd
@@ -258,8 +258,16 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 			}
 		}
 	}
-	if l.ready, err = newReadySockets(mc.Ready.Kind == fsm.ReadyNotify, logger, env); err != nil {
+	if l.ready, err = newReadySockets(mc.Ready.Kind == fsm.ReadyNotify || mc.Watchdog > 0, logger, env); err != nil {
 		return nil, err
+	}
+	l.ready.notify, l.ready.watchdog = mc.Ready.Kind == fsm.ReadyNotify, mc.Watchdog > 0
+	// With --watchdog, each worker gets its own, as systemd gives a
+	// service's main process (WatchdogSec=): WATCHDOG_USEC here, and
+	// WATCHDOG_PID, its own pid, from the trampoline (spawn.go).
+	if mc.Watchdog > 0 {
+		l.workerEnv = append(l.workerEnv, envWatchdogUsec+"="+strconv.FormatInt(mc.Watchdog.Microseconds(), 10))
+		l.watchdogPid = true
 	}
 	// The master exits if it cannot start: leave no directory behind.
 	defer func() {

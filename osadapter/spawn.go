@@ -27,13 +27,13 @@ func (l *loop) spawn(gen, slot int) (int, error) {
 		files = append(files, uintptr(fd))
 	}
 	argv0, argv := l.command[0], l.command
-	if len(listeners) > 0 || len(l.ignored) > 0 {
+	if len(listeners) > 0 || len(l.ignored) > 0 || l.watchdogPid {
 		if len(listeners) > 0 {
 			env = append(env, "LISTEN_FDS="+itoa(len(listeners)))
 			env = append(env, "LISTEN_FDNAMES="+strings.Join(l.fds.names(), ":"))
 		}
 		if l.sys.Shell != "" {
-			argv0, argv = shellTrampoline(l.sys.Shell, l.command, l.ignored, len(listeners) > 0)
+			argv0, argv = shellTrampoline(l.sys.Shell, l.command, l.ignored, len(listeners) > 0, l.watchdogPid)
 		} else {
 			env = append(env, envTrampoline+"="+trampolineSpec(argv0, l.ignored))
 			argv0 = l.sys.SelfExe
@@ -63,7 +63,8 @@ func (l *loop) spawn(gen, slot int) (int, error) {
 
 // Variables of the master that a worker must not inherit: the service
 // manager's (they are the master's, not the worker's: its watchdog
-// included, which the master feeds), and every
+// included, which the master feeds; a worker gets a watchdog of its own
+// only from --watchdog), and every
 // "MWORKER_" variable: mworker's internal ones (re-exec state, trampoline,
 // control and listener hand-offs) and those the adapter sets per worker.
 var serviceManagerEnv = []string{"NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", envWatchdogUsec, envWatchdogPid}

@@ -12,9 +12,9 @@ import (
 )
 
 // The trampoline starts a worker when the master cannot prepare its process
-// from the parent: LISTEN_PID must be the worker's own pid, which is only
-// known after the fork, and an inherited SIG_IGN of SIGHUP or SIGINT must be
-// given back, which Go's ForkExec resets. The forked child executes the
+// from the parent: LISTEN_PID and WATCHDOG_PID must be the worker's own
+// pid, which is only known after the fork, and an inherited SIG_IGN of
+// SIGHUP or SIGINT must be given back, which Go's ForkExec resets. The forked child executes the
 // master's own image with envTrampoline set; runTrampoline, called before
 // anything else in this package, sees it, finishes the job and executes the
 // real command in the same process.
@@ -83,22 +83,29 @@ func runTrampoline() {
 }
 
 // trampolineEnv is the worker's final environment: the trampoline's own
-// variable removed, and LISTEN_PID set to pid when listeners are passed.
+// variable removed, LISTEN_PID set to pid when listeners are passed, and
+// WATCHDOG_PID set to pid when a watchdog is (WATCHDOG_USEC, which only
+// --watchdog puts in a worker's environment).
 func trampolineEnv(env []string, pid int) []string {
-	out := make([]string, 0, len(env)+1)
-	listen := false
+	out := make([]string, 0, len(env)+2)
+	listen, watchdog := false, false
 	for _, kv := range env {
 		name, _, _ := strings.Cut(kv, "=")
 		switch name {
-		case envTrampoline, "LISTEN_PID":
+		case envTrampoline, "LISTEN_PID", envWatchdogPid:
 			continue
 		case "LISTEN_FDS":
 			listen = true
+		case envWatchdogUsec:
+			watchdog = true
 		}
 		out = append(out, kv)
 	}
 	if listen {
 		out = append(out, "LISTEN_PID="+strconv.Itoa(pid))
+	}
+	if watchdog {
+		out = append(out, envWatchdogPid+"="+strconv.Itoa(pid))
 	}
 	return out
 }
@@ -106,9 +113,10 @@ func trampolineEnv(env []string, pid int) []string {
 // shellTrampoline returns the argv that makes shell start the worker: give
 // back the inherited SIG_IGN dispositions (a trap of ” is inherited across
 // exec as SIG_IGN), set LISTEN_PID to its own pid ($$, which the command
-// keeps across the exec) when listeners are passed, and exec the command
-// with its own argv ("$0" is command[0], "$@" the rest).
-func shellTrampoline(shell string, command []string, ignored []syscall.Signal, listen bool) (string, []string) {
+// keeps across the exec) when listeners are passed, and WATCHDOG_PID with
+// a watchdog, and exec the command with its own argv ("$0" is command[0],
+// "$@" the rest).
+func shellTrampoline(shell string, command []string, ignored []syscall.Signal, listen, watchdog bool) (string, []string) {
 	var b strings.Builder
 	if len(ignored) > 0 {
 		b.WriteString("trap ''")
@@ -119,6 +127,9 @@ func shellTrampoline(shell string, command []string, ignored []syscall.Signal, l
 	}
 	if listen {
 		b.WriteString("LISTEN_PID=$$; export LISTEN_PID; ")
+	}
+	if watchdog {
+		b.WriteString("WATCHDOG_PID=$$; export WATCHDOG_PID; ")
 	}
 	b.WriteString(`exec "$0" "$@"`)
 	return shell, append([]string{"sh", "-c", b.String()}, command...)

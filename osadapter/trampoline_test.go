@@ -34,9 +34,9 @@ func TestSpawnThroughShellTrampoline(t *testing.T) {
 	}
 }
 
-// Both trampolines, for real: the command sees LISTEN_PID equal to its own
-// pid, its listener as fd 3, SIGHUP ignored as mworker found it, and its own
-// argv.
+// Both trampolines, for real: the command sees LISTEN_PID and (with
+// --watchdog) WATCHDOG_PID equal to its own pid, its listener as fd 3,
+// SIGHUP ignored as mworker found it, and its own argv.
 func TestTrampolinesForReal(t *testing.T) {
 	for _, shell := range []string{"/bin/sh", ""} {
 		name := "shell"
@@ -60,9 +60,10 @@ func TestTrampolinesForReal(t *testing.T) {
 			if shell == "" {
 				sys.SelfExe = testBinary(t) // its init runs the trampoline
 			}
-			script := `set -- "$0" "$@"; { echo "$LISTEN_PID $$ $#"; grep SigIgn /proc/$$/status; [ -e /proc/$$/fd/3 ] && echo fd3; } > ` + out + `.tmp && mv ` + out + `.tmp ` + out
-			l := &loop{sys: sys, command: []string{"/bin/sh", "-c", script, "arg one", "two"}, workerEnv: os.Environ(),
-				ignored: []syscall.Signal{syscall.SIGHUP}}
+			script := `set -- "$0" "$@"; { echo "$LISTEN_PID $WATCHDOG_PID $$ $#"; grep SigIgn /proc/$$/status; [ -e /proc/$$/fd/3 ] && echo fd3; } > ` + out + `.tmp && mv ` + out + `.tmp ` + out
+			env := append(withoutVars(os.Environ(), envWatchdogUsec, envWatchdogPid), envWatchdogUsec+"=2000000")
+			l := &loop{sys: sys, command: []string{"/bin/sh", "-c", script, "arg one", "two"}, workerEnv: env,
+				ignored: []syscall.Signal{syscall.SIGHUP}, watchdogPid: true}
 			l.fds.fstat = sys.Fstat
 			if _, err := l.fds.addListener("pipe", r); err != nil { // r still closes with the deferred Close
 				t.Fatal(err)
@@ -81,8 +82,8 @@ func TestTrampolinesForReal(t *testing.T) {
 				return err == nil
 			})
 			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-			if len(lines) != 3 || lines[0] != fmt.Sprintf("%d %d 2", pid, pid) || lines[2] != "fd3" {
-				t.Fatalf("worker reported %q; want LISTEN_PID and $$ both %d, 2 args after $0, and fd 3", lines, pid)
+			if len(lines) != 3 || lines[0] != fmt.Sprintf("%d %d %d 2", pid, pid, pid) || lines[2] != "fd3" {
+				t.Fatalf("worker reported %q; want LISTEN_PID, WATCHDOG_PID and $$ all %d, 2 args after $0, and fd 3", lines, pid)
 			}
 			mask, err := strconv.ParseUint(strings.TrimSpace(strings.TrimPrefix(lines[1], "SigIgn:")), 16, 64)
 			if err != nil || mask&(1<<(syscall.SIGHUP-1)) == 0 {

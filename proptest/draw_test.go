@@ -53,6 +53,11 @@ func drawConfig(t *rapid.T) fsm.Config {
 	if rapid.IntRange(0, 2).Draw(t, "rolling") == 0 {
 		cfg.Batch = rapid.IntRange(1, 2).Draw(t, "batch")
 	}
+	// Mostly a watchdog, so that workers ping, hang and are replaced;
+	// else none, and every WorkerWatchdog changes nothing.
+	if rapid.IntRange(0, 3).Draw(t, "watchdog") > 0 {
+		cfg.Watchdog = rapid.SampledFrom([]time.Duration{time.Second, 30 * time.Second}).Draw(t, "watchdogPeriod")
+	}
 	if rapid.Bool().Draw(t, "foreign") {
 		cfg.StopPids = rapid.SliceOfNDistinct(rapid.IntRange(foreignPid+1, foreignPid+2), 1, 2, rapid.ID[int]).Draw(t, "stopPids")
 		cfg.TermPids = rapid.SliceOfN(rapid.Just(foreignPid+3), 0, 1).Draw(t, "termPids")
@@ -139,7 +144,7 @@ func (h *harness) drawTimer(label string) fsm.Timer {
 		}
 	}
 	return fsm.Timer{
-		Kind:       fsm.TimerKind(rapid.IntRange(0, int(fsm.TimerKillWorker)+1).Draw(h.t, label+"K")),
+		Kind:       fsm.TimerKind(rapid.IntRange(0, int(fsm.TimerWatchdog)+1).Draw(h.t, label+"K")),
 		Generation: rapid.IntRange(0, mo.maxGen+1).Draw(h.t, label+"G"),
 		Slot:       rapid.IntRange(0, 8).Draw(h.t, label+"S"),
 		Pid:        h.drawPid(label + "P"),
@@ -149,7 +154,7 @@ func (h *harness) drawTimer(label string) fsm.Timer {
 // anyEvent draws an event of any kind, sense or nonsense; it never answers
 // a Spawn, so it is safe to feed anywhere.
 func (h *harness) anyEvent(label string) fsm.Event {
-	switch rapid.IntRange(0, 10).Draw(h.t, label) {
+	switch rapid.IntRange(0, 11).Draw(h.t, label) {
 	case 0:
 		return fsm.SignalReceived{Signal: h.drawSignal(label + "Sig")}
 	case 1:
@@ -176,6 +181,8 @@ func (h *harness) anyEvent(label string) fsm.Event {
 		return fsm.ExecFailed{Err: "x"}
 	case 9:
 		return fsm.ImageChanged{Changed: rapid.Bool().Draw(h.t, label+"Changed")}
+	case 10:
+		return h.drawWatchdog(label + "W")
 	}
 	h.nextID++
 	cmd := fsm.Command(rapid.IntRange(0, 6).Draw(h.t, label+"C"))

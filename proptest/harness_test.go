@@ -212,7 +212,7 @@ func (h *harness) check(ev fsm.Event, x *expectation, acts []fsm.Action, prePhas
 				if mo.lost[p] {
 					h.fatalf("invariant 2: %v targets pid %d, which wait4 just reported gone (step %v)", a, p, ev)
 				}
-				if c != nil && c.home == preCur && a.Signal != forwarded && !c.leaving {
+				if c != nil && c.home == preCur && a.Signal != forwarded && !c.leaving && !c.replacing {
 					servingSignaled = append(servingSignaled, p)
 				}
 				kills = append(kills, sigPid{a.Signal, p})
@@ -461,7 +461,8 @@ func (h *harness) afterExec(a *fsm.Exec) {
 	var hw []fsm.HandoverWorker
 	for _, p := range live {
 		c := mo.workers[p]
-		w := fsm.HandoverWorker{Pid: p, Generation: c.gen, Slot: c.slot, Ready: c.ready, Stopping: mo.retired[c.home] || c.leaving, Leaving: c.leaving}
+		w := fsm.HandoverWorker{Pid: p, Generation: c.gen, Slot: c.slot, Ready: c.ready, Stopping: mo.retired[c.home] || c.leaving, Leaving: c.leaving,
+			Replacing: c.replacing && !c.leaving}
 		if c.home != c.gen && !c.leaving {
 			w.Home = c.home
 		}
@@ -606,6 +607,11 @@ func (h *harness) actions() map[string]func(*rapid.T) {
 					pid = h.drawPid("ready")
 				}
 				h.feed(fsm.WorkerReady{Pid: pid})
+			}
+		},
+		"watchdog": func(t *rapid.T) {
+			if h.budget() {
+				h.feed(h.drawWatchdog("watchdog"))
 			}
 		},
 		"exit": func(t *rapid.T) {

@@ -44,6 +44,7 @@ func TestMachine(t *testing.T) {
 		n, stats.events.Load(), float64(stats.events.Load())/float64(n), stats.maxLen.Load(),
 		stats.execOK.Load(), stats.execFailed.Load(), stats.promotions.Load(), stats.rollbacks.Load(), stats.exits.Load(), stats.limits.Load(), stats.capKills.Load(),
 		stats.scales.Load(), stats.restarted.Load(), stats.restartFailed.Load(), stats.batches.Load(), stats.batchesKept.Load())
+	t.Logf("watchdog: %d pings armed a timer, %d hung workers stopped", watchdogStats.pings.Load(), watchdogStats.hangs.Load())
 }
 
 // FuzzMachine is TestMachine's property for `go test -fuzz=FuzzMachine`.

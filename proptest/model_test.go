@@ -43,6 +43,7 @@ type child struct {
 	home      int // the generation whose slots it fills: gen, until restart SLOT moves it into the serving one
 	ready     bool
 	leaving   bool // told to stop on its own (scaled down); its generation goes on
+	replacing bool // stopped by the watchdog; it keeps its slot until reaped (watchdog_test.go)
 }
 
 // model is the dumb reference: plain sets and counters, updated from events
@@ -287,7 +288,7 @@ func (m *model) status() *fsm.Status {
 		c := m.workers[pid]
 		s.Workers = append(s.Workers, fsm.WorkerStatus{
 			Pid: pid, Generation: c.gen, Slot: c.slot,
-			Current: m.serving(c), Ready: c.ready, Stopping: m.retired[c.home] || c.leaving,
+			Current: m.serving(c), Ready: c.ready, Stopping: m.retired[c.home] || c.leaving || c.replacing,
 		})
 	}
 	return s
@@ -404,6 +405,8 @@ func (m *model) event(ev fsm.Event) *expectation {
 		}
 	case fsm.WorkerReady:
 		m.ready(x, e.Pid)
+	case fsm.WorkerWatchdog:
+		m.watchdog(x, e)
 	case fsm.ChildExited:
 		m.exited(x, e)
 	case fsm.NoChildren:
@@ -578,6 +581,7 @@ func (m *model) enterExiting(x *expectation, sig fsm.Signal, pids []int) {
 		m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerReadyTimeout, Generation: m.next})
 	}
 	m.cancelRestarts(x)
+	m.unwatch(x, m.pids(nil))
 	m.next, m.failure = 0, false
 	m.endRoll()
 	m.requests = append(m.requests, m.queued...)
@@ -647,7 +651,7 @@ func (m *model) started(x *expectation, e fsm.WorkerStarted) {
 
 func (m *model) ready(x *expectation, pid int) {
 	c := m.workers[pid]
-	if c == nil || c.ready || c.leaving || m.retired[c.home] || m.phase == phExiting {
+	if c == nil || c.ready || c.leaving || c.replacing || m.retired[c.home] || m.phase == phExiting {
 		x.noise = true
 		return
 	}
@@ -664,16 +668,16 @@ func (m *model) exited(x *expectation, e fsm.ChildExited) {
 	delete(m.workers, e.Pid)
 	m.dead[e.Pid] = true
 	quick := m.armed[fsm.Timer{Kind: fsm.TimerQuick, Pid: e.Pid}]
-	for _, k := range []fsm.TimerKind{fsm.TimerStable, fsm.TimerReadyAfter, fsm.TimerQuick} {
+	for _, k := range []fsm.TimerKind{fsm.TimerStable, fsm.TimerReadyAfter, fsm.TimerQuick, fsm.TimerWatchdog, fsm.TimerKillWorker} {
 		m.cancelTimer(x, fsm.Timer{Kind: k, Pid: e.Pid})
 	}
+	st := m.judged(c, e.Status)
 	switch {
 	case c.leaving:
-		// It was told to stop on its own: its deadline goes with it.
-		m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerKillWorker, Pid: e.Pid})
+		// It was told to stop on its own: its deadline went with it.
 	case m.phase == phExiting:
 		if m.isCurrent(c.home) && !m.exitFixed {
-			m.exitStatus = shellStatus(e.Status)
+			m.exitStatus = shellStatus(st)
 		}
 		m.dropIfEmpty(x, c.home)
 	case m.repl != nil && c.home == m.repl.gen:
@@ -688,7 +692,7 @@ func (m *model) exited(x *expectation, e fsm.ChildExited) {
 		if quick {
 			m.quickDeath(c.slot)
 		}
-		m.afterCurrentExit(x, c.slot, e.Status)
+		m.afterCurrentExit(x, c.slot, st)
 	}
 }
 
@@ -849,8 +853,12 @@ func (m *model) timer(x *expectation, t fsm.Timer) {
 	case fsm.TimerKillAll:
 		x.kill(m.pids(nil), fsm.SIGKILL)
 	case fsm.TimerKillWorker:
-		// Armed only while the worker lives and leaves.
+		// Armed only while the worker lives and leaves, or is replaced.
 		x.kill([]int{t.Pid}, fsm.SIGKILL)
+	case fsm.TimerWatchdog:
+		if m.watched(t.Pid) != nil {
+			m.replace(x, t.Pid)
+		}
 	}
 }
 
@@ -955,6 +963,7 @@ func (m *model) retireBounded(x *expectation, gens []int) {
 	}
 	for _, g := range gens {
 		m.retired[g] = true
+		m.unwatch(x, m.genPids(g))
 		if !slices.Contains(doomed, g) {
 			x.kill(m.genPids(g), m.cfg.StopSignal)
 			// Told to stop: SIGKILL follows after the stop timeout.
@@ -1079,8 +1088,11 @@ var scaleRE = regexp.MustCompile(`^[+-]?[0-9]+$`)
 func (m *model) leave(x *expectation, pid int) {
 	c := m.workers[pid]
 	c.leaving = true
-	for _, k := range []fsm.TimerKind{fsm.TimerStable, fsm.TimerReadyAfter, fsm.TimerQuick} {
+	for _, k := range []fsm.TimerKind{fsm.TimerStable, fsm.TimerReadyAfter, fsm.TimerQuick, fsm.TimerWatchdog} {
 		m.cancelTimer(x, fsm.Timer{Kind: k, Pid: pid})
+	}
+	if c.replacing {
+		return // told to stop by the watchdog already: its deadline stands
 	}
 	x.kill([]int{pid}, m.cfg.StopSignal)
 	m.setTimer(x, fsm.Timer{Kind: fsm.TimerKillWorker, Pid: pid}, m.cfg.StopTimeout)

@@ -37,6 +37,7 @@ func drawHandover(t *rapid.T) *fsm.Handover {
 		return fsm.HandoverWorker{
 			Pid: rapid.IntRange(-1, 3000).Draw(t, "pid"), Generation: small.Draw(t, "gen"),
 			Slot: rapid.IntRange(-1, 2000).Draw(t, "slot"), Ready: rapid.Bool().Draw(t, "ready"), Stopping: rapid.Bool().Draw(t, "stopping"),
+			Leaving: rapid.IntRange(0, 5).Draw(t, "leaving") == 0, Replacing: rapid.IntRange(0, 3).Draw(t, "replacing") == 0,
 		}
 	}), 0, 10).Draw(t, "hWorkers")
 	h.Timers = rapid.SliceOfN(rapid.Custom(drawAnyTimer), 0, 6).Draw(t, "hTimers")
@@ -45,7 +46,7 @@ func drawHandover(t *rapid.T) *fsm.Handover {
 
 func drawAnyTimer(t *rapid.T) fsm.Timer {
 	return fsm.Timer{
-		Kind:       fsm.TimerKind(rapid.IntRange(-1, 8).Draw(t, "kind")),
+		Kind:       fsm.TimerKind(rapid.IntRange(-1, int(fsm.TimerWatchdog)+1).Draw(t, "kind")),
 		Generation: rapid.IntRange(-1, 12).Draw(t, "gen"),
 		Slot:       rapid.IntRange(-1, 9).Draw(t, "slot"),
 		Pid:        rapid.IntRange(-1, 3000).Draw(t, "pid"),
@@ -55,7 +56,7 @@ func drawAnyTimer(t *rapid.T) fsm.Timer {
 func drawAnyEvent(t *rapid.T, seen []fsm.Timer) fsm.Event {
 	pid := rapid.OneOf(rapid.IntRange(-2, 20), rapid.IntRange(990, 1030), rapid.IntRange(2990, 3000))
 	gen, slot := rapid.IntRange(-1, 12), rapid.IntRange(-1, 10)
-	switch rapid.IntRange(0, 10).Draw(t, "kind") {
+	switch rapid.IntRange(0, 11).Draw(t, "kind") {
 	case 0:
 		return fsm.Start{}
 	case 1:
@@ -74,6 +75,8 @@ func drawAnyEvent(t *rapid.T, seen []fsm.Timer) fsm.Event {
 		return fsm.ExecFailed{Err: "e"}
 	case 9:
 		return fsm.ImageChanged{Changed: rapid.Bool().Draw(t, "changed")}
+	case 10:
+		return fsm.WorkerWatchdog{Pid: pid.Draw(t, "pid"), Trigger: rapid.Bool().Draw(t, "trigger")}
 	case 8:
 		if len(seen) > 0 && rapid.Bool().Draw(t, "seenTimer") {
 			return fsm.TimerFired{Timer: rapid.SampledFrom(seen).Draw(t, "timer")}
@@ -92,6 +95,7 @@ func stepNeverPanics(t *rapid.T) {
 		Restart:    fsm.RestartPolicy(rapid.IntRange(0, 2).Draw(t, "restart")),
 		Reexec:     fsm.ReexecPolicy(rapid.IntRange(0, 2).Draw(t, "reexec")),
 		StopPids:   rapid.SliceOfN(rapid.IntRange(1, 3000), 0, 3).Draw(t, "stopPids"),
+		Watchdog:   time.Duration(rapid.IntRange(0, 2).Draw(t, "watchdog")) * time.Second,
 	}
 	workers := map[int]bool{}
 	if rapid.Bool().Draw(t, "resume") {

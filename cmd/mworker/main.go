@@ -70,6 +70,12 @@
 //	                       stop every worker and exit with that worker's
 //	                       status, so that systemd's Restart= or the
 //	                       container runtime acts (default off)
+//	--watchdog D           a worker that has sent WATCHDOG=1 to its
+//	                       NOTIFY_SOCKET and then sends none for D, or
+//	                       sends WATCHDOG=trigger, is stopped and restarted
+//	                       as --restart says; every worker gets
+//	                       WATCHDOG_USEC and WATCHDOG_PID (its own pid) as
+//	                       systemd sets them; 0 or off: none (default off)
 //	--reexec WHEN          when a reload re-executes the master: upgrade
 //	                       (only when the binary at the start path is not
 //	                       the running one), always or never; a reload

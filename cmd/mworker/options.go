@@ -160,6 +160,22 @@ var runOptions = []option{
 			c.Machine.RestartLimit = l
 			return nil
 		}},
+	{long: "--watchdog", arg: "D", def: "off",
+		help: "a worker that has sent WATCHDOG=1 to its NOTIFY_SOCKET and then sends none for D, or sends WATCHDOG=trigger, is stopped and restarted as --restart says; workers get WATCHDOG_USEC and WATCHDOG_PID as systemd sets them; 0 or off: none",
+		set: func(c *osadapter.Config, v string) error {
+			if v == "off" {
+				c.Machine.Watchdog = 0
+				return nil
+			}
+			// Under a millisecond, WATCHDOG_USEC would be 0 or a period no
+			// worker could keep: a typo.
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 || d > 0 && d < time.Millisecond {
+				return usagef("bad --watchdog %q: use a duration of 1ms or more such as 30s, or 0 (off)", v)
+			}
+			c.Machine.Watchdog = d
+			return nil
+		}},
 	{long: "--reexec", arg: "WHEN", def: "upgrade",
 		help: "when a reload re-executes: upgrade (a new binary at the start path), always or never",
 		set: func(c *osadapter.Config, v string) error {

@@ -222,6 +222,9 @@ type row struct {
 	config func(*fsm.Config) // changes the scene's config for this row, or nil
 }
 
+// watchdogOn is --watchdog 30s.
+func watchdogOn(c *fsm.Config) { c.Watchdog = 30 * time.Second }
+
 func event(ev fsm.Event) func(*scene) (feed, bool) {
 	return func(*scene) (feed, bool) { return feed{ev: ev}, true }
 }
@@ -308,6 +311,23 @@ func rows() []row {
 				note:  "the other new worker is ready already",
 			}, true
 		}, nil},
+		{"WorkerWatchdog (WATCHDOG=1 of a current worker, under --watchdog 30s)", func(s *scene) (feed, bool) {
+			return feed{ev: fsm.WorkerWatchdog{Pid: s.first("current")}}, true
+		}, watchdogOn},
+		{"WorkerWatchdog (WATCHDOG=1 of an old worker, under --watchdog 30s)", func(s *scene) (feed, bool) {
+			if pid := s.first("old"); pid != 0 {
+				return feed{ev: fsm.WorkerWatchdog{Pid: pid}}, true
+			}
+			return feed{note: "no old worker in this state"}, false
+		}, watchdogOn},
+		{"WorkerWatchdog trigger (WATCHDOG=trigger of a current worker, under --watchdog 30s)", func(s *scene) (feed, bool) {
+			return feed{ev: fsm.WorkerWatchdog{Pid: s.first("current"), Trigger: true}}, true
+		}, watchdogOn},
+		{"TimerFired watchdog (a current worker silent for 30s, under --watchdog 30s)", func(s *scene) (feed, bool) {
+			pid := s.first("current")
+			return feed{setup: []fsm.Event{fsm.WorkerWatchdog{Pid: pid}}, ev: fsm.TimerFired{Timer: fsm.Timer{Kind: fsm.TimerWatchdog, Pid: pid}},
+				note: "after its WATCHDOG=1"}, true
+		}, watchdogOn},
 		childExited("current", fsm.ExitStatus{Code: 1}),
 		{"ChildExited of a current worker (exit:3) under --restart no", func(s *scene) (feed, bool) {
 			return feed{ev: fsm.ChildExited{Pid: s.first("current"), Status: fsm.ExitStatus{Code: 3}}}, true
