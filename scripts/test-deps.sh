@@ -2,8 +2,9 @@
 # scripts/test-deps.sh: installs the Debian packages the tests use beyond Go,
 # when they are missing: systemd (systemd-analyze verifies the unit files of
 # docs/systemd.md; systemd-socket-activate launches the socket-activated
-# example). The tests in e2e/container use them; systemd itself is not
-# started. Run as root on Debian; elsewhere it says what is missing and the
+# example; the tests in e2e/container use them; systemd itself is not
+# started) and python3 (the watchdog test's worker sends its WATCHDOG=1
+# datagrams with it, cmd/mworker). Run as root on Debian; elsewhere it says what is missing and the
 # tests that need it skip with that reason.
 #
 # The suites with real service managers run only when asked, and so are
@@ -16,6 +17,7 @@ missing=
 need() { command -v "$1" >/dev/null 2>&1 || case " $missing " in *" $2 "*) ;; *) missing="$missing $2" ;; esac; }
 need systemd-analyze systemd
 need systemd-socket-activate systemd
+need python3 python3
 if [ "${MWORKER_E2E_SYSTEMD:-}" = 1 ]; then
 	need debootstrap debootstrap
 	need systemd-nspawn systemd-container
