@@ -96,6 +96,9 @@ func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener) int {
 	// The last lines say why the master exits: give the writer a moment,
 	// bounded, as stderr may not be read at all.
 	l.out.sync(exitWait)
+	if l.exited && l.ctl != nil {
+		l.ctl.reportExit(status, l.log)
+	}
 	return status
 }
 
