@@ -59,3 +59,26 @@ func runWithin(t *testing.T, cmd *exec.Cmd, d time.Duration) error {
 		return nil
 	}
 }
+
+// A --pidfile that cannot be written: one line naming it and the fix,
+// exit 1 (a start failure), nothing started.
+func TestPidFileUnwritable(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, tc := range []struct{ path, want string }{
+		{dir, "mworker: --pidfile " + dir + " is a directory: give a file path in it, such as " + filepath.Join(dir, "mworker.pid") + "\n"},
+		{dir + "/none/m.pid", "mworker: cannot write --pidfile " + dir + "/none/m.pid: the directory " + dir + "/none does not exist: create it or choose another path\n"},
+	} {
+		cmd := exec.Command(mworkerBinary(t), "run", "--pidfile", tc.path, "--", "/bin/sh", "-c", "touch "+dir+"/started")
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		err := runWithin(t, cmd, 30*time.Second)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || errb.String() != tc.want {
+			t.Errorf("--pidfile %s: %v, stderr %q; want exit 1 and %q", tc.path, err, errb.String(), tc.want)
+		}
+	}
+	if _, err := os.Stat(dir + "/started"); err == nil {
+		t.Error("a worker started")
+	}
+}
