@@ -23,6 +23,11 @@ type controlSocket struct {
 	// which feeds them right after Start, or for this one to feed after
 	// ExecFailed; and in a new image, those the previous one handed over.
 	queued []control.Request
+	// waitExit are the stop requests sent with control.WaitArg (mworker
+	// stop --wait) not answered yet; exitWaiters, their clients once
+	// answered, told the exit status by reportExit.
+	waitExit    map[fsm.RequestID]bool
+	exitWaiters []*control.Conn
 }
 
 // openControl opens the control socket at path: bound afresh, or taken
@@ -37,7 +42,8 @@ func openControl(path string, log *slog.Logger) (*controlSocket, error) {
 	if pending == nil {
 		pending = make(map[fsm.RequestID]*control.Conn)
 	}
-	return &controlSocket{ln: ln, in: make(chan control.Request, 64), conns: pending, queued: ln.Queued()}, nil
+	return &controlSocket{ln: ln, in: make(chan control.Request, 64), conns: pending, queued: ln.Queued(),
+		waitExit: make(map[fsm.RequestID]bool)}, nil
 }
 
 func (c *controlSocket) serve(log *slog.Logger) {
@@ -49,6 +55,12 @@ func (c *controlSocket) serve(log *slog.Logger) {
 // onRequest feeds a request to the machine and keeps its client.
 func (l *loop) onRequest(r control.Request) {
 	l.ctl.conns[r.ID] = r.Conn
+	if r.Command == fsm.CmdStop && r.Arg == control.WaitArg {
+		// The machine knows stop without an argument: waiting for the
+		// exit is the adapter's.
+		l.ctl.waitExit[r.ID] = true
+		r.Arg = ""
+	}
 	if r.Command == fsm.CmdReload {
 		l.noteImage()
 	}
@@ -73,6 +85,18 @@ func (l *loop) answer(r fsm.Reply) {
 			if at, ok := l.spawned[w.Pid]; ok {
 				facts.Uptime[w.Pid] = time.Duration(now - at)
 			}
+		}
+	}
+	if l.ctl.waitExit[r.ID] {
+		delete(l.ctl.waitExit, r.ID)
+		if r.OK {
+			if err := control.RespondAndKeep(conn, r, facts); err != nil {
+				conn.Close()
+				l.logf(slog.LevelDebug, "cannot answer a control request", "action", r.String(), "err", err.Error())
+				return
+			}
+			l.ctl.exitWaiters = append(l.ctl.exitWaiters, conn)
+			return
 		}
 	}
 	if err := control.Respond(conn, r, facts); err != nil {
@@ -155,6 +179,18 @@ func (l *loop) requeue() {
 		l.ctl.queued = l.ctl.queued[1:]
 		l.onRequest(r)
 	}
+}
+
+// reportExit tells the clients of mworker stop --wait the master's exit
+// status: the last thing the master does, so that they return once it
+// has nothing left to do.
+func (c *controlSocket) reportExit(status int, log *slog.Logger) {
+	for _, conn := range c.exitWaiters {
+		if err := control.ReportExit(conn, status); err != nil {
+			log.Log(context.Background(), slog.LevelDebug, "cannot tell a stop --wait client the exit status", "err", err.Error())
+		}
+	}
+	c.exitWaiters = nil
 }
 
 // close ends the control socket at the master's exit: the file goes, and

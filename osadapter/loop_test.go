@@ -347,7 +347,7 @@ func TestStartErrors(t *testing.T) {
 	}
 	cfg := Config{Command: []string{"/bin/true"}, Stderr: &buf, Machine: fsm.Config{Workers: 1, Path: "/x", ReadyTimeout: time.Second, StopTimeout: time.Second, StopSignal: 15},
 		PidFile: t.TempDir() + "/no/such/dir/pid"}
-	if st := run(cfg, f.os(), nil, nil); st != 1 || strings.Count(buf.String(), "\n") != 1 || !strings.HasPrefix(buf.String(), "mworker: osadapter: write pid file") {
+	if st := run(cfg, f.os(), nil, nil); st != 1 || strings.Count(buf.String(), "\n") != 1 || !strings.HasPrefix(buf.String(), "mworker: cannot write --pidfile "+cfg.PidFile+": ") {
 		t.Errorf("status %d, stderr %q: want 1 and one line about the pid file", st, buf.String())
 	}
 }

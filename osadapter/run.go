@@ -96,6 +96,9 @@ func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener) int {
 	// The last lines say why the master exits: give the writer a moment,
 	// bounded, as stderr may not be read at all.
 	l.out.sync(exitWait)
+	if l.exited && l.ctl != nil {
+		l.ctl.reportExit(status, l.log)
+	}
 	return status
 }
 
@@ -358,13 +361,16 @@ func startPath(argv0 string, env []string) (string, error) {
 // writePidFile writes pid atomically: a reader sees the old file or the
 // whole new one.
 func writePidFile(path string, pid int) error {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("--pidfile %s is a directory: give a file path in it, such as %s", path, filepath.Join(path, "mworker.pid"))
+	}
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
 	f, err := os.CreateTemp(dir, "."+base+".tmp*")
 	if err != nil {
-		return errorf("write pid file %s: %w: check that the directory exists and is writable", path, err)
+		return pidFileError(path, filepath.Clean(dir), err)
 	}
 	_, err = f.WriteString(strconv.Itoa(pid) + "\n")
 	if cerr := f.Close(); err == nil {
@@ -378,9 +384,49 @@ func writePidFile(path string, pid int) error {
 	}
 	if err != nil {
 		os.Remove(f.Name())
-		return errorf("write pid file %s: %w", path, err)
+		return pidFileError(path, filepath.Clean(dir), err)
 	}
 	return nil
+}
+
+// pidFileError is the one line a --pidfile that cannot be written gets:
+// the path and what to do, not the temporary file's name.
+func pidFileError(path, dir string, err error) error {
+	var reason string
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		reason = "the directory " + dir + " does not exist: create it or choose another path"
+	case errors.Is(err, syscall.ENOTDIR):
+		reason = notDirectory(dir) + " is not a directory: choose another path"
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
+		reason = "cannot create a file in " + dir + " (" + errnoText(err) + "): run as a user who may, or choose another path"
+	default:
+		reason = errnoText(err) + ": check that " + dir + " exists and is writable"
+	}
+	return fmt.Errorf("cannot write --pidfile %s: %s", path, reason)
+}
+
+// notDirectory finds, from dir up, the first component that exists and
+// is not a directory.
+func notDirectory(dir string) string {
+	for d := dir; ; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err == nil && !fi.IsDir() {
+			return d
+		}
+		if p := filepath.Dir(d); p == d {
+			return dir
+		}
+	}
+}
+
+// errnoText is the system's words for err, without the operation and the
+// file name os.PathError and os.LinkError add.
+func errnoText(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	return err.Error()
 }
 
 // jitterSeed seeds the core's restart jitter (fsm.Config.Seed): each image

@@ -7,11 +7,11 @@
 // Usage:
 //
 //	mworker run [options] -- COMMAND [ARG...]
-//	mworker reload       --control PATH [--timeout D]
+//	mworker reload       --control PATH [--json] [--timeout D]
 //	mworker status       --control PATH [--json] [--timeout D]
-//	mworker stop         --control PATH [--timeout D]
-//	mworker scale N      --control PATH [--timeout D]
-//	mworker restart SLOT --control PATH [--timeout D]
+//	mworker stop         --control PATH [--json] [--wait] [--timeout D]
+//	mworker scale N      --control PATH [--json] [--timeout D]
+//	mworker restart SLOT --control PATH [--json] [--timeout D]
 //	mworker demo         [--workers N] [--listen ADDR] [--control PATH]
 //	mworker version
 //	mworker help
@@ -23,6 +23,9 @@
 //	stop          begin a soft stop, as SIGUSR1
 //	scale N       set the number of workers to N, or change it by +K or -K; new slots start at once, removed ones get --stop-signal
 //	restart SLOT  replace the worker of slot SLOT without downtime: the new one starts, becomes ready, then the old one stops
+//
+// The control commands take their --control from $MWORKER_CONTROL when it is not given;
+// mworker stop --wait returns once the master has exited, with its exit status.
 //
 // # mworker run
 //
@@ -161,7 +164,12 @@
 // They exit 0 on success, 1 on failure (the reason on stderr) and 2 on a
 // bad command line; --timeout bounds the wait for the answer, connecting
 // included: a master whose control socket queue is full (a storm of
-// requests during a re-exec) is tried again until then.
+// requests during a re-exec) is tried again until then. Stop --wait
+// waits, 5m by default, until the master has exited and exits with the
+// master's own status. Without --control, the path is taken from
+// $MWORKER_CONTROL. "mworker CMD --help" gives each command's options,
+// defaults and exit statuses. Their options follow the rules of run's:
+// "--opt value" or "--opt=value", long names only.
 //
 // Demo runs a master with two built-in HTTP workers on 127.0.0.1:8080 and
 // prints how to reload and watch it.
@@ -244,18 +252,17 @@ func usage() string {
 	var b strings.Builder
 	b.WriteString("Usage:\n  mworker run [options] -- COMMAND [ARG...]\n")
 	for _, c := range fsm.Commands {
-		flags := "--control PATH [--timeout D]"
-		if c.JSON {
-			flags = "--control PATH [--json] [--timeout D]"
-		}
-		fmt.Fprintf(&b, "  mworker %-*s %s\n", width, c.Synopsis(), flags)
+		fmt.Fprintf(&b, "  mworker %-*s %s\n", width, c.Synopsis(), control.UsageFlags(c))
 	}
 	fmt.Fprintf(&b, "  mworker %-*s %s\n", width, "demo", "[--workers N] [--listen ADDR] [--control PATH]")
 	b.WriteString("  mworker version\n\nControl commands, sent to the --control socket of a running master:\n")
 	for _, c := range fsm.Commands {
 		fmt.Fprintf(&b, "  %-*s  %s\n", width, c.Synopsis(), c.Help)
 	}
-	b.WriteString("\nRun \"mworker run --help\" for the options, signals and exit statuses.\n")
+	b.WriteString("\nThe control commands take their --control from $" + control.EnvControl + " when it is not given;\n" +
+		"mworker stop --wait returns once the master has exited, with its exit status.\n")
+	b.WriteString("\nRun \"mworker run --help\" for the options, signals and exit statuses.\n" +
+		"Run \"mworker CMD --help\" for those of a control command.\n")
 	return b.String()
 }
 

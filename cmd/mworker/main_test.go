@@ -144,3 +144,28 @@ func TestModuleVersion(t *testing.T) {
 		}
 	}
 }
+
+// mworker version: the version (a -ldflags one first), the commit and
+// whether the tree was modified, the commit's time, a build time when the
+// build set one, and Go's version.
+func TestVersionText(t *testing.T) {
+	info := &debug.BuildInfo{GoVersion: "go1.26.0", Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
+		{Key: "vcs.revision", Value: "0123abcd"}, {Key: "vcs.time", Value: "2026-01-02T03:04:05Z"}, {Key: "vcs.modified", Value: "true"},
+	}}
+	for _, tc := range []struct {
+		info           *debug.BuildInfo
+		ok             bool
+		version, built string
+		want           string
+	}{
+		{info, true, "", "", "mworker devel\ncommit:      0123abcd (with uncommitted changes)\ncommit time: 2026-01-02T03:04:05Z\ngo:          go1.26.0 linux/amd64\n"},
+		{info, true, "1.4.0", "2026-02-03T00:00:00Z", "mworker 1.4.0\ncommit:      0123abcd (with uncommitted changes)\ncommit time: 2026-01-02T03:04:05Z\nbuilt:       2026-02-03T00:00:00Z\ngo:          go1.26.0 linux/amd64\n"},
+		{&debug.BuildInfo{Main: debug.Module{Version: "v1.2.3"}, Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "ff"}, {Key: "vcs.modified", Value: "false"}}}, true, "", "",
+			"mworker v1.2.3\ncommit:      ff\ngo:          go1.0 linux/amd64\n"},
+		{nil, false, "", "", "mworker devel\ncommit:      unknown (built outside a git checkout, or with -buildvcs=false)\ngo:          go1.0 linux/amd64\n"},
+	} {
+		if got := versionText(tc.info, tc.ok, tc.version, tc.built, "go1.0", "linux/amd64"); got != tc.want {
+			t.Errorf("versionText(%+v, %q, %q) =\n%s\nwant\n%s", tc.info, tc.version, tc.built, got, tc.want)
+		}
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -31,65 +30,37 @@ const (
 // about 120 KiB.
 const maxAnswer = 16 << 20
 
-// RunClient runs `mworker CMD [ARG] --control PATH [--json] [--timeout D]`,
+// RunClient runs `mworker CMD [ARG] [--control PATH] [--json] [--timeout D]`
+// (and stop's [--wait]), --control defaulting to $MWORKER_CONTROL,
 // CMD the Name of an entry of fsm.Commands and ARG its argument when the
 // entry has an Arg (before or after the options), and returns the exit
 // status: 0 success, 1 failure (the reason on stderr), 2 usage error.
 func RunClient(cmd string, args []string, stdout, stderr io.Writer) int {
+	return runClient(cmd, args, stdout, stderr, os.LookupEnv)
+}
+
+// runClient is RunClient with the environment read through lookupEnv.
+func runClient(cmd string, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
 	prog := "mworker " + cmd
 	spec, ok := fsm.LookupCommand(cmd)
 	if !ok {
 		fmt.Fprintf(stderr, "mworker: unknown control command %q: use %s\n", cmd, fsm.CommandList("or"))
 		return 2
 	}
-	usage := fmt.Sprintf("usage: mworker %s --control PATH [--json] [--timeout D]", spec.Synopsis())
-	timeout := DefaultTimeout
-	if spec.Waits {
-		timeout = DefaultReloadTimeout
-	}
-	fl := flag.NewFlagSet(prog, flag.ContinueOnError)
-	fl.SetOutput(io.Discard)
-	path := fl.String("control", "", "path of the master's control socket (mworker run --control PATH)")
-	asJSON := fl.Bool("json", false, "print the answer as the JSON object")
-	fl.DurationVar(&timeout, "timeout", timeout, "give up waiting for the answer after this long")
-	flags, words := splitArgs(fl, args, spec.Arg != "")
-	if err := fl.Parse(flags); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stdout, usage)
-			return 0
-		}
-		fmt.Fprintf(stderr, "%s: %v; %s\n", prog, err, usage)
+	o, err := parseClientArgs(spec, args, lookupEnv)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 		return 2
 	}
-	var arg string
-	hasArg := spec.Arg != "" && len(words) > 0
-	if hasArg {
-		arg, words = words[0], words[1:]
+	if o.help {
+		fmt.Fprint(stdout, clientHelp(spec))
+		return 0
 	}
-	rule := argRules[cmd]
-	var bad string
-	if hasArg && rule.check != nil {
-		bad = rule.check(arg)
+	if o.wait {
+		return stopAndWait(prog, o, spec, stdout, stderr)
 	}
-	switch {
-	case len(words) > 0:
-		fmt.Fprintf(stderr, "%s: unexpected argument %q; %s\n", prog, words[0], usage)
-		return 2
-	case spec.Arg != "" && !hasArg:
-		fmt.Fprintf(stderr, "%s: needs %s: mworker %s --control PATH (%s)\n", prog, spec.Arg, spec.Synopsis(), rule.forms)
-		return 2
-	case bad != "":
-		fmt.Fprintf(stderr, "%s: bad %s %q: %s\n", prog, spec.Arg, arg, bad)
-		return 2
-	case *path == "":
-		fmt.Fprintf(stderr, "%s: --control PATH is required: the path given to mworker run --control\n", prog)
-		return 2
-	case timeout <= 0:
-		fmt.Fprintf(stderr, "%s: --timeout %v must be positive, e.g. 5m\n", prog, timeout)
-		return 2
-	}
-
-	raw, a, err := ask(*path, spec, arg, timeout)
+	path, asJSON, arg := &o.path, &o.json, o.arg // as the flag package gave them
+	raw, a, err := ask(o.path, spec, arg, o.timeout)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 		return 1
@@ -181,41 +152,6 @@ func allDigits(s string) bool {
 	return true
 }
 
-// splitArgs separates the options of fl, with their values, from the other
-// words of args, wherever they are: the flag package stops at the first
-// word that is not an option, and the argument of a command may come
-// before the options (mworker scale 4 --control P) or after them. When
-// takesArg, a word such as -1 is a word, not an option: no option of fl
-// is named by digits, and scale takes negative changes. Words after "--"
-// are words.
-func splitArgs(fl *flag.FlagSet, args []string, takesArg bool) (flags, words []string) {
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case a == "--":
-			return flags, append(words, args[i+1:]...)
-		case a == "-" || !strings.HasPrefix(a, "-") || takesArg && allDigits(a[1:]):
-			words = append(words, a)
-			continue
-		}
-		flags = append(flags, a)
-		name := strings.TrimLeft(a, "-")
-		if strings.Contains(name, "=") {
-			continue
-		}
-		if f := fl.Lookup(name); f != nil && !isBoolFlag(f) && i+1 < len(args) {
-			i++
-			flags = append(flags, args[i])
-		}
-	}
-	return flags, words
-}
-
-func isBoolFlag(f *flag.Flag) bool {
-	b, ok := f.Value.(interface{ IsBoolFlag() bool })
-	return ok && b.IsBoolFlag()
-}
-
 func workers(n int) string {
 	if n == 1 {
 		return "1 worker"
@@ -231,7 +167,7 @@ func ask(path string, spec fsm.CommandSpec, arg string, timeout time.Duration) (
 	deadline := time.Now().Add(timeout)
 	c, err := dial(path, deadline)
 	if err != nil {
-		return nil, a, fmt.Errorf("cannot connect to %s: %s; is mworker running with --control %s?", path, dialReason(err), path)
+		return nil, a, fmt.Errorf("cannot connect to %s: %s; is mworker running with --control %s?", path, dialReason(path, err), path)
 	}
 	defer c.Close()
 	c.SetDeadline(deadline)
@@ -289,11 +225,15 @@ func dial(path string, deadline time.Time) (net.Conn, error) {
 	}
 }
 
-func dialReason(err error) string {
+func dialReason(path string, err error) string {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return "no such socket"
 	case errors.Is(err, syscall.ECONNREFUSED):
+		// connect(2) says the same of a file that is no socket at all.
+		if fi, serr := os.Stat(path); serr == nil && fi.Mode().Type() != fs.ModeSocket {
+			return "it is not a socket but a " + fileKind(fi.Mode()) + ": give the path given to mworker run --control"
+		}
 		return "nothing listens there (a stale socket file)"
 	case errors.Is(err, fs.ErrPermission):
 		return "permission denied (run this as the user that runs mworker)"
@@ -309,6 +249,21 @@ func dialReason(err error) string {
 		return oe.Err.Error()
 	}
 	return err.Error()
+}
+
+// fileKind names the type of a file that is not a socket.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "regular file"
+	case m.IsDir():
+		return "directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	}
+	return "file of another kind"
 }
 
 // WriteStatus prints a status answer for a person: the master's line (with

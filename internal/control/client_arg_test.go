@@ -188,11 +188,11 @@ func TestClientBadArgumentSendsNothing(t *testing.T) {
 		{"restart", []string{"1.0", "--control", path}, `mworker restart: bad SLOT "1.0": ...`},
 		{"scale", []string{"4", "5", "--control", path}, `mworker scale: unexpected argument "5"; usage: mworker scale N --control PATH [--json] [--timeout D]`},
 		{"restart", []string{"3", "--control", path, "4"}, `mworker restart: unexpected argument "4"; usage: mworker restart SLOT --control PATH [--json] [--timeout D]`},
-		{"scale", []string{"4"}, "mworker scale: --control PATH is required: ..."},
-		{"scale", []string{"4", "--control", path, "--timeout", "0s"}, "mworker scale: --timeout 0s must be positive, e.g. 5m"},
-		{"scale", []string{"4", "--bogus", "--control", path}, "mworker scale: flag provided but not defined: -bogus; ..."},
+		{"scale", []string{"4"}, "mworker scale: no control socket: ..."},
+		{"scale", []string{"4", "--control", path, "--timeout", "0s"}, `mworker scale: bad --timeout "0s": use a positive duration such as 500ms, 10s or 1m`},
+		{"scale", []string{"4", "--bogus", "--control", path}, `mworker scale: unknown option "--bogus": see mworker scale --help for the options`},
 		// A command without an argument still refuses one.
-		{"stop", []string{"4", "--control", path}, `mworker stop: unexpected argument "4"; usage: mworker stop --control PATH [--json] [--timeout D]`},
+		{"stop", []string{"4", "--control", path}, `mworker stop: unexpected argument "4"; usage: mworker stop --control PATH [--json] [--wait] [--timeout D]`},
 		{"status", []string{"--control", path, "4"}, `mworker status: unexpected argument "4"; ...`},
 	} {
 		code, out, stderr := client(tc.cmd, tc.args...)
@@ -209,13 +209,42 @@ func TestClientBadArgumentSendsNothing(t *testing.T) {
 	}
 }
 
-// --help gives the usage with the argument's placeholder, from fsm.Commands.
-func TestClientUsageNamesTheArgument(t *testing.T) {
+// --help gives the usage line with the argument's placeholder (from
+// fsm.Commands), what the argument may be, every option with its default
+// and the exit statuses.
+func TestClientHelp(t *testing.T) {
+	t.Parallel()
 	for _, c := range fsm.Commands {
-		code, out, _ := client(c.Name, "--help")
-		want := "usage: mworker " + c.Synopsis() + " --control PATH [--json] [--timeout D]\n"
-		if code != 0 || out != want {
-			t.Errorf("%s --help: exit %d, out %q, want %q", c.Name, code, out, want)
+		for _, h := range []string{"--help", "-h"} {
+			code, out, stderr := client(c.Name, "4", h, "--bogus")
+			if code != 0 || stderr != "" {
+				t.Errorf("%s %s: exit %d, stderr %q", c.Name, h, code, stderr)
+			}
+			want := []string{
+				"usage: mworker " + c.Synopsis() + " --control PATH [--json] ",
+				"  --control PATH  ", "(default $MWORKER_CONTROL)",
+				"  --json  ", "  --timeout D  ",
+				"\nExit status:\n", "\n  0 ", "\n  1 ", "\n  2 ",
+			}
+			if c.Waits {
+				want = append(want, "(default 5m0s)")
+			} else {
+				want = append(want, "(default 30s")
+			}
+			if c.Arg != "" {
+				want = append(want, "\n"+c.Arg+" is "+argRules[c.Name].forms+"; it may come before or after the options.\n")
+			}
+			if c.Name == "stop" {
+				want = append(want, " [--wait] ", "  --wait  ", "5m0s with --wait", "0..255")
+			}
+			for _, w := range want {
+				if !strings.Contains(out, w) {
+					t.Errorf("%s %s lacks %q:\n%s", c.Name, h, w, out)
+				}
+			}
+			if c.Name != "stop" && strings.Contains(out, "--wait") {
+				t.Errorf("%s %s offers --wait, which only stop takes:\n%s", c.Name, h, out)
+			}
 		}
 	}
 }

@@ -51,10 +51,16 @@ func serve(t *testing.T, path string) (*Listener, chan Request) {
 	return l, reqs
 }
 
-// client runs RunClient and returns its exit status, stdout and stderr.
+// client runs RunClient, in an environment without MWORKER_CONTROL, and
+// returns its exit status, stdout and stderr.
 func client(cmd string, args ...string) (int, string, string) {
+	return clientEnv(nil, cmd, args...)
+}
+
+// clientEnv is client in the environment env.
+func clientEnv(env map[string]string, cmd string, args ...string) (int, string, string) {
 	var out, errb bytes.Buffer
-	code := RunClient(cmd, args, &out, &errb)
+	code := runClient(cmd, args, &out, &errb, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	return code, out.String(), errb.String()
 }
 
@@ -356,19 +362,25 @@ func TestClientUsageAndConnectErrors(t *testing.T) {
 	ln.SetUnlinkOnClose(false)
 	ln.Close()
 	missing := filepath.Join(t.TempDir(), "none.sock")
+	regular := filepath.Join(t.TempDir(), "app.pid")
+	if err := os.WriteFile(regular, []byte("1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		cmd  string
 		args []string
 		code int
 		msg  string
 	}{
-		{"status", nil, 2, "mworker status: --control PATH is required"},
+		{"status", nil, 2, "mworker status: no control socket: give --control PATH (the path given to mworker run --control) or set MWORKER_CONTROL"},
 		{"reload", []string{"--control", missing, "now"}, 2, `unexpected argument "now"`},
-		{"stop", []string{"--bogus"}, 2, "flag provided but not defined: -bogus"},
+		{"stop", []string{"--bogus"}, 2, `mworker stop: unknown option "--bogus": see mworker stop --help for the options`},
 		{"bogus", nil, 2, `unknown control command "bogus": use ` + fsm.CommandList("or")},
-		{"reload", []string{"--control", missing, "--timeout", "0s"}, 2, "--timeout 0s must be positive"},
+		{"reload", []string{"--control", missing, "--timeout", "0s"}, 2, `bad --timeout "0s": use a positive duration`},
 		{"status", []string{"--control", missing}, 1, "cannot connect to " + missing + ": no such socket; is mworker running with --control " + missing + "?"},
 		{"reload", []string{"--control", stale}, 1, "nothing listens there"},
+		// connect(2) refuses a regular file as it refuses a stale socket.
+		{"status", []string{"--control", regular}, 1, "cannot connect to " + regular + ": it is not a socket but a regular file: give the path given to mworker run --control"},
 	} {
 		code, out, stderr := client(tc.cmd, tc.args...)
 		if code != tc.code || !strings.Contains(stderr, tc.msg) || strings.Count(stderr, "\n") != 1 || out != "" {

@@ -12,6 +12,10 @@
 //	{"ok":false,"error":"..."}
 //	{"ok":true,"master":{...},"workers":[{...}]}   (status, scale)
 //
+// "stop wait" (mworker stop --wait) is the one request that gets two
+// lines: the answer to the stop, then, on the same connection, Exit
+// ({"exited":true,"exit_status":N}) just before the master exits.
+//
 // master.size is the desired number of workers (-n, then scale), workers
 // the live ones. The client checks an argument before it connects (N a
 // decimal integer, optionally signed; SLOT one of 0 or more); the machine
@@ -46,5 +50,8 @@
 //     fails, call Handoff.Undo so that the fds are close-on-exec again,
 //     Resume, feed the queued requests to the machine, and keep serving.
 //  6. When the master exits, Close the listener: it removes the socket file
-//     if it is still the one this master bound.
+//     if it is still the one this master bound. Feed a "stop wait" request
+//     (Arg WaitArg) to the machine as a plain stop, answer it with
+//     RespondAndKeep, and as the very last act call ReportExit on its
+//     Conn with the master's exit status.
 package control

@@ -7,8 +7,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mworker/mworker/internal/listen"
 )
 
 // fakeExec records what run would have exec'd.
@@ -16,10 +21,24 @@ type fakeExec struct {
 	called     bool
 	path       string
 	argv, envv []string
+	passed     []int // the fds of MWORKER_LISTENERS that would survive the exec
 }
 
 func (f *fakeExec) exec(path string, argv, envv []string) error {
 	f.called, f.path, f.argv, f.envv = true, path, argv, envv
+	for _, kv := range envv {
+		v, ok := strings.CutPrefix(kv, listen.EnvInherited+"=")
+		if !ok {
+			continue
+		}
+		for _, e := range strings.Split(v, ":") {
+			fdText, _, _ := strings.Cut(e, "=")
+			fd, _ := strconv.Atoi(fdText)
+			if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
+				f.passed = append(f.passed, fd)
+			}
+		}
+	}
 	return errors.New("fake exec")
 }
 
@@ -34,8 +53,8 @@ func TestRunExecsTheMaster(t *testing.T) {
 		want []string
 		url  string
 	}{
-		{nil, []string{"/opt/bin/mworker", "run", "-n", "2", "--listen", "127.0.0.1:8080", "--ready", "notify", "--control", sock, "--", "/opt/bin/mworker", "demo-worker"}, "http://127.0.0.1:8080/"},
-		{[]string{"--workers", "4", "--listen", "[::1]:9000", "--control", "/tmp/x.sock"}, []string{"/opt/bin/mworker", "run", "-n", "4", "--listen", "[::1]:9000", "--ready", "notify", "--control", "/tmp/x.sock", "--", "/opt/bin/mworker", "demo-worker"}, "http://[::1]:9000/"},
+		{[]string{"--listen", "127.0.0.1:0"}, []string{"/opt/bin/mworker", "run", "-n", "2", "--listen", "127.0.0.1:0", "--ready", "notify", "--control", sock, "--", "/opt/bin/mworker", "demo-worker"}, "http://127.0.0.1:"},
+		{[]string{"--workers", "4", "--listen", "[::1]:0", "--control", filepath.Join(dir, "x.sock")}, []string{"/opt/bin/mworker", "run", "-n", "4", "--listen", "[::1]:0", "--ready", "notify", "--control", filepath.Join(dir, "x.sock"), "--", "/opt/bin/mworker", "demo-worker"}, "http://[::1]:"},
 	} {
 		var f fakeExec
 		var out, errb bytes.Buffer
@@ -45,6 +64,10 @@ func TestRunExecsTheMaster(t *testing.T) {
 		}
 		if f.path != "/opt/bin/mworker" || strings.Join(f.argv, " ") != strings.Join(tc.want, " ") {
 			t.Errorf("%q: exec %s %q\nwant %q", tc.args, f.path, f.argv, tc.want)
+		}
+		// The bound socket goes to the master, open across the exec.
+		if len(f.passed) != 1 {
+			t.Errorf("%q: the exec would pass %v of %s, want the bound socket", tc.args, f.passed, listen.EnvInherited)
 		}
 		control := tc.want[9]
 		for _, want := range []string{
@@ -68,6 +91,7 @@ func TestRunRejectsBadInput(t *testing.T) {
 		{[]string{"--workers", "0"}, "mworker demo: --workers 0 out of range: use 1..1024"},
 		{[]string{"--workers", "many"}, `invalid value "many" for flag -workers`},
 		{[]string{"--listen", ""}, "--listen is empty"},
+		{[]string{"--listen", "8080"}, `bad --listen value`},
 		{[]string{"now"}, `unexpected argument "now"`},
 		{[]string{"--port", "80"}, "flag provided but not defined: -port"},
 	} {
