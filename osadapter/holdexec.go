@@ -108,11 +108,13 @@ func (m *threadMasker) isSeen(tid int32) bool {
 // change adds block to and removes unblock from the mask of every other
 // thread of the process (with onlyNew, of those the last full pass did not
 // reach) and waits until each has done it. The caller's own mask is its
-// business: rt_sigprocmask.
+// business: rt_sigprocmask. A listing of /proc/self/task can miss a thread
+// when another exits meanwhile (the kernel resumes the listing by
+// position), so passes over the threads not reached yet follow until one
+// finds none (at most maxMaskPasses).
 func (m *threadMasker) change(block, unblock uint64, onlyNew bool) (int, error) {
 	atomic.StoreUint64(&rawMaskBlock, block)
 	atomic.StoreUint64(&rawMaskUnblock, unblock)
-	atomic.StoreUint32(&rawMaskAcks, 0)
 	sa := sigaction{
 		handler:  rawMaskHandlerPC,
 		flags:    saSiginfo | saOnstack | saRestart | saRestorer,
@@ -127,6 +129,25 @@ func (m *threadMasker) change(block, unblock uint64, onlyNew bool) (int, error) 
 	if !onlyNew {
 		m.nseen = 0
 	}
+	total := 0
+	for pass := 0; pass < maxMaskPasses; pass++ {
+		sent, err := m.pass(onlyNew || pass > 0)
+		total += sent
+		if err != nil || sent == 0 {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// maxMaskPasses bounds change's passes.
+const maxMaskPasses = 8
+
+// pass sends maskSignal to every thread listed now (with onlyNew, those
+// not reached by an earlier pass) and waits until each has run the
+// handler.
+func (m *threadMasker) pass(onlyNew bool) (int, error) {
+	atomic.StoreUint32(&rawMaskAcks, 0)
 	pid := uintptr(unix.Getpid())
 	sent := 0
 	if _, _, e := unix.RawSyscall(unix.SYS_LSEEK, uintptr(m.dir), 0, 0); e != 0 {
