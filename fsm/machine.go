@@ -852,6 +852,16 @@ func (m *Machine) cancelRestarts() {
 // result belongs to the caller.
 func (m *Machine) Status() *Status { return m.status() }
 
+// ReloadSeqs says how many reloads have begun since the master's first
+// start and the Seq of the last that ended (ReloadOutcome.Seq; 0 if none
+// has). Cheap: a caller that times reloads compares them after each Step.
+func (m *Machine) ReloadSeqs() (begun, ended int) {
+	if m.last != nil {
+		ended = m.last.Seq
+	}
+	return m.begun, ended
+}
+
 func (m *Machine) status() *Status {
 	s := &Status{State: m.State(), Generation: m.cur, Size: m.size, Reloads: m.reloads, FailedReloads: m.failedReload}
 	for _, g := range m.gens {
