@@ -53,7 +53,7 @@ type Reload struct {
 // Socket is one listening socket the master passes to every worker.
 type Socket struct {
 	Name    string `json:"name"`    // LISTEN_FDNAMES
-	Address string `json:"address"` // e.g. tcp 127.0.0.1:8080, unix /run/app.sock
+	Address string `json:"address"` // tcp://HOST:PORT or unix:///PATH (fd://N for another file)
 	Fd      int    `json:"fd"`      // the worker's fd (3 for the first)
 }
 

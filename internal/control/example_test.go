@@ -30,7 +30,7 @@ func ExampleWriteStatus() {
 		2041: 95 * time.Minute, 2042: 95 * time.Minute, 2101: 300 * time.Millisecond,
 	},
 		Version: "v1.4.0", StartTime: start, MasterUptime: 3 * time.Hour,
-		Listeners:          []control.Socket{{Name: "http", Address: "tcp 0.0.0.0:8080", Fd: 3}},
+		Listeners:          []control.Socket{{Name: "http", Address: "tcp://0.0.0.0:8080", Fd: 3}},
 		StatusText:         map[int]string{2041: "serving 12 connections", 2042: "serving 9 connections"},
 		LastReloadTime:     start.Add(85 * time.Minute),
 		LastReloadDuration: 1230 * time.Millisecond,
@@ -39,7 +39,7 @@ func ExampleWriteStatus() {
 	// Output:
 	// master pid 2000, reloading, generation 3, 3 live workers (2 desired), 2 reloads (0 failed)
 	// mworker v1.4.0, started 2026-01-02T15:04:05Z, up 3h0m0s
-	// listeners: http=tcp 0.0.0.0:8080 (fd 3)
+	// listeners: http=tcp://0.0.0.0:8080 (fd 3)
 	// reloading (SIGHUP)
 	// last reload: #2 success (control client pid 811) at 2026-01-02T16:29:05Z in 1230 ms: generation 3 ready
 	// slot 1: 2 restarts, 2 failed in a row, backoff 200ms
@@ -62,7 +62,7 @@ func ExampleNewAnswer() {
 	}}
 	start := time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC)
 	facts := control.Facts{MasterPid: 2000, Version: "v1.4.0", StartTime: start, MasterUptime: time.Hour,
-		Listeners:          []control.Socket{{Name: "http", Address: "tcp 0.0.0.0:8080", Fd: 3}},
+		Listeners:          []control.Socket{{Name: "http", Address: "tcp://0.0.0.0:8080", Fd: 3}},
 		StatusText:         map[int]string{2041: "idle"},
 		LastReloadTime:     start.Add(50 * time.Minute),
 		LastReloadDuration: 2500 * time.Millisecond,
@@ -85,7 +85,7 @@ func ExampleNewAnswer() {
 	//   "listeners": [
 	//     {
 	//       "name": "http",
-	//       "address": "tcp 0.0.0.0:8080",
+	//       "address": "tcp://0.0.0.0:8080",
 	//       "fd": 3
 	//     }
 	//   ],
