@@ -89,12 +89,15 @@ func (n NotifyState) String() string {
 	return "notify(" + itoa(int(n)) + ")"
 }
 
-// Reply answers a control request. Status is set for a status request.
+// Reply answers a control request. Status is set for a status request;
+// Reload for a reload request, with how the reload that covered it ended
+// (nil when none began: refused, or aborted while still queued).
 type Reply struct {
 	ID     RequestID
 	OK     bool
 	Error  string
 	Status *Status
+	Reload *ReloadOutcome
 }
 
 // Log is a line for the operator. Attrs alternate keys and values, as
@@ -244,6 +247,9 @@ func (a Reply) String() string {
 	}
 	if a.Status != nil {
 		s += " " + a.Status.String()
+	}
+	if a.Reload != nil {
+		s += " " + a.Reload.String()
 	}
 	return s
 }

@@ -38,6 +38,14 @@ func resumeAndSpawnNext(ctx context.Context, _ ...any) error {
 	}
 	copy(m.failures, h.Failures)
 	copy(m.limitCounts, h.LimitCounts)
+	m.begun, m.trigger, m.last = h.ReloadsBegun, h.ReloadTrigger, h.LastReload.clone()
+	if m.begun == 0 { // from an image that did not count them
+		m.begun = h.Reloads + h.FailedReloads + 1
+	}
+	if m.trigger == "" {
+		m.trigger = "re-exec"
+	}
+	m.restarts, m.backoffs = slices.Clone(h.Restarts), slices.Clone(h.Backoffs)
 	m.addGen(m.cur)
 	for _, hw := range h.Workers {
 		if hw.Pid <= 0 || m.byPid[hw.Pid] != nil || hw.Slot < 0 || hw.Slot >= MaxWorkers {
@@ -84,7 +92,7 @@ func resumeAndSpawnNext(ctx context.Context, _ ...any) error {
 	m.next = m.maxGen
 	m.addGen(m.next)
 	m.log(LevelInfo, "re-executed; starting the new generation", "generation", m.next,
-		"serving", m.cur, "adopted", len(m.byPid))
+		"serving", m.cur, "adopted", len(m.byPid), "trigger", m.trigger)
 	// The timer first (spawnNext): with immediate readiness the generation
 	// may be promoted while the spawns are still being carried out.
 	m.spawnNext()
@@ -233,7 +241,7 @@ func workerExited(m *Machine, e ChildExited) {
 		m.log(LevelError, "new worker exited before its generation was ready", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
 		m.failure = fmt.Sprintf("worker %d (slot %d of generation %d) exited with %s before the generation was ready", w.pid, w.slot, g.n, e.Status)
 	case !m.isCurrent(g):
-		m.log(LevelInfo, "old worker exited", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
+		m.log(LevelInfo, m.exitLabel(g), "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
 		m.dropGenIfEmpty(g)
 	default:
 		m.log(LevelWarn, "worker exited", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
@@ -271,6 +279,7 @@ func (m *Machine) afterCurrentExit(slot int, st ExitStatus) {
 	if m.failures[slot] < 64 {
 		m.failures[slot]++
 	}
+	m.noteRestart(slot, delay)
 	m.restarting[slot] = true
 	m.setTimer(Timer{Kind: TimerRestart, Generation: m.cur, Slot: slot}, delay)
 	m.log(LevelInfo, "restarting worker after backoff", "generation", m.cur, "slot", slot, "after", delay)
@@ -312,6 +321,7 @@ func resetBackoff(m *Machine, ev TimerFired) {
 	t := ev.Timer
 	if w := m.byPid[t.Pid]; w != nil && !w.leaving && w.home.n == m.cur && w.slot < len(m.failures) {
 		m.failures[w.slot] = 0
+		m.clearBackoff(w.slot)
 		m.closeRestartWindow(w.slot)
 	}
 }
@@ -375,6 +385,9 @@ func noteNoChildren(m *Machine) { m.log(LevelDebug, "no child left") }
 // triggered it and those queued behind the last one wait for its outcome,
 // and the service manager hears RELOADING=1.
 func (m *Machine) beginReload() {
+	m.begun++
+	m.trigger = m.triggerOf()
+	m.queuedTrigger = ""
 	if id, ok := m.controlID(); ok {
 		m.requests = append(m.requests, id)
 	}
@@ -390,7 +403,7 @@ func execNewImage(ctx context.Context, _ ...any) error {
 	m := machineOf(ctx)
 	m.beginReload()
 	pids := m.livePids(nil)
-	m.log(LevelInfo, "reloading: re-executing the master", "path", m.cfg.Path, "generation", m.cur, "pids", pids)
+	m.log(LevelInfo, "reloading: re-executing the master", "trigger", m.trigger, "path", m.cfg.Path, "generation", m.cur, "pids", pids)
 	h := m.handover()
 	h.ExitStatus = m.exitStatus
 	m.emit(Exec{Path: m.cfg.Path, Argv: ReloadArgv(m.cfg.Argv, pids), Handover: h})
@@ -411,7 +424,7 @@ func spawnNextInPlace(ctx context.Context, _ ...any) error {
 	m.maxGen++
 	m.next = m.maxGen
 	m.addGen(m.next)
-	m.log(LevelInfo, "reloading: starting the new generation", "generation", m.next, "serving", m.cur)
+	m.log(LevelInfo, "reloading: starting the new generation", "trigger", m.trigger, "generation", m.next, "serving", m.cur)
 	// The timer first (spawnNext): with immediate readiness the generation
 	// may be promoted while the spawns are still being carried out.
 	m.spawnNext()
@@ -422,12 +435,13 @@ func abandonReload(ctx context.Context, _ ...any) error {
 	m := machineOf(ctx)
 	e, _ := event[ExecFailed](m) // its Err, or "" on a path the table did not mean
 	m.failedReload++
-	msg := "reload failed: cannot execute " + m.cfg.Path + ": " + e.Err
-	m.log(LevelError, "reload failed: the master could not re-execute; keeping the current workers", "path", m.cfg.Path, "err", e.Err)
+	reason := "cannot execute " + m.cfg.Path + ": " + e.Err
+	msg := "reload failed: " + reason
+	m.log(LevelError, "reload failed: the master could not re-execute; keeping the current workers", "path", m.cfg.Path, "err", e.Err, "trigger", m.trigger)
 	if m.announced {
 		m.emit(Notify{State: NotifyReady, Status: msg})
 	}
-	m.replyAll(false, msg)
+	m.replyAll(false, msg, m.endReload(ReloadFailure, reason, 0, m.cur, nil, nil))
 	return nil
 }
 
@@ -436,7 +450,11 @@ func coalesceReload(m *Machine) {
 	if id, ok := m.controlID(); ok {
 		m.queued = append(m.queued, id)
 	}
-	m.log(LevelInfo, "reload queued: it starts once the current reload or spawn is over", "generation", m.cur)
+	t := m.triggerOf()
+	if m.queuedTrigger == "" {
+		m.queuedTrigger = t
+	}
+	m.log(LevelInfo, "reload queued: it starts once the current reload or spawn is over", "trigger", t, "generation", m.cur)
 }
 
 func promoteGeneration(ctx context.Context, _ ...any) error {
@@ -457,15 +475,16 @@ func promoteGeneration(ctx context.Context, _ ...any) error {
 	}
 	m.reloads++
 	m.failures = make([]int, m.size)
+	clear(m.backoffs)
 	clear(m.quick)
 	m.quickWarned = false
 	// The answer goes first: the new generation serves from now on, and
 	// whoever waits for the reload (mworker reload, systemd) need not wait
 	// for the old workers to be signalled, nor compete with their exits.
-	m.log(LevelInfo, "reload complete: new generation ready, old workers told to stop", "generation", ng, "previous", prev, "old", old)
+	m.log(LevelInfo, "reload complete: new generation ready, old workers told to stop", "generation", ng, "previous", prev, "old", old, "trigger", m.trigger)
 	m.announced = true
 	m.emit(Notify{State: NotifyReady, Status: fmt.Sprintf("generation %d ready", ng)})
-	m.replyAll(true, "")
+	m.replyAll(true, "", m.endReload(ReloadSuccess, "", ng, prev, m.livePids(func(g *generation) bool { return g.n == ng }), old))
 	m.retireBounded(retiring)
 	m.signalForeign()
 	return nil
@@ -484,6 +503,7 @@ func rollBack(ctx context.Context, _ ...any) error {
 	m.endRoll()
 	m.next = 0
 	if g := m.gen(failed); g != nil {
+		g.failed = true
 		m.retireBounded([]*generation{g})
 	}
 	m.failedReload++
@@ -494,11 +514,11 @@ func rollBack(ctx context.Context, _ ...any) error {
 	if kept != "" {
 		reason += "; " + kept
 	}
-	m.log(LevelError, "reload failed: rolled back to the serving generation", "failed", failed, "generation", m.cur, "reason", reason)
+	m.log(LevelError, "reload failed: rolled back to the serving generation", "failed_generation", failed, "generation", m.cur, "reason", reason, "trigger", m.trigger)
 	if m.announced {
 		m.emit(Notify{State: NotifyReady, Status: "reload failed: " + reason})
 	}
-	m.replyAll(false, "reload failed: "+reason)
+	m.replyAll(false, "reload failed: "+reason, m.endReload(ReloadFailure, reason, failed, m.cur, nil, nil))
 	return nil
 }
 
@@ -528,16 +548,20 @@ func (m *Machine) enterExiting(sig Signal, why string, pids []int) {
 	if m.repl != nil {
 		m.abortRestart("mworker is stopping ("+why+")", false)
 	}
+	var aborted *ReloadOutcome
 	if m.next != 0 {
 		m.cancelTimer(Timer{Kind: TimerReadyTimeout, Generation: m.next})
+		m.log(LevelWarn, "reload aborted: mworker is stopping", "generation", m.next, "serving", m.cur, "trigger", m.trigger)
+		aborted = m.endReload(ReloadAborted, "mworker is stopping ("+why+")", m.next, m.cur, nil, nil)
 		m.next = 0
 		m.failure = ""
 	}
 	m.endRoll()
 	m.requests = append(m.requests, m.queued...)
 	m.queued = nil
+	m.queuedTrigger = ""
 	m.pendingReload = false
-	m.replyAll(false, "reload aborted: mworker is stopping ("+why+")")
+	m.replyAll(false, "reload aborted: mworker is stopping ("+why+")", aborted)
 	m.cancelRestarts()
 	m.unwatchAll()
 	m.emit(Notify{State: NotifyStopping})
@@ -642,12 +666,11 @@ func workerExitedWhileExiting(m *Machine, e ChildExited) {
 			m.exitStatus = m.judged(w, e.Status).Int()
 		}
 		m.log(LevelInfo, "worker exited", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
-	} else if g.n > m.cur {
-		// Of the generation a reload was starting when the stop began:
-		// not serving, so its status is not the master's either.
-		m.log(LevelInfo, "new worker exited", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
 	} else {
-		m.log(LevelInfo, "old worker exited", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
+		// Of an old generation, of one rolled back, or of the generation
+		// a reload was starting when the stop began: not serving, so its
+		// status is not the master's either.
+		m.log(LevelInfo, m.exitLabel(g), "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
 	}
 	m.dropGenIfEmpty(g)
 }
@@ -657,4 +680,17 @@ func exitMaster(ctx context.Context, _ ...any) error {
 	m.log(LevelInfo, "all workers gone; exiting", "status", m.exitStatus)
 	m.emit(Exit{Status: m.exitStatus})
 	return nil
+}
+
+// exitLabel names the exit of a worker of g, which does not serve: of a
+// generation rolled back (a failed reload or restart SLOT), of one a
+// reload was starting (aborted by a stop), or of an old one.
+func (m *Machine) exitLabel(g *generation) string {
+	switch {
+	case g.failed:
+		return "worker of a rolled-back generation exited"
+	case g.n > m.cur:
+		return "new worker exited"
+	}
+	return "old worker exited"
 }

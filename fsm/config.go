@@ -3,6 +3,7 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -411,6 +412,17 @@ type Handover struct {
 	LimitCounts []int
 	// Size is the desired number of workers (scale); 0 means Config.Workers.
 	Size int
+	// ReloadsBegun counts the reloads begun since the first start, this
+	// one included; ReloadTrigger names what asked for this one
+	// (ReloadOutcome.Trigger); LastReload is how the last one before it
+	// ended, nil if none has.
+	ReloadsBegun  int
+	ReloadTrigger string
+	LastReload    *ReloadOutcome
+	// Restarts counts the restarts of each slot since the first start;
+	// Backoffs is the delay of each slot's last restart, 0 once reset.
+	Restarts []int
+	Backoffs []time.Duration
 }
 
 // HandoverWorker is one live worker in a Handover.
@@ -436,6 +448,82 @@ type Status struct {
 	Reloads       int
 	FailedReloads int
 	Workers       []WorkerStatus
+
+	// LastReload is how the last reload ended; nil before one has.
+	LastReload *ReloadOutcome
+	// ReloadTrigger names what asked for the reload under way ("" when
+	// none is): see ReloadOutcome.Trigger.
+	ReloadTrigger string
+	// ReloadQueued: a reload was asked for during a reload, a spawn or a
+	// restart SLOT, and starts once that is over.
+	ReloadQueued bool
+	// Slots are the serving generation's slots 0..Size-1: restarts and
+	// backoff.
+	Slots []SlotStatus
+}
+
+// The results of a reload (ReloadOutcome.Result).
+const (
+	ReloadSuccess = "success" // the new generation serves
+	ReloadFailure = "failure" // rolled back, or the re-exec failed: the previous generation serves on
+	ReloadAborted = "aborted" // a stop began before the new generation was ready
+)
+
+// ReloadOutcome is how a reload ended, as far as the machine knows: the
+// caller, which has the clock, adds when and how long it took.
+type ReloadOutcome struct {
+	// Seq is the reload's number: the Seq-th reload begun since the
+	// master's first start (re-execs keep the count).
+	Seq int
+	// Result is ReloadSuccess, ReloadFailure or ReloadAborted.
+	Result string
+	// Reason says why it failed or was aborted; "" on success.
+	Reason string
+	// Trigger names what asked for it: a signal ("SIGUSR2", "SIGHUP") or
+	// a control request (ControlRequest.From, or "control request").
+	Trigger string
+	// Generation is the generation it started (0 when a re-exec failed
+	// before starting one); Previous the one serving when it began, which
+	// serves again after a failure.
+	Generation, Previous int
+	// Pids are Generation's workers once it was ready (success); Old the
+	// workers of earlier generations then told to stop.
+	Pids, Old []int
+}
+
+func (o *ReloadOutcome) String() string {
+	s := "reload#" + strconv.Itoa(o.Seq) + " " + o.Result + " gen=" + strconv.Itoa(o.Generation) + " previous=" + strconv.Itoa(o.Previous) + " trigger=" + strconv.Quote(o.Trigger)
+	if len(o.Pids) > 0 {
+		s += " pids=" + pidList(o.Pids)
+	}
+	if len(o.Old) > 0 {
+		s += " old=" + pidList(o.Old)
+	}
+	return s
+}
+
+func (o *ReloadOutcome) clone() *ReloadOutcome {
+	if o == nil {
+		return nil
+	}
+	c := *o
+	c.Pids, c.Old = slices.Clone(o.Pids), slices.Clone(o.Old)
+	return &c
+}
+
+// SlotStatus is one slot of the serving generation in a Status.
+type SlotStatus struct {
+	Slot int
+	// Restarts counts the restarts of this slot (after its worker exited
+	// or failed to start) since the master's first start.
+	Restarts int
+	// Failures counts its failures in a row: they set the backoff, and a
+	// worker that stays up Backoff.Reset clears them.
+	Failures int
+	// Backoff is the delay of its last restart (jitter included), 0 once
+	// the failures are cleared; RestartPending: that restart is still due.
+	Backoff        time.Duration
+	RestartPending bool
 }
 
 // WorkerStatus is one live worker in a Status.
@@ -447,7 +535,14 @@ type WorkerStatus struct {
 
 func (s *Status) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "state=%s gen=%d size=%d reloads=%d failed=%d workers=[", s.State, s.Generation, s.Size, s.Reloads, s.FailedReloads)
+	fmt.Fprintf(&b, "state=%s gen=%d size=%d reloads=%d failed=%d ", s.State, s.Generation, s.Size, s.Reloads, s.FailedReloads)
+	if s.ReloadQueued {
+		b.WriteString("queued ")
+	}
+	if o := s.LastReload; o != nil {
+		b.WriteString("last=" + o.Result + "#" + strconv.Itoa(o.Seq) + " ")
+	}
+	b.WriteString("workers=[")
 	for i, w := range s.Workers {
 		if i > 0 {
 			b.WriteByte(' ')

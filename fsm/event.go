@@ -76,10 +76,23 @@ type TimerFired struct{ Timer Timer }
 // request's argument ("4" of "scale 4"), "" when it has none; a command
 // whose entry of Commands has no Arg refuses one, and one that has an Arg
 // requires it.
+//
+// From names the client for the operator (the adapter's "control client
+// pid 4242"); a reload it asks for is logged and reported with it as its
+// trigger. "" reads as "control request".
 type ControlRequest struct {
 	ID      RequestID
 	Command Command
 	Arg     string
+	From    string
+}
+
+// requester names the client of c, for a reload's trigger.
+func (c ControlRequest) requester() string {
+	if c.From == "" {
+		return "control request"
+	}
+	return c.From
 }
 
 // RequestID identifies a control request until it is answered. It is
@@ -179,6 +192,9 @@ func (e ControlRequest) String() string {
 	s := "control id=" + strconv.FormatUint(uint64(e.ID), 10) + " " + e.Command.String()
 	if e.Arg != "" {
 		s += " arg=" + strconv.Quote(e.Arg)
+	}
+	if e.From != "" {
+		s += " from=" + strconv.Quote(e.From)
 	}
 	return s
 }

@@ -534,7 +534,15 @@ func parseEvent(line string) (Event, error) {
 		tm, err := parseTimer(strings.TrimPrefix(line, "timer "))
 		return TimerFired{Timer: tm}, err
 	case "control":
-		var arg string
+		var arg, from string
+		if i := strings.Index(line, " from="); i >= 0 {
+			f, err := strconv.Unquote(line[i+len(" from="):])
+			if err != nil {
+				return nil, fmt.Errorf("control from: %w", err)
+			}
+			from, line = f, line[:i]
+			words = strings.Fields(line)
+		}
 		if i := strings.Index(line, " arg="); i >= 0 {
 			a, err := strconv.Unquote(line[i+len(" arg="):])
 			if err != nil {
@@ -558,7 +566,7 @@ func parseEvent(line string) (Event, error) {
 			}
 			cmd = Command(n)
 		}
-		return ControlRequest{ID: RequestID(id), Command: cmd, Arg: arg}, nil
+		return ControlRequest{ID: RequestID(id), Command: cmd, Arg: arg, From: from}, nil
 	}
 	return nil, fmt.Errorf("unknown event %q", words[0])
 }

@@ -118,6 +118,14 @@ type Machine struct {
 	quick       []int  // quick deaths in a row per slot of cur
 	quickWarned bool   // the quick-death warning was logged
 	endWhy      string // why the culprit ends the run, when --restart does not say
+
+	// What status reports about reloads and slots (status.go).
+	begun         int             // reloads begun since the first start
+	trigger       string          // what asked for the reload under way, "" when none is
+	queuedTrigger string          // what asked first for the queued reload
+	last          *ReloadOutcome  // how the last reload ended
+	restarts      []int           // restarts per slot since the first start
+	backoffs      []time.Duration // delay of each slot's last restart, 0 once reset
 }
 
 type generation struct {
@@ -127,6 +135,7 @@ type generation struct {
 	ready   int
 	retired bool // told to stop as a whole (old, or rolled back)
 	killed  bool // sent SIGKILL for MaxOldGenerations: no longer draining
+	failed  bool // rolled back: a reload or a restart SLOT that failed
 }
 
 type worker struct {
@@ -745,9 +754,11 @@ func (m *Machine) startWorker(gen, slot int) {
 	m.emit(Spawn{Generation: gen, Slot: slot})
 }
 
-func (m *Machine) replyAll(ok bool, msg string) {
+// replyAll answers the reload requests waiting for o, the outcome of the
+// reload that covered them (nil if none began).
+func (m *Machine) replyAll(ok bool, msg string, o *ReloadOutcome) {
 	for _, id := range m.requests {
-		m.emit(Reply{ID: id, OK: ok, Error: msg})
+		m.emit(Reply{ID: id, OK: ok, Error: msg, Reload: o.clone()})
 	}
 	m.requests = nil
 }
@@ -841,6 +852,16 @@ func (m *Machine) cancelRestarts() {
 // result belongs to the caller.
 func (m *Machine) Status() *Status { return m.status() }
 
+// ReloadSeqs says how many reloads have begun since the master's first
+// start and the Seq of the last that ended (ReloadOutcome.Seq; 0 if none
+// has). Cheap: a caller that times reloads compares them after each Step.
+func (m *Machine) ReloadSeqs() (begun, ended int) {
+	if m.last != nil {
+		ended = m.last.Seq
+	}
+	return m.begun, ended
+}
+
 func (m *Machine) status() *Status {
 	s := &Status{State: m.State(), Generation: m.cur, Size: m.size, Reloads: m.reloads, FailedReloads: m.failedReload}
 	for _, g := range m.gens {
@@ -856,6 +877,7 @@ func (m *Machine) status() *Status {
 	for _, w := range m.leaving {
 		s.Workers = append(s.Workers, WorkerStatus{Pid: w.pid, Generation: w.gen, Slot: w.slot, Ready: w.ready, Stopping: true})
 	}
+	m.addReloadStatus(s)
 	return s
 }
 
@@ -871,6 +893,12 @@ func (m *Machine) handover() Handover {
 
 		LimitCounts: slices.Clone(m.limitCounts),
 		Size:        m.size,
+
+		ReloadsBegun:  m.begun,
+		ReloadTrigger: m.trigger,
+		LastReload:    m.last.clone(),
+		Restarts:      slices.Clone(m.restarts),
+		Backoffs:      slices.Clone(m.backoffs),
 	}
 	for _, g := range m.gens {
 		for _, w := range g.slots {

@@ -113,6 +113,9 @@ func (m *Machine) abortRestart(why string, stopIt bool) {
 		why = "the replacement was not ready within " + m.cfg.ReadyTimeout.String()
 	}
 	m.cancelTimer(Timer{Kind: TimerReadyTimeout, Generation: r.gen})
+	if g := m.gen(r.gen); g != nil {
+		g.failed = true
+	}
 	if g := m.gen(r.gen); g != nil && stopIt {
 		if w := g.slots[r.slot]; w != nil {
 			m.stopWorker(w, m.cfg.StopSignal)

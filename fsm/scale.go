@@ -117,6 +117,10 @@ func (m *Machine) forgetSlots(from, to int) {
 		if slot < len(m.failures) {
 			m.failures[slot] = 0
 		}
+		m.clearBackoff(slot)
+		if slot < len(m.restarts) {
+			m.restarts[slot] = 0
+		}
 		if slot < len(m.quick) {
 			m.quick[slot] = 0
 		}

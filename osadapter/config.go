@@ -38,6 +38,9 @@ type Config struct {
 	LogLevel  slog.Level
 	// Stderr receives the logs; os.Stderr when nil.
 	Stderr io.Writer
+	// Version is the version status reports for this image; the module
+	// version of the binary (or "devel") when empty.
+	Version string
 
 	// Run builds mworker's own transports from the fields above and from
 	// its environment: with Machine.Ready notify or Machine.Watchdog, a

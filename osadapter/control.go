@@ -3,7 +3,6 @@ package osadapter
 import (
 	"context"
 	"log/slog"
-	"runtime"
 	"time"
 
 	"github.com/mworker/mworker/fsm"
@@ -64,7 +63,7 @@ func (l *loop) onRequest(r control.Request) {
 	if r.Command == fsm.CmdReload {
 		l.noteImage()
 	}
-	l.step(fsm.ControlRequest{ID: r.ID, Command: r.Command, Arg: r.Arg})
+	l.step(fsm.ControlRequest{ID: r.ID, Command: r.Command, Arg: r.Arg, From: requester(r.Conn)})
 }
 
 // answer carries out a Reply: the answer, with the facts only the adapter
@@ -77,16 +76,7 @@ func (l *loop) answer(r fsm.Reply) {
 		return
 	}
 	delete(l.ctl.conns, r.ID)
-	facts := control.Facts{MasterPid: l.sys.Getpid(), DroppedLogLines: l.out.q.droppedLines(), Goroutines: runtime.NumGoroutine()}
-	if r.Status != nil {
-		now := l.sys.Now()
-		facts.Uptime = make(map[int]time.Duration, len(r.Status.Workers))
-		for _, w := range r.Status.Workers {
-			if at, ok := l.spawned[w.Pid]; ok {
-				facts.Uptime[w.Pid] = time.Duration(now - at)
-			}
-		}
-	}
+	facts := l.facts(r)
 	if l.ctl.waitExit[r.ID] {
 		delete(l.ctl.waitExit, r.ID)
 		if r.OK {

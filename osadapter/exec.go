@@ -31,6 +31,7 @@ import (
 // If execve fails, all of that is undone and the failure is fed back as
 // fsm.ExecFailed, followed by the signals read meanwhile.
 func (l *loop) exec(a fsm.Exec) {
+	l.noteReloads() // the reload this exec is for began in this step
 	st := &execState{
 		Path:     l.path,
 		Handover: a.Handover,
@@ -42,6 +43,7 @@ func (l *loop) exec(a fsm.Exec) {
 	if sm, ok := l.notify.(*serviceManager); ok {
 		st.NotifyDropped = sm.dropped
 	}
+	st.Status = l.handStatus(a.Handover.Workers)
 	st.Spawned = make(map[int]int64, len(a.Handover.Workers))
 	for _, w := range a.Handover.Workers {
 		if at, ok := l.spawned[w.Pid]; ok {

@@ -45,6 +45,7 @@ type fdRegistry struct {
 type ownedFd struct {
 	key  string   // unique, for logs and errors: "listener 0 web"
 	name string   // the worker's name for it (LISTEN_FDNAMES)
+	addr string   // its address as a URL (tcp://HOST:PORT), for status
 	file *os.File // owns fd; nil only in tests of the loop on a fake OS
 	fd   int
 	// dev and ino identify the open file fd named at registration.

@@ -33,11 +33,13 @@ func takeListeners(specs []string) ([]listen.Listener, error) {
 // across re-execs. The caller drops ls.
 func (l *loop) useListeners(ls []listen.Listener) error {
 	for i, ln := range ls {
-		if _, err := l.fds.addListener(ln.Name, ln.File); err != nil {
+		o, err := l.fds.addListener(ln.Name, ln.File)
+		if err != nil {
 			// The registry closes what it owns; the rest is still ours.
 			listen.Close(ls[i:])
 			return err
 		}
+		o.addr = ln.URL()
 		l.logf(slog.LevelInfo, "listening", "name", ln.Name, "address", ln.URL(), "fd", 3+i)
 	}
 	if len(ls) > 0 {

@@ -62,6 +62,9 @@ type loop struct {
 	replace bool // Exec returned nil: only a fake OS does that
 
 	watchdog *masterWatchdog // the service manager's watchdog of the master, or nil
+
+	version string      // of this image, for status
+	st      statusState // what status says that needs the clock (status.go)
 }
 
 func (l *loop) done() bool { return l.exited || l.replace }
@@ -85,6 +88,7 @@ func (l *loop) step(ev fsm.Event) {
 			return
 		}
 	}
+	l.noteReloads()
 	for _, o := range outcomes {
 		l.step(o)
 	}

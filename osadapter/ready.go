@@ -61,6 +61,9 @@ type readySockets struct {
 	seq   int // of the last name tried; names stay unique across images
 	byPid map[int]*readySocket
 	out   chan readySignal
+	// texts is each live worker's last STATUS=, by pid, for status; the
+	// loop's (statusState.StatusText), written on the loop's goroutine.
+	texts map[int]string
 }
 
 // readySocket is one worker's socket.
@@ -73,9 +76,11 @@ type readySocket struct {
 // readySignal is a datagram received on sock that says READY=1, or
 // WATCHDOG=1 or WATCHDOG=trigger, or both.
 type readySignal struct {
-	sock     *readySocket
-	ready    bool   // READY=1
-	watchdog string // the value of WATCHDOG= ("1" or "trigger"), or ""
+	sock      *readySocket
+	ready     bool   // READY=1
+	watchdog  string // the value of WATCHDOG= ("1" or "trigger"), or ""
+	status    string // the value of STATUS=, when hasStatus
+	hasStatus bool
 }
 
 // newReadySockets adopts the directory of the previous image, if env
@@ -240,11 +245,12 @@ func (rs *readySocket) receive(out chan<- readySignal, log *slog.Logger) {
 		}
 		log.Log(context.Background(), slog.LevelDebug, "notify datagram", "worker", rs.pid, "sender_pid", d.PID, "message", d.Message.Format())
 		wd, _ := d.Message.Value("WATCHDOG") // "1" or "trigger": Parse checked it
-		if !d.Message.Ready && wd == "" {
+		text, hasText := d.Message.Status()
+		if !d.Message.Ready && wd == "" && !hasText {
 			continue
 		}
 		select {
-		case out <- readySignal{sock: rs, ready: d.Message.Ready, watchdog: wd}:
+		case out <- readySignal{sock: rs, ready: d.Message.Ready, watchdog: wd, status: text, hasStatus: hasText}:
 		case <-rs.done:
 			return
 		}
@@ -263,6 +269,9 @@ func (r *readySockets) events(sig readySignal) []fsm.Event {
 	if !r.current(sig) {
 		return nil
 	}
+	if sig.hasStatus && r.texts != nil {
+		r.texts[sig.sock.pid] = sig.status
+	}
 	var evs []fsm.Event
 	if sig.ready && r.notify {
 		evs = append(evs, fsm.WorkerReady{Pid: sig.sock.pid})
@@ -275,6 +284,7 @@ func (r *readySockets) events(sig readySignal) []fsm.Event {
 
 // drop closes the socket of a reaped worker.
 func (r *readySockets) drop(pid int) {
+	delete(r.texts, pid)
 	if rs, ok := r.byPid[pid]; ok {
 		delete(r.byPid, pid)
 		rs.close(r.log)

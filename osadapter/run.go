@@ -207,6 +207,11 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 		}
 		l.ignored = startIgnored
 	}
+	l.resumeStatus(l.resumed)
+	l.version = cfg.Version
+	if l.version == "" {
+		l.version = buildVersion()
+	}
 	if rawSigErr != nil {
 		l.logf(slog.LevelWarn, "SIGPROF, 32 and 34 cannot be caught: the first is dropped, the others end the master", "err", rawSigErr.Error())
 	}
@@ -265,6 +270,7 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 		return nil, err
 	}
 	l.ready.notify, l.ready.watchdog = mc.Ready.Kind == fsm.ReadyNotify, mc.Watchdog > 0
+	l.ready.texts = l.st.StatusText
 	// With --watchdog, each worker gets its own, as systemd gives a
 	// service's main process (WatchdogSec=): WATCHDOG_USEC here, and
 	// WATCHDOG_PID, its own pid, from the trampoline (spawn.go).

@@ -51,6 +51,9 @@ type execState struct {
 	// NotifyDropped counts the notifications to the master's service
 	// manager lost since the last that went through (serviceManager).
 	NotifyDropped int
+	// Status is what status says that needs the clock: the master's
+	// start, the reloads' times, the workers' STATUS= texts.
+	Status statusState
 }
 
 // envCarried carries what is known only in the last microseconds before

@@ -55,7 +55,8 @@ func TestWorkerWatchdogEnvironment(t *testing.T) {
 
 // A worker's notify socket feeds WATCHDOG=1 and WATCHDOG=trigger as
 // WorkerWatchdog under --watchdog, and READY=1 as WorkerReady only under
-// --ready notify; a datagram with neither reaches no one.
+// --ready notify; STATUS= is kept as the worker's text; a datagram with
+// none of these reaches no one.
 func TestNotifySocketFeedsWatchdog(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	r, err := newReadySockets(true, log, readyEnv(t))
@@ -77,18 +78,21 @@ func TestNotifySocketFeedsWatchdog(t *testing.T) {
 		{false, true, "WATCHDOG=trigger\nSTATUS=stuck", []fsm.Event{fsm.WorkerWatchdog{Pid: 100, Trigger: true}}},
 		{true, true, "WATCHDOG=1\nREADY=1", []fsm.Event{fsm.WorkerReady{Pid: 100}, fsm.WorkerWatchdog{Pid: 100}}},
 		{true, false, "READY=1\nWATCHDOG=1", []fsm.Event{fsm.WorkerReady{Pid: 100}}},
-		{true, true, "STATUS=serving", nil},
+		{true, true, "STATUS=serving", nil}, // no event: only status's text
+		{false, false, "STOPPING=1", nil},   // nothing at all
 	}
+	r.texts = make(map[int]string)
 	for _, tt := range tests {
 		r.notify, r.watchdog = tt.notify, tt.watchdog
 		if err := sdnotify.Send(rs.s.Addr(), tt.datagram); err != nil {
 			t.Fatal(err)
 		}
-		if tt.want == nil {
+		if tt.datagram == "STOPPING=1" {
 			// Nothing to receive: the next datagram's signal comes first.
 			if err := sdnotify.Send(rs.s.Addr(), "WATCHDOG=1"); err != nil {
 				t.Fatal(err)
 			}
+			r.watchdog = true
 			tt.want = []fsm.Event{fsm.WorkerWatchdog{Pid: 100}}
 			tt.datagram += " then WATCHDOG=1"
 		}
@@ -96,10 +100,17 @@ func TestNotifySocketFeedsWatchdog(t *testing.T) {
 			t.Errorf("notify %v, watchdog %v, %q: events %v, want %v", tt.notify, tt.watchdog, tt.datagram, got, tt.want)
 		}
 	}
+	// The last STATUS= is the worker's text, for status.
+	if got := r.texts[100]; got != "serving" {
+		t.Errorf("worker's STATUS= text %q, want \"serving\"", got)
+	}
 	// A reaped worker's late datagram feeds nothing.
 	stale := readySignal{sock: rs, watchdog: "1"}
 	r.drop(100)
 	if got := r.events(stale); got != nil {
 		t.Errorf("a reaped worker's WATCHDOG=1 gave %v", got)
+	}
+	if _, ok := r.texts[100]; ok {
+		t.Error("a reaped worker's STATUS= text is kept")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 
 	"github.com/mworker/mworker/osadapter"
 )
@@ -35,6 +36,7 @@ func runMaster(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg.Stderr = stderr
 	cfg.CheckTakeover = true
+	cfg.Version = moduleVersion(debug.ReadBuildInfo()) // status reports the image running
 	return osadapter.Run(cfg)
 }
 

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -69,7 +70,7 @@ func runClient(cmd string, args []string, stdout, stderr io.Writer, lookupEnv fu
 		stdout.Write(raw)
 	}
 	if !a.OK {
-		fmt.Fprintf(stderr, "%s: failed: %s\n", prog, a.Error)
+		fmt.Fprintf(stderr, "%s: %s\n", prog, failureText(cmd, a))
 		return 1
 	}
 	if *asJSON {
@@ -77,7 +78,7 @@ func runClient(cmd string, args []string, stdout, stderr io.Writer, lookupEnv fu
 	}
 	switch cmd {
 	case "reload":
-		fmt.Fprintln(stdout, "reload succeeded")
+		fmt.Fprintln(stdout, ReloadText(a.Reload))
 	case "stop":
 		fmt.Fprintln(stdout, "stopping")
 	case "status":
@@ -97,6 +98,71 @@ func runClient(cmd string, args []string, stdout, stderr io.Writer, lookupEnv fu
 		fmt.Fprintf(stdout, "slot %d restarted\n", n)
 	}
 	return 0
+}
+
+// failureText says why a request failed, once: "failed: REASON" or
+// "aborted: REASON" for a reload, the master's words otherwise, without
+// repeating the command ("reload failed: ..." is not prefixed again).
+func failureText(cmd string, a Answer) string {
+	if r := a.Reload; r != nil && r.Reason != "" {
+		word := "failed"
+		if r.Result == "aborted" {
+			word = "aborted"
+		}
+		return word + ": " + r.Reason
+	}
+	msg := a.Error
+	if rest, ok := strings.CutPrefix(msg, cmd+" "); ok && (strings.HasPrefix(rest, "failed: ") || strings.HasPrefix(rest, "aborted: ")) {
+		return rest
+	}
+	if strings.HasPrefix(msg, cmd+" ") {
+		return msg
+	}
+	return "failed: " + msg
+}
+
+// ReloadText is what mworker reload prints on success: "generation 4
+// ready in 230 ms (pids 101 102); generation 3 stopping".
+func ReloadText(r *Reload) string {
+	if r == nil { // an older master
+		return "reload succeeded"
+	}
+	s := fmt.Sprintf("generation %d ready in %s", r.Generation, humanSeconds(r.DurationSeconds))
+	if len(r.Pids) > 0 {
+		s += " (" + plural(len(r.Pids), "pid", "pids") + " " + joinInts(r.Pids) + ")"
+	}
+	if r.Previous > 0 && len(r.OldPids) > 0 {
+		s += fmt.Sprintf("; generation %d stopping", r.Previous)
+	}
+	return s
+}
+
+// humanSeconds writes a duration given in seconds as a person reads it:
+// "230 ms" under 10 s, "12.3 s" under a minute, else Go's form (2m5s).
+func humanSeconds(sec float64) string {
+	d := time.Duration(sec * float64(time.Second))
+	switch {
+	case d < 10*time.Second:
+		return fmt.Sprintf("%d ms", d.Milliseconds())
+	case d < time.Minute:
+		return fmt.Sprintf("%.1f s", d.Seconds())
+	}
+	return d.Round(time.Second).String()
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+func joinInts(v []int) string {
+	parts := make([]string, len(v))
+	for i, n := range v {
+		parts[i] = strconv.Itoa(n)
+	}
+	return strings.Join(parts, " ")
 }
 
 // argRule is how the client checks the argument of a command of
@@ -279,11 +345,50 @@ func WriteStatus(w io.Writer, a Answer) {
 	}
 	fmt.Fprintf(w, "master pid %d, %s, generation %d, %s, %d reloads (%d failed)\n",
 		m.Pid, m.State, m.Generation, live, m.Reloads, m.FailedReloads)
+	if m.Version != "" { // an older master does not say
+		fmt.Fprintf(w, "mworker %s, started %s, up %v\n", m.Version, m.StartTime,
+			time.Duration(m.UptimeSeconds*float64(time.Second)).Round(time.Second))
+	}
+	if len(m.Listeners) > 0 {
+		parts := make([]string, len(m.Listeners))
+		for i, l := range m.Listeners {
+			parts[i] = fmt.Sprintf("%s=%s (fd %d)", l.Name, l.Address, l.Fd)
+		}
+		fmt.Fprintf(w, "listeners: %s\n", strings.Join(parts, ", "))
+	}
+	if m.Reloading != "" {
+		fmt.Fprintf(w, "reloading (%s)\n", m.Reloading)
+	}
+	if m.ReloadQueued {
+		fmt.Fprintln(w, "a reload is queued: it starts once the one under way is over")
+	}
+	if r := m.LastReload; r != nil {
+		fmt.Fprintf(w, "last reload: %s\n", lastReloadText(r))
+	}
+	for _, sl := range m.Slots {
+		if sl.Restarts == 0 && sl.Failures == 0 && !sl.RestartPending {
+			continue
+		}
+		line := fmt.Sprintf("slot %d: %d %s", sl.Slot, sl.Restarts, plural(sl.Restarts, "restart", "restarts"))
+		if sl.Failures > 0 {
+			line += fmt.Sprintf(", %d failed in a row, backoff %v", sl.Failures, time.Duration(sl.BackoffSeconds*float64(time.Second)))
+		}
+		if sl.RestartPending {
+			line += ", restart pending"
+		}
+		fmt.Fprintln(w, line)
+	}
 	if m.DroppedLogLines > 0 {
 		fmt.Fprintf(w, "%d log lines dropped: stderr was not being read\n", m.DroppedLogLines)
 	}
+	// STATUS, the workers' STATUS= texts, only when one has sent any.
+	texts := slices.ContainsFunc(a.Workers, func(wk Worker) bool { return wk.StatusText != "" })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PID\tGEN\tSLOT\tROLE\tREADY\tUPTIME")
+	if texts {
+		fmt.Fprintln(tw, "PID\tGEN\tSLOT\tROLE\tREADY\tUPTIME\tSTATUS")
+	} else {
+		fmt.Fprintln(tw, "PID\tGEN\tSLOT\tROLE\tREADY\tUPTIME")
+	}
 	for _, wk := range a.Workers {
 		role := wk.Role
 		if role == "" { // an older master
@@ -300,7 +405,35 @@ func WriteStatus(w io.Writer, a Answer) {
 			ready = "yes"
 		}
 		up := time.Duration(wk.UptimeSeconds * float64(time.Second)).Round(time.Second)
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%v\n", wk.Pid, wk.Generation, wk.Slot, role, ready, up)
+		if texts {
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%v\t%s\n", wk.Pid, wk.Generation, wk.Slot, role, ready, up, oneLine(wk.StatusText))
+		} else {
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%v\n", wk.Pid, wk.Generation, wk.Slot, role, ready, up)
+		}
 	}
 	tw.Flush()
+}
+
+// lastReloadText is the status line of the last reload: "#3 success
+// (SIGHUP) at TIME in 230 ms: generation 4 ready" or "#3 failure
+// (control client pid 77) at TIME after 30.0 s: REASON".
+func lastReloadText(r *Reload) string {
+	s := fmt.Sprintf("#%d %s (%s)", r.Seq, r.Result, r.Trigger)
+	if r.Time != "" {
+		s += " at " + r.Time
+	}
+	if r.Result == "success" {
+		return s + fmt.Sprintf(" in %s: generation %d ready", humanSeconds(r.DurationSeconds), r.Generation)
+	}
+	return s + fmt.Sprintf(" after %s: %s", humanSeconds(r.DurationSeconds), r.Reason)
+}
+
+// oneLine keeps a worker's STATUS= text to one table cell: its first
+// line, at most 60 characters.
+func oneLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if r := []rune(s); len(r) > 60 {
+		s = string(r[:59]) + "…"
+	}
+	return s
 }

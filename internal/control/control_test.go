@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -227,6 +228,33 @@ func TestRequestsRoundTrip(t *testing.T) {
 		t.Fatalf("failed reload --json: exit %d, out %q, stderr %q", code, out, stderr)
 	}
 
+	// What the master says is said once: not "failed: reload failed: ...".
+	for _, tc := range []struct {
+		reply fsm.Reply
+		want  string
+	}{
+		{fsm.Reply{Error: "reload failed: generation 3 was not ready within 30s",
+			Reload: &fsm.ReloadOutcome{Seq: 2, Result: fsm.ReloadFailure, Reason: "generation 3 was not ready within 30s", Generation: 3, Previous: 2}},
+			"mworker reload: failed: generation 3 was not ready within 30s\n"},
+		{fsm.Reply{Error: "reload failed: cannot execute /usr/bin/mworker: permission denied"}, // without the outcome: an older master
+			"mworker reload: failed: cannot execute /usr/bin/mworker: permission denied\n"},
+		{fsm.Reply{Error: "reload aborted: mworker is stopping (TERM)",
+			Reload: &fsm.ReloadOutcome{Result: fsm.ReloadAborted, Reason: "mworker is stopping (TERM)", Generation: 3, Previous: 2}},
+			"mworker reload: aborted: mworker is stopping (TERM)\n"},
+	} {
+		answer(fsm.CmdReload, tc.reply)
+		if code, _, stderr := client("reload", "--control", path); code != 1 || stderr != tc.want {
+			t.Errorf("reload answered %q: exit %d, stderr %q, want %q", tc.reply.Error, code, stderr, tc.want)
+		}
+	}
+
+	// A success says which generation, how fast, which pids, and what stops.
+	answer(fsm.CmdReload, fsm.Reply{OK: true, Reload: &fsm.ReloadOutcome{Seq: 3, Result: fsm.ReloadSuccess, Trigger: "control client pid 9",
+		Generation: 4, Previous: 3, Pids: []int{101, 102}, Old: []int{91, 92}}})
+	if code, out, stderr := client("reload", "--control", path); code != 0 || !regexp.MustCompile(`^generation 4 ready in \d+ ms \(pids 101 102\); generation 3 stopping\n$`).MatchString(out) {
+		t.Errorf("reload: exit %d, out %q, err %q", code, out, stderr)
+	}
+
 	answer(fsm.CmdStop, fsm.Reply{OK: true})
 	if code, out, stderr := client("stop", "--control", path); code != 0 || out != "stopping\n" {
 		t.Fatalf("stop: exit %d, out %q, err %q", code, out, stderr)
@@ -244,7 +272,8 @@ func TestRequestsRoundTrip(t *testing.T) {
 
 	answer(fsm.CmdStatus, fsm.Reply{OK: true, Status: status})
 	code, out, stderr = client("status", "--control", path, "--json")
-	wantJSON := `{"ok":true,"master":{"pid":42,"state":"running","generation":3,"size":1,"reloads":2,"failed_reloads":1,"dropped_log_lines":0,"goroutines":0},` +
+	wantJSON := `{"ok":true,"master":{"pid":42,"state":"running","generation":3,"size":1,"reloads":2,"failed_reloads":1,"dropped_log_lines":0,"goroutines":0,` +
+		`"version":"","start_time":"","uptime_seconds":0,"listeners":[],"reload_queued":false,"slots":[]},` +
 		`"workers":[{"pid":101,"generation":3,"slot":0,"current":true,"role":"current","ready":true,"stopping":false,"uptime_seconds":61.5},` +
 		`{"pid":99,"generation":2,"slot":0,"current":false,"role":"old","ready":true,"stopping":true,"uptime_seconds":3600}]}` + "\n"
 	if code != 0 || out != wantJSON {
@@ -274,7 +303,8 @@ func TestStatusShowsDroppedLogLines(t *testing.T) {
 
 func TestStatusWithoutWorkersKeepsTheList(t *testing.T) {
 	b, _ := json.Marshal(NewAnswer(fsm.Reply{OK: true, Status: &fsm.Status{State: "exiting"}}, Facts{MasterPid: 1}))
-	if want := `{"ok":true,"master":{"pid":1,"state":"exiting","generation":0,"size":0,"reloads":0,"failed_reloads":0,"dropped_log_lines":0,"goroutines":0},"workers":[]}`; string(b) != want {
+	if want := `{"ok":true,"master":{"pid":1,"state":"exiting","generation":0,"size":0,"reloads":0,"failed_reloads":0,"dropped_log_lines":0,"goroutines":0,` +
+		`"version":"","start_time":"","uptime_seconds":0,"listeners":[],"reload_queued":false,"slots":[]},"workers":[]}`; string(b) != want {
 		t.Fatalf("got %s\nwant %s", b, want)
 	}
 	b, _ = json.Marshal(NewAnswer(fsm.Reply{}, Facts{}))

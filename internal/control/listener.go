@@ -385,22 +385,37 @@ func (l *Listener) log(level slog.Level, msg string, attrs ...any) {
 	}
 }
 
+// PeerPid is the pid of the client's process when it connected
+// (SO_PEERCRED), or 0 if the kernel does not say.
+func (c *Conn) PeerPid() int {
+	cred, err := peerCred(c.c)
+	if err != nil {
+		return 0
+	}
+	return int(cred.Pid)
+}
+
 func peerUID(c *net.UnixConn) (int, error) {
-	rc, err := c.SyscallConn()
+	cred, err := peerCred(c)
 	if err != nil {
 		return 0, err
+	}
+	return int(cred.Uid), nil
+}
+
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
 	}
 	var cred *unix.Ucred
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
 		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil {
-		return 0, err
+		return nil, err
 	}
-	if serr != nil {
-		return 0, serr
-	}
-	return int(cred.Uid), nil
+	return cred, serr
 }
 
 var (

@@ -100,13 +100,14 @@ func Worker(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-// notifyReady sends READY=1 to NOTIFY_SOCKET. The send does not block, and
+// notifyReady sends READY=1 to NOTIFY_SOCKET, with STATUS=serving (which
+// mworker status shows beside the worker). The send does not block, and
 // a worker that is never ready is stopped: a full queue (the master not
 // reading for a moment) is retried for up to 5 s rather than lost.
 func notifyReady() error {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		err := sdnotify.Notify("READY=1")
+		err := sdnotify.Notify("READY=1\nSTATUS=serving")
 		if !errors.Is(err, sdnotify.ErrQueueFull) || time.Now().After(deadline) {
 			return err
 		}

@@ -121,8 +121,8 @@ func startWorker(t *testing.T, notifyAddr string) *child {
 	if err != nil {
 		t.Fatalf("no READY=1 from the worker: %v; stderr: %s", err, c.stderr.String())
 	}
-	if got := string(buf[:n]); got != "READY=1" {
-		t.Fatalf("notify datagram %q, want READY=1", got)
+	if got := string(buf[:n]); got != "READY=1\nSTATUS=serving" {
+		t.Fatalf("notify datagram %q, want READY=1 and STATUS=serving", got)
 	}
 	return c
 }
