@@ -65,7 +65,7 @@ func (l *loop) answer(r fsm.Reply) {
 		return
 	}
 	delete(l.ctl.conns, r.ID)
-	facts := control.Facts{MasterPid: l.sys.Getpid(), DroppedLogLines: l.out.q.droppedLines(), Goroutines: runtime.NumGoroutine()}
+	facts := control.Facts{MasterPid: l.sys.Getpid(), DroppedLogLines: l.out.q.droppedLines(), DroppedWorkerLines: l.wout.dropped.Load(), Goroutines: runtime.NumGoroutine()}
 	if r.Status != nil {
 		now := l.sys.Now()
 		facts.Uptime = make(map[int]time.Duration, len(r.Status.Workers))

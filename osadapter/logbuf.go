@@ -133,6 +133,9 @@ type logQueue struct {
 	w      io.Writer
 	max    int
 	report func(lines, total int64) // set once, before the first line
+	// reportWorker reports the lines of workers dropped since the last
+	// report (workerout.go); set once, before the first worker starts.
+	reportWorker func(lines int64)
 
 	mu         sync.Mutex
 	pending    []byte // queued, not yet taken by the writer
@@ -146,6 +149,9 @@ type logQueue struct {
 	progress   chan struct{}
 	unreported int64 // lines dropped since the last report
 	dropped    int64 // lines dropped since the master's first start
+	// workerUnreported counts the worker lines dropped since the last
+	// report; workerOutput keeps their total.
+	workerUnreported int64
 }
 
 func newLogQueue(w io.Writer, max int) *logQueue {
@@ -154,8 +160,18 @@ func newLogQueue(w io.Writer, max int) *logQueue {
 
 // enqueue copies p into the queue, or as many whole lines of it as fit.
 func (q *logQueue) enqueue(p []byte) {
+	q.add(p, false)
+}
+
+// enqueueWorker is enqueue for the lines of workers (workerout.go): those
+// that do not fit are counted apart from the master's own, and returned.
+func (q *logQueue) enqueueWorker(p []byte) (lost int64) {
+	return q.add(p, true)
+}
+
+func (q *logQueue) add(p []byte, worker bool) (lost int64) {
 	if len(p) == 0 {
-		return
+		return 0
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -165,16 +181,20 @@ func (q *logQueue) enqueue(p []byte) {
 		if room > 0 {
 			keep = bytes.LastIndexByte(p[:room], '\n') + 1
 		}
-		lost := int64(bytes.Count(p[keep:], []byte{'\n'}))
+		lost = int64(bytes.Count(p[keep:], []byte{'\n'}))
 		if p[len(p)-1] != '\n' {
 			lost++
 		}
-		q.unreported += lost
-		q.dropped += lost
+		if worker {
+			q.workerUnreported += lost
+		} else {
+			q.unreported += lost
+			q.dropped += lost
+		}
 		p = p[:keep]
 	}
 	if len(p) == 0 {
-		return
+		return lost
 	}
 	q.pending = append(q.pending, p...)
 	q.queued += uint64(len(p))
@@ -182,6 +202,7 @@ func (q *logQueue) enqueue(p []byte) {
 		q.writing = true
 		go q.run()
 	}
+	return lost
 }
 
 // run writes what is queued until nothing is, then reports the lines
@@ -197,9 +218,17 @@ func (q *logQueue) run() {
 			if report {
 				q.unreported = 0
 			}
+			wn := q.workerUnreported
+			reportWorker := ok && wn > 0 && q.reportWorker != nil
+			if reportWorker {
+				q.workerUnreported = 0
+			}
 			q.mu.Unlock()
 			if report {
 				q.report(n, total)
+			}
+			if reportWorker {
+				q.reportWorker(wn)
 			}
 			return
 		}

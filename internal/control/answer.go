@@ -30,6 +30,10 @@ type Master struct {
 	// DroppedLogLines counts the log lines the master dropped, since its
 	// first start, because its stderr was not being read.
 	DroppedLogLines int64 `json:"dropped_log_lines"`
+	// DroppedWorkerLines counts the workers' lines the master dropped,
+	// since its first start, because its stdout or stderr was not being
+	// read (--worker-output prefix or json; always 0 with inherit).
+	DroppedWorkerLines int64 `json:"dropped_worker_lines"`
 	// Goroutines is how many goroutines the master runs: one per notify
 	// socket, one per control client, a few of its own. A count that
 	// grows without workers or clients to match is a leak (bench/soak.sh
@@ -61,6 +65,8 @@ type Facts struct {
 	// DroppedLogLines counts the log lines the master dropped because its
 	// stderr was not being read.
 	DroppedLogLines int64
+	// DroppedWorkerLines counts the workers' lines dropped likewise.
+	DroppedWorkerLines int64
 	// Goroutines is runtime.NumGoroutine() of the master.
 	Goroutines int
 }
@@ -76,7 +82,7 @@ func NewAnswer(r fsm.Reply, f Facts) Answer {
 	}
 	if s := r.Status; s != nil {
 		a.Master = &Master{Pid: f.MasterPid, State: s.State, Generation: s.Generation, Size: s.Size, Reloads: s.Reloads, FailedReloads: s.FailedReloads,
-			DroppedLogLines: f.DroppedLogLines, Goroutines: f.Goroutines}
+			DroppedLogLines: f.DroppedLogLines, DroppedWorkerLines: f.DroppedWorkerLines, Goroutines: f.Goroutines}
 		a.Workers = make([]Worker, 0, len(s.Workers))
 		for _, w := range s.Workers {
 			a.Workers = append(a.Workers, Worker{

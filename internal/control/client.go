@@ -327,6 +327,9 @@ func WriteStatus(w io.Writer, a Answer) {
 	if m.DroppedLogLines > 0 {
 		fmt.Fprintf(w, "%d log lines dropped: stderr was not being read\n", m.DroppedLogLines)
 	}
+	if m.DroppedWorkerLines > 0 {
+		fmt.Fprintf(w, "%d worker output lines dropped: stdout or stderr was not being read\n", m.DroppedWorkerLines)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PID\tGEN\tSLOT\tROLE\tREADY\tUPTIME")
 	for _, wk := range a.Workers {
