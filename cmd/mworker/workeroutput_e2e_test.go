@@ -267,3 +267,74 @@ done
 	m.cmd.Process.Signal(syscall.SIGTERM)
 	m.waitExit(30 * time.Second)
 }
+
+// Output keeps flowing across a re-exec: a worker that writes a numbered
+// line every 10 ms, and goes on for half a second after its stop signal,
+// outlives the re-exec of a reload (--reexec always); its lines, read by
+// the first image and then by the second, are all there, in order, and so
+// is its last line, written with no newline just before it exits.
+func TestWorkerOutputAcrossReexec(t *testing.T) {
+	t.Parallel()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outR.Close()
+	stdout, outDone := collect(outR)
+	m := startOut(t, `announce
+trap 'stopping=1' TERM
+i=0
+s=0
+while :; do
+	echo "tick $i"
+	i=$((i+1))
+	if [ -n "$stopping" ]; then
+		s=$((s+1))
+		[ $s -ge 50 ] && { printf "bye $i"; exit 0; }
+	fi
+	sleep 0.01
+done
+`, outW, nil, "--worker-output", "prefix", "--ready", "immediate", "--reexec", "always")
+	outW.Close()
+	var first []int
+	e2etest.WaitFor(t, 30*time.Second, "the first worker", func() bool {
+		first = readPids(filepath.Join(m.dir, "spawned"))
+		return len(first) == 1
+	})
+	out, err := exec.Command(mworkerBinary(t), "reload", "--control", m.sock, "--timeout", "30s").CombinedOutput()
+	if err != nil {
+		t.Fatalf("reload: %v: %s", err, out)
+	}
+	if args := argv(m.cmd.Process.Pid); !strings.Contains(strings.Join(args, " "), " -sf "+strconv.Itoa(first[0])) {
+		t.Fatalf("the reload did not re-execute the master: %q", args)
+	}
+	e2etest.WaitFor(t, 30*time.Second, "the old worker to exit", func() bool {
+		return syscall.Kill(first[0], 0) != nil
+	})
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	m.waitExit(30 * time.Second)
+	<-outDone
+
+	tag := fmt.Sprintf("[g1 s0 p%d] ", first[0])
+	next, bye := 0, false
+	for _, l := range *stdout {
+		text, ok := strings.CutPrefix(l, tag)
+		if !ok {
+			continue
+		}
+		if n, ok := strings.CutPrefix(text, "bye "); ok {
+			if n != strconv.Itoa(next) {
+				t.Errorf("last line %q after tick %d", text, next-1)
+			}
+			bye = true
+			continue
+		}
+		if text != "tick "+strconv.Itoa(next) {
+			t.Fatalf("line %q where tick %d was due (a line lost or split across the re-exec)", l, next)
+		}
+		next++
+	}
+	if !bye || next < 50 {
+		t.Errorf("the old worker's lines: %d ticks, last line seen %v", next, bye)
+	}
+}
