@@ -266,9 +266,25 @@ func TestStatusShowsDroppedLogLines(t *testing.T) {
 	}
 }
 
+// Dropped worker lines likewise, in the table only when there are some.
+func TestStatusShowsDroppedWorkerLines(t *testing.T) {
+	a := NewAnswer(fsm.Reply{OK: true, Status: &fsm.Status{State: "running", Generation: 1}}, Facts{MasterPid: 7, DroppedWorkerLines: 5})
+	if a.Master.DroppedWorkerLines != 5 {
+		t.Fatalf("dropped_worker_lines %d, want 5", a.Master.DroppedWorkerLines)
+	}
+	var b strings.Builder
+	WriteStatus(&b, a)
+	want := "master pid 7, running, generation 1, 0 live workers, 0 reloads (0 failed)\n" +
+		"5 worker output lines dropped: stdout or stderr was not being read\n" +
+		"PID  GEN  SLOT  ROLE  READY  UPTIME\n"
+	if b.String() != want {
+		t.Fatalf("status:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
 func TestStatusWithoutWorkersKeepsTheList(t *testing.T) {
 	b, _ := json.Marshal(NewAnswer(fsm.Reply{OK: true, Status: &fsm.Status{State: "exiting"}}, Facts{MasterPid: 1}))
-	if want := `{"ok":true,"master":{"pid":1,"state":"exiting","generation":0,"size":0,"reloads":0,"failed_reloads":0,"dropped_log_lines":0,"goroutines":0},"workers":[]}`; string(b) != want {
+	if want := `{"ok":true,"master":{"pid":1,"state":"exiting","generation":0,"size":0,"reloads":0,"failed_reloads":0,"dropped_log_lines":0,"dropped_worker_lines":0,"goroutines":0},"workers":[]}`; string(b) != want {
 		t.Fatalf("got %s\nwant %s", b, want)
 	}
 	b, _ = json.Marshal(NewAnswer(fsm.Reply{}, Facts{}))
