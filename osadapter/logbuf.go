@@ -243,7 +243,7 @@ func (q *logQueue) run() {
 		// lost each of them unbuffered; they are not counted as dropped
 		// (the reader did not fall behind, it is gone), and nothing is
 		// reported on it.
-		_, err := q.w.Write(buf)
+		err := q.writeChunks(buf)
 		ok = err == nil
 
 		q.mu.Lock()
@@ -256,6 +256,39 @@ func (q *logQueue) run() {
 		q.mu.Unlock()
 	}
 }
+
+// writeChunks writes buf in pieces of at most writeChunk bytes, each
+// ending at a line's end where one does, and restarts writeStart at each:
+// a waiter tells a reader that is slow (pieces go through, one by one)
+// from one that is stalled (one piece does not). Other writers of the same
+// stream (workers, with --worker-output inherit) may write between two
+// pieces, never inside a line.
+func (q *logQueue) writeChunks(buf []byte) error {
+	for len(buf) > 0 {
+		n := len(buf)
+		if n > writeChunk {
+			n = writeChunk
+			if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+				n = i + 1
+			}
+		}
+		if _, err := q.w.Write(buf[:n]); err != nil {
+			return err
+		}
+		buf = buf[n:]
+		if len(buf) > 0 {
+			q.mu.Lock()
+			q.writeStart = time.Now()
+			q.signalLocked()
+			q.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+// writeChunk is a pipe's default capacity: a reader that reads at all
+// takes one in well under workerStall.
+const writeChunk = 64 << 10
 
 // signalLocked wakes the waiters: a write started or ended.
 func (q *logQueue) signalLocked() {
@@ -348,4 +381,41 @@ func parseLogDropped(v string) (total, unreported int64, err error) {
 		return 0, 0, fmt.Errorf("osadapter: bad %s %q", envLogDropped, v)
 	}
 	return total, unreported, nil
+}
+
+// waitRoom waits until n bytes fit in the queue, while the writer is
+// making progress: it returns at once when they fit, when n is more than
+// the queue holds, when the write(2) under way has lasted stall (the
+// reader is not reading: what does not fit is then dropped, not waited
+// for), or after limit. Only a worker output reader calls it
+// (workerout.go), never the loop: it slows a worker to the pace of a slow
+// but live reader, as its own write(2) to an inherited stderr would.
+func (q *logQueue) waitRoom(n int, stall, limit time.Duration) {
+	end := time.Now().Add(limit)
+	for {
+		q.mu.Lock()
+		if n > q.max || q.max-len(q.pending)-q.inFlight >= n {
+			q.mu.Unlock()
+			return
+		}
+		deadline := end
+		if q.inFlight > 0 {
+			if s := q.writeStart.Add(stall); s.Before(deadline) {
+				deadline = s
+			}
+		}
+		ch := q.progress
+		q.mu.Unlock()
+		d := time.Until(deadline)
+		if d <= 0 {
+			return
+		}
+		timer := time.NewTimer(d)
+		select {
+		case <-ch:
+			timer.Stop()
+		case <-timer.C:
+			return
+		}
+	}
 }

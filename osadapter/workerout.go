@@ -156,6 +156,18 @@ func (w *workerOutput) start(op *outPipe) {
 	go w.read(op)
 }
 
+// A worker's lines wait for room in the queue while the master's stdout
+// or stderr is read, however slowly: the reader stops reading the
+// worker's pipe meanwhile, and the worker blocks in write(2) as it would
+// on an inherited stream. Once one write(2) of the master has lasted
+// workerStall, the reader counts as stalled: lines that do not fit are
+// dropped (and counted) at once, and the workers run on. A wait never
+// lasts more than workerWaitLimit.
+const (
+	workerStall     = 250 * time.Millisecond
+	workerWaitLimit = time.Second
+)
+
 // readBufs are the buffers of the readers, held only while a read is
 // handled: thousands of idle workers cost no buffer each.
 var readBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
@@ -216,6 +228,7 @@ func (w *workerOutput) emit(op *outPipe, p []byte, end bool) {
 	if end {
 		dst, _ = op.split.flush(dst, ts)
 	}
+	op.q.waitRoom(len(dst), workerStall, workerWaitLimit)
 	if lost := op.q.enqueueWorker(dst); lost > 0 {
 		w.dropped.Add(lost)
 	}
