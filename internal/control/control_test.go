@@ -238,7 +238,7 @@ func TestRequestsRoundTrip(t *testing.T) {
 
 	answer(fsm.CmdStatus, fsm.Reply{OK: true, Status: status})
 	code, out, stderr = client("status", "--control", path, "--json")
-	wantJSON := `{"ok":true,"master":{"pid":42,"state":"running","generation":3,"size":1,"reloads":2,"failed_reloads":1,"dropped_log_lines":0,"goroutines":0},` +
+	wantJSON := `{"ok":true,"master":{"pid":42,"state":"running","generation":3,"size":1,"reloads":2,"failed_reloads":1,"dropped_log_lines":0,"dropped_worker_lines":0,"goroutines":0},` +
 		`"workers":[{"pid":101,"generation":3,"slot":0,"current":true,"role":"current","ready":true,"stopping":false,"uptime_seconds":61.5},` +
 		`{"pid":99,"generation":2,"slot":0,"current":false,"role":"old","ready":true,"stopping":true,"uptime_seconds":3600}]}` + "\n"
 	if code != 0 || out != wantJSON {
