@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -81,8 +82,9 @@ func (m *outMaster) waitExit(timeout time.Duration) {
 	}
 }
 
-// collect reads r line by line until EOF.
-func collect(r io.Reader) (lines *[]string, done chan struct{}) {
+// collect reads r line by line until EOF; n counts the lines that
+// contain "stream" (worker lines under --worker-output json), as they come.
+func collect(r io.Reader, n *atomic.Int64) (lines *[]string, done chan struct{}) {
 	lines, done = new([]string), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -90,6 +92,9 @@ func collect(r io.Reader) (lines *[]string, done chan struct{}) {
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
 			*lines = append(*lines, sc.Text())
+			if n != nil && strings.Contains(sc.Text(), `"stream":`) {
+				n.Add(1)
+			}
 		}
 	}()
 	return lines, done
@@ -115,8 +120,9 @@ func TestWorkerOutputJSON(t *testing.T) {
 	}
 	defer outR.Close()
 	defer errR.Close()
-	stdout, outDone := collect(outR)
-	stderr, errDone := collect(errR)
+	var seen atomic.Int64
+	stdout, outDone := collect(outR, &seen)
+	stderr, errDone := collect(errR, &seen)
 	// Each line one write(2) of the shell's builtin echo; a last line with
 	// no newline is flushed when the worker exits.
 	m := startOut(t, `announce
@@ -137,10 +143,12 @@ exec sleep 1000
 		done, _ := filepath.Glob(filepath.Join(m.dir, "done.*"))
 		return len(done) == workers
 	})
-	a, err = m.status()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Every line written is read by now, or dropped: the master has
+	// nothing left to take from the pipes.
+	e2etest.WaitFor(t, 60*time.Second, "every worker line received or counted as dropped", func() bool {
+		a, err = m.status()
+		return err == nil && seen.Load()+a.Master.DroppedWorkerLines >= workers*lines*2
+	})
 	m.cmd.Process.Signal(syscall.SIGTERM)
 	m.waitExit(30 * time.Second)
 	<-outDone
@@ -280,7 +288,7 @@ func TestWorkerOutputAcrossReexec(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer outR.Close()
-	stdout, outDone := collect(outR)
+	stdout, outDone := collect(outR, nil)
 	m := startOut(t, `announce
 trap 'stopping=1' TERM
 i=0
