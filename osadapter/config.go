@@ -42,6 +42,16 @@ type Config struct {
 	// version of the binary (or "devel") when empty.
 	Version string
 
+	// WorkerOutput is --worker-output: "" or WorkerOutputInherit (the
+	// workers write to the master's own fds 1 and 2), WorkerOutputPrefix
+	// or WorkerOutputJSON (the master reads each worker's stdout and
+	// stderr through pipes and writes each line, tagged, to Stdout and
+	// Stderr; workerout.go).
+	WorkerOutput string
+	// Stdout receives the workers' stdout lines with WorkerOutput prefix
+	// or json; os.Stdout when nil.
+	Stdout io.Writer
+
 	// Run builds mworker's own transports from the fields above and from
 	// its environment: with Machine.Ready notify or Machine.Watchdog, a
 	// notify socket per worker (WorkerReady, WorkerWatchdog), and with

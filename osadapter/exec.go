@@ -106,7 +106,7 @@ func (l *loop) exec(a fsm.Exec) {
 		failedAfterPrepare(err)
 		return
 	}
-	names := []string{envState, envCarried, envLogDropped, envExecPipe}
+	names := []string{envState, envCarried, envLogDropped, envExecPipe, envWorkerOutput}
 	for _, kv := range extra {
 		name, _, _ := strings.Cut(kv, "=")
 		names = append(names, name)
@@ -167,8 +167,26 @@ func (l *loop) exec(a fsm.Exec) {
 	// From here to execve as little as possible.
 	// The next image would not have what is held or queued: the writer gets
 	// a bounded moment, and what it could not write is counted as dropped.
+	// The workers' output pipes are handed over (workerout.go): their
+	// readers stop first, so that no line is read here and lost.
+	handed := l.wout.stopReaders(execWait.stall)
+	if pc, err := l.keepPipesOnExec(handed); err != nil {
+		l.restoreCloexec(pc)
+		l.wout.resumeReaders(handed)
+		l.restoreCloexec(cleared)
+		failedAfterPrepare(err)
+		return
+	}
 	l.out.sync(execWait)
+	l.stdout.wait(l.stdout.queuedBytes(), execWait)
 	env = append(env, logDropped(l.out.q.handover()))
+	if stdoutLost, _ := l.stdout.handover(); len(handed) > 0 || l.wout.piped() || l.wout.dropped.Load()+stdoutLost > 0 {
+		env = append(env, l.wout.handover(handed, stdoutLost))
+	}
+	resumePipes := func() {
+		l.restoreCloexec(pipeFds(handed))
+		l.wout.resumeReaders(handed)
+	}
 	l.sys.Ignore(syscall.SIGHUP)
 	// From here on, a stop or reload signal that a thread of this image
 	// catches is written to a pipe the next image reads, not queued for a
@@ -217,6 +235,7 @@ func (l *loop) exec(a fsm.Exec) {
 	}
 	l.sys.Catch(syscall.SIGHUP)
 	l.restoreCloexec(cleared)
+	resumePipes()
 	var stop *stopPendingError
 	if errors.As(err, &stop) {
 		l.logf(slog.LevelInfo, "re-exec abandoned: a stop signal arrived during it", "signal", fsm.Signal(stop.sig).String())
@@ -289,4 +308,25 @@ func (l *loop) drainSignals() []syscall.Signal {
 			return out
 		}
 	}
+}
+
+// keepPipesOnExec clears the close-on-exec flag of the workers' output
+// pipes handed to the next image; it returns those it cleared.
+func (l *loop) keepPipesOnExec(pipes []*outPipe) ([]int, error) {
+	var cleared []int
+	for _, op := range pipes {
+		if err := l.sys.SetCloexec(op.fd, false); err != nil {
+			return cleared, errorf("keep worker %d's %s pipe (fd %d) open across exec: %w", op.pid, op.stream, op.fd, err)
+		}
+		cleared = append(cleared, op.fd)
+	}
+	return cleared, nil
+}
+
+func pipeFds(pipes []*outPipe) []int {
+	fds := make([]int, len(pipes))
+	for i, op := range pipes {
+		fds[i] = op.fd
+	}
+	return fds
 }

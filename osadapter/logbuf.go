@@ -133,6 +133,9 @@ type logQueue struct {
 	w      io.Writer
 	max    int
 	report func(lines, total int64) // set once, before the first line
+	// reportWorker reports the lines of workers dropped since the last
+	// report (workerout.go); set once, before the first worker starts.
+	reportWorker func(lines int64)
 
 	mu         sync.Mutex
 	pending    []byte // queued, not yet taken by the writer
@@ -146,6 +149,9 @@ type logQueue struct {
 	progress   chan struct{}
 	unreported int64 // lines dropped since the last report
 	dropped    int64 // lines dropped since the master's first start
+	// workerUnreported counts the worker lines dropped since the last
+	// report; workerOutput keeps their total.
+	workerUnreported int64
 }
 
 func newLogQueue(w io.Writer, max int) *logQueue {
@@ -154,8 +160,18 @@ func newLogQueue(w io.Writer, max int) *logQueue {
 
 // enqueue copies p into the queue, or as many whole lines of it as fit.
 func (q *logQueue) enqueue(p []byte) {
+	q.add(p, false)
+}
+
+// enqueueWorker is enqueue for the lines of workers (workerout.go): those
+// that do not fit are counted apart from the master's own, and returned.
+func (q *logQueue) enqueueWorker(p []byte) (lost int64) {
+	return q.add(p, true)
+}
+
+func (q *logQueue) add(p []byte, worker bool) (lost int64) {
 	if len(p) == 0 {
-		return
+		return 0
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -165,16 +181,20 @@ func (q *logQueue) enqueue(p []byte) {
 		if room > 0 {
 			keep = bytes.LastIndexByte(p[:room], '\n') + 1
 		}
-		lost := int64(bytes.Count(p[keep:], []byte{'\n'}))
+		lost = int64(bytes.Count(p[keep:], []byte{'\n'}))
 		if p[len(p)-1] != '\n' {
 			lost++
 		}
-		q.unreported += lost
-		q.dropped += lost
+		if worker {
+			q.workerUnreported += lost
+		} else {
+			q.unreported += lost
+			q.dropped += lost
+		}
 		p = p[:keep]
 	}
 	if len(p) == 0 {
-		return
+		return lost
 	}
 	q.pending = append(q.pending, p...)
 	q.queued += uint64(len(p))
@@ -182,6 +202,7 @@ func (q *logQueue) enqueue(p []byte) {
 		q.writing = true
 		go q.run()
 	}
+	return lost
 }
 
 // run writes what is queued until nothing is, then reports the lines
@@ -197,9 +218,17 @@ func (q *logQueue) run() {
 			if report {
 				q.unreported = 0
 			}
+			wn := q.workerUnreported
+			reportWorker := ok && wn > 0 && q.reportWorker != nil
+			if reportWorker {
+				q.workerUnreported = 0
+			}
 			q.mu.Unlock()
 			if report {
 				q.report(n, total)
+			}
+			if reportWorker {
+				q.reportWorker(wn)
 			}
 			return
 		}
@@ -214,7 +243,7 @@ func (q *logQueue) run() {
 		// lost each of them unbuffered; they are not counted as dropped
 		// (the reader did not fall behind, it is gone), and nothing is
 		// reported on it.
-		_, err := q.w.Write(buf)
+		err := q.writeChunks(buf)
 		ok = err == nil
 
 		q.mu.Lock()
@@ -227,6 +256,39 @@ func (q *logQueue) run() {
 		q.mu.Unlock()
 	}
 }
+
+// writeChunks writes buf in pieces of at most writeChunk bytes, each
+// ending at a line's end where one does, and restarts writeStart at each:
+// a waiter tells a reader that is slow (pieces go through, one by one)
+// from one that is stalled (one piece does not). Other writers of the same
+// stream (workers, with --worker-output inherit) may write between two
+// pieces, never inside a line.
+func (q *logQueue) writeChunks(buf []byte) error {
+	for len(buf) > 0 {
+		n := len(buf)
+		if n > writeChunk {
+			n = writeChunk
+			if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+				n = i + 1
+			}
+		}
+		if _, err := q.w.Write(buf[:n]); err != nil {
+			return err
+		}
+		buf = buf[n:]
+		if len(buf) > 0 {
+			q.mu.Lock()
+			q.writeStart = time.Now()
+			q.signalLocked()
+			q.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+// writeChunk is a pipe's default capacity: a reader that reads at all
+// takes one in well under workerStall.
+const writeChunk = 64 << 10
 
 // signalLocked wakes the waiters: a write started or ended.
 func (q *logQueue) signalLocked() {
@@ -319,4 +381,41 @@ func parseLogDropped(v string) (total, unreported int64, err error) {
 		return 0, 0, fmt.Errorf("osadapter: bad %s %q", envLogDropped, v)
 	}
 	return total, unreported, nil
+}
+
+// waitRoom waits until n bytes fit in the queue, while the writer is
+// making progress: it returns at once when they fit, when n is more than
+// the queue holds, when the write(2) under way has lasted stall (the
+// reader is not reading: what does not fit is then dropped, not waited
+// for), or after limit. Only a worker output reader calls it
+// (workerout.go), never the loop: it slows a worker to the pace of a slow
+// but live reader, as its own write(2) to an inherited stderr would.
+func (q *logQueue) waitRoom(n int, stall, limit time.Duration) {
+	end := time.Now().Add(limit)
+	for {
+		q.mu.Lock()
+		if n > q.max || q.max-len(q.pending)-q.inFlight >= n {
+			q.mu.Unlock()
+			return
+		}
+		deadline := end
+		if q.inFlight > 0 {
+			if s := q.writeStart.Add(stall); s.Before(deadline) {
+				deadline = s
+			}
+		}
+		ch := q.progress
+		q.mu.Unlock()
+		d := time.Until(deadline)
+		if d <= 0 {
+			return
+		}
+		timer := time.NewTimer(d)
+		select {
+		case <-ch:
+			timer.Stop()
+		case <-timer.C:
+			return
+		}
+	}
 }

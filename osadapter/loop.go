@@ -28,7 +28,9 @@ type loop struct {
 	sys    *OS
 	m      *fsm.Machine
 	log    *slog.Logger
-	out    *heldWriter // the logger's writer: held while an event is performed
+	out    *heldWriter   // the logger's writer: held while an event is performed
+	stdout *logQueue     // the workers' stdout lines, with --worker-output prefix or json
+	wout   *workerOutput // --worker-output
 	notify Notifier
 	reply  Replier
 	sigs   <-chan os.Signal

@@ -87,6 +87,10 @@ func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener) int {
 	status := l.run()
 	if l.exited {
 		l.closeTransports()
+		// The workers are gone: what they wrote last is read and queued
+		// (bounded: a worker's orphan may hold its output open).
+		l.wout.drain(exitWait.stall)
+		l.stdout.wait(l.stdout.queuedBytes(), exitWait)
 	}
 	if l.pidFile != "" && l.exited {
 		if err := os.Remove(l.pidFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -134,6 +138,13 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 	if len(cfg.Command) == 0 {
 		return nil, errorf("no worker command: give one after --")
 	}
+	if err := checkWorkerOutput(cfg.WorkerOutput); err != nil {
+		return nil, err
+	}
+	var stdout io.Writer = os.Stdout
+	if cfg.Stdout != nil {
+		stdout = cfg.Stdout
+	}
 	if sys.Gettid() != sys.Getpid() {
 		return nil, errorf("Run must be called from the main goroutine: it forks workers and re-executes from the thread the process started on")
 	}
@@ -155,6 +166,8 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 		prepareExec: cfg.PrepareExec,
 		check:       cfg.CheckTakeover,
 	}
+	l.stdout = newLogQueue(stdout, logQueueSize)
+	l.wout = newWorkerOutput(cfg.WorkerOutput, l.stdout, out.q, logger)
 	if l.reply == nil {
 		l.reply = debugTransport{logger}
 	}
@@ -183,6 +196,13 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 				return nil, err
 			}
 			out.q.resume(total, unreported)
+		}
+		if v, ok := lookupEnv(env, envWorkerOutput); ok {
+			// The workers that survived the re-exec keep writing to
+			// their pipes: read them here, whatever this image's mode.
+			if err := l.wout.adopt(v); err != nil {
+				l.logf(slog.LevelWarn, "cannot take over the workers' output pipes: their output is lost", "err", err.Error())
+			}
 		}
 		if v, ok := lookupEnv(env, envExecPipe); ok {
 			// What the previous image's handler caught after its last look

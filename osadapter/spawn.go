@@ -8,7 +8,8 @@ import (
 )
 
 // spawn starts one worker: its own process group, the master's stdin,
-// stdout, stderr and working directory, the worker environment, and the
+// stdout and stderr (or, with --worker-output prefix or json, pipes the
+// master reads), its working directory, the worker environment, and the
 // parent-death signal; with --ready notify, a notify socket of its own. It
 // runs on the master's thread (see OS).
 func (l *loop) spawn(gen, slot int) (int, error) {
@@ -39,9 +40,21 @@ func (l *loop) spawn(gen, slot int) (int, error) {
 			argv0 = l.sys.SelfExe
 		}
 	}
+	// --worker-output prefix or json: fds 1 and 2 are pipes the master
+	// reads (workerout.go).
+	var pipes *workerPipes
+	if l.wout.piped() {
+		if pipes, err = l.wout.open(); err != nil {
+			return 0, err
+		}
+		files[1], files[2] = uintptr(pipes.w[0]), uintptr(pipes.w[1])
+	}
 	var rs *readySocket
 	if l.ready != nil && l.ready.enabled {
 		if rs, err = l.ready.open(gen, slot); err != nil {
+			if pipes != nil {
+				pipes.closeAll()
+			}
 			return 0, err
 		}
 		env = append(env, "NOTIFY_SOCKET="+rs.s.Addr())
@@ -51,6 +64,9 @@ func (l *loop) spawn(gen, slot int) (int, error) {
 		Files: files,
 		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSignal},
 	})
+	if pipes != nil {
+		l.wout.started(pipes, pid, gen, slot, err)
+	}
 	if rs != nil {
 		if err != nil {
 			rs.close(l.log)

@@ -102,7 +102,7 @@ func requester(c *control.Conn) string {
 
 // facts are what only the adapter knows about an answer to r.
 func (l *loop) facts(r fsm.Reply) control.Facts {
-	f := control.Facts{MasterPid: l.sys.Getpid(), DroppedLogLines: l.out.q.droppedLines(), Goroutines: runtime.NumGoroutine()}
+	f := control.Facts{MasterPid: l.sys.Getpid(), DroppedLogLines: l.out.q.droppedLines(), DroppedWorkerLines: l.wout.dropped.Load(), Goroutines: runtime.NumGoroutine()}
 	if r.Reload != nil {
 		f.ReloadDuration = l.reloadTook()
 	}

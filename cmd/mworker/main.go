@@ -89,6 +89,16 @@
 //	                       only)
 //	--pidfile PATH         write the master's pid there, atomically
 //	--log-format FORMAT    text or json, logs go to stderr (default text)
+//	--worker-output MODE   inherit: workers write to the master's own
+//	                       stdout and stderr; prefix: the master reads
+//	                       them through pipes and writes each line
+//	                       tagged [gGEN sSLOT pPID]; json: each line one
+//	                       JSON object (time, stream, pid, generation,
+//	                       slot, text), so that with --log-format json
+//	                       the whole output is NDJSON; lines over 16 KiB
+//	                       are cut and marked, a stalled reader drops
+//	                       lines (counted in status) and never blocks
+//	                       (default inherit)
 //	--log-level LEVEL      debug, info, warn or error: the lowest level
 //	                       logged (default info)
 //	-sf PID...             once the first generation is ready, send

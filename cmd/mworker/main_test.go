@@ -35,6 +35,7 @@ func TestRunBadInput(t *testing.T) {
 		{[]string{"stop", "now", "--control", "/nonexistent/c.sock"}, exitUsage, `mworker stop: unexpected argument "now"`},
 		{[]string{"run", "--nope", "--", "sh"}, exitUsage, `mworker: unknown option "--nope"`},
 		{[]string{"run", "-n", "0", "--", "sh"}, exitUsage, `mworker: bad --workers "0"`},
+		{[]string{"run", "--worker-output", "xml", "--", "sh"}, exitUsage, `mworker: bad --worker-output "xml": use inherit, prefix or json`},
 		{[]string{"run", "sh"}, exitUsage, `mworker: unexpected "sh" before "--"`},
 		{[]string{"run", "--"}, exitUsage, `mworker: missing command after "--"`},
 		{[]string{"run", "-sf", "abc", "--", "sh"}, exitUsage, `mworker: bad -sf pid "abc"`},

@@ -213,6 +213,16 @@ var runOptions = []option{
 			c.LogFormat = v
 			return nil
 		}},
+	{long: "--worker-output", arg: "MODE", def: osadapter.WorkerOutputInherit,
+		help: "inherit (workers write to the master's stdout and stderr), prefix (the master writes each worker line tagged [gGEN sSLOT pPID]) or json (one JSON object a line: time, stream, pid, generation, slot, text; with --log-format json the whole output is NDJSON); lines over 16 KiB are cut and marked; a stalled reader drops lines, counted, never blocks",
+		set: func(c *osadapter.Config, v string) error {
+			switch v {
+			case osadapter.WorkerOutputInherit, osadapter.WorkerOutputPrefix, osadapter.WorkerOutputJSON:
+				c.WorkerOutput = v
+				return nil
+			}
+			return usagef("bad --worker-output %q: use inherit, prefix or json", v)
+		}},
 	{long: "--log-level", arg: "LEVEL", def: "info",
 		help: "debug, info, warn or error: the lowest level logged",
 		set: func(c *osadapter.Config, v string) error {

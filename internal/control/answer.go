@@ -83,6 +83,10 @@ type Master struct {
 	// DroppedLogLines counts the log lines the master dropped, since its
 	// first start, because its stderr was not being read.
 	DroppedLogLines int64 `json:"dropped_log_lines"`
+	// DroppedWorkerLines counts the workers' lines the master dropped,
+	// since its first start, because its stdout or stderr was not being
+	// read (--worker-output prefix or json; always 0 with inherit).
+	DroppedWorkerLines int64 `json:"dropped_worker_lines"`
 	// Goroutines is how many goroutines the master runs: one per notify
 	// socket, one per control client, a few of its own. A count that
 	// grows without workers or clients to match is a leak (bench/soak.sh
@@ -135,6 +139,8 @@ type Facts struct {
 	// DroppedLogLines counts the log lines the master dropped because its
 	// stderr was not being read.
 	DroppedLogLines int64
+	// DroppedWorkerLines counts the workers' lines dropped likewise.
+	DroppedWorkerLines int64
 	// Goroutines is runtime.NumGoroutine() of the master.
 	Goroutines int
 
@@ -163,7 +169,7 @@ func NewAnswer(r fsm.Reply, f Facts) Answer {
 	}
 	if s := r.Status; s != nil {
 		a.Master = &Master{Pid: f.MasterPid, State: s.State, Generation: s.Generation, Size: s.Size, Reloads: s.Reloads, FailedReloads: s.FailedReloads,
-			DroppedLogLines: f.DroppedLogLines, Goroutines: f.Goroutines,
+			DroppedLogLines: f.DroppedLogLines, DroppedWorkerLines: f.DroppedWorkerLines, Goroutines: f.Goroutines,
 			Version: f.Version, UptimeSeconds: seconds(f.MasterUptime), Listeners: f.Listeners,
 			Reloading: s.ReloadTrigger, ReloadQueued: s.ReloadQueued,
 			LastReload: newReload(s.LastReload, f.LastReloadTime, f.LastReloadDuration),

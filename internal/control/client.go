@@ -381,6 +381,9 @@ func WriteStatus(w io.Writer, a Answer) {
 	if m.DroppedLogLines > 0 {
 		fmt.Fprintf(w, "%d log lines dropped: stderr was not being read\n", m.DroppedLogLines)
 	}
+	if m.DroppedWorkerLines > 0 {
+		fmt.Fprintf(w, "%d worker output lines dropped: stdout or stderr was not being read\n", m.DroppedWorkerLines)
+	}
 	// STATUS, the workers' STATUS= texts, only when one has sent any.
 	texts := slices.ContainsFunc(a.Workers, func(wk Worker) bool { return wk.StatusText != "" })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

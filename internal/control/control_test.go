@@ -272,7 +272,7 @@ func TestRequestsRoundTrip(t *testing.T) {
 
 	answer(fsm.CmdStatus, fsm.Reply{OK: true, Status: status})
 	code, out, stderr = client("status", "--control", path, "--json")
-	wantJSON := `{"ok":true,"master":{"pid":42,"state":"running","generation":3,"size":1,"reloads":2,"failed_reloads":1,"dropped_log_lines":0,"goroutines":0,` +
+	wantJSON := `{"ok":true,"master":{"pid":42,"state":"running","generation":3,"size":1,"reloads":2,"failed_reloads":1,"dropped_log_lines":0,"dropped_worker_lines":0,"goroutines":0,` +
 		`"version":"","start_time":"","uptime_seconds":0,"listeners":[],"reload_queued":false,"slots":[]},` +
 		`"workers":[{"pid":101,"generation":3,"slot":0,"current":true,"role":"current","ready":true,"stopping":false,"uptime_seconds":61.5},` +
 		`{"pid":99,"generation":2,"slot":0,"current":false,"role":"old","ready":true,"stopping":true,"uptime_seconds":3600}]}` + "\n"
@@ -301,9 +301,25 @@ func TestStatusShowsDroppedLogLines(t *testing.T) {
 	}
 }
 
+// Dropped worker lines likewise, in the table only when there are some.
+func TestStatusShowsDroppedWorkerLines(t *testing.T) {
+	a := NewAnswer(fsm.Reply{OK: true, Status: &fsm.Status{State: "running", Generation: 1}}, Facts{MasterPid: 7, DroppedWorkerLines: 5})
+	if a.Master.DroppedWorkerLines != 5 {
+		t.Fatalf("dropped_worker_lines %d, want 5", a.Master.DroppedWorkerLines)
+	}
+	var b strings.Builder
+	WriteStatus(&b, a)
+	want := "master pid 7, running, generation 1, 0 live workers, 0 reloads (0 failed)\n" +
+		"5 worker output lines dropped: stdout or stderr was not being read\n" +
+		"PID  GEN  SLOT  ROLE  READY  UPTIME\n"
+	if b.String() != want {
+		t.Fatalf("status:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
 func TestStatusWithoutWorkersKeepsTheList(t *testing.T) {
 	b, _ := json.Marshal(NewAnswer(fsm.Reply{OK: true, Status: &fsm.Status{State: "exiting"}}, Facts{MasterPid: 1}))
-	if want := `{"ok":true,"master":{"pid":1,"state":"exiting","generation":0,"size":0,"reloads":0,"failed_reloads":0,"dropped_log_lines":0,"goroutines":0,` +
+	if want := `{"ok":true,"master":{"pid":1,"state":"exiting","generation":0,"size":0,"reloads":0,"failed_reloads":0,"dropped_log_lines":0,"dropped_worker_lines":0,"goroutines":0,` +
 		`"version":"","start_time":"","uptime_seconds":0,"listeners":[],"reload_queued":false,"slots":[]},"workers":[]}`; string(b) != want {
 		t.Fatalf("got %s\nwant %s", b, want)
 	}

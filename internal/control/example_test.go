@@ -78,6 +78,7 @@ func ExampleNewAnswer() {
 	//   "reloads": 2,
 	//   "failed_reloads": 1,
 	//   "dropped_log_lines": 0,
+	//   "dropped_worker_lines": 0,
 	//   "goroutines": 0,
 	//   "version": "v1.4.0",
 	//   "start_time": "2026-01-02T15:04:05Z",
