@@ -62,6 +62,10 @@ type loop struct {
 	replace bool // Exec returned nil: only a fake OS does that
 
 	watchdog *masterWatchdog // the service manager's watchdog of the master, or nil
+
+	met *metrics // counters for --metrics; its server, or nil (metrics.go)
+	// health carries /healthz requests to the loop; nil without --metrics.
+	health <-chan chan<- healthAnswer
 }
 
 func (l *loop) done() bool { return l.exited || l.replace }
@@ -77,7 +81,12 @@ func (l *loop) step(ev fsm.Event) {
 	l.out.hold()
 	defer l.out.release()
 	var outcomes []fsm.Event
+	tf, restart := ev.(fsm.TimerFired)
+	restart = restart && tf.Timer.Kind == fsm.TimerRestart
 	for _, a := range l.m.Step(ev) {
+		if _, spawn := a.(fsm.Spawn); spawn && restart {
+			l.met.Restarts++
+		}
 		if o := l.perform(a); o != nil {
 			outcomes = append(outcomes, o)
 		}
@@ -239,6 +248,9 @@ func (l *loop) reap() {
 			return
 		}
 		l.ready.drop(pid)
+		if _, worker := l.spawned[pid]; worker {
+			l.met.noteExit(exitStatus(ws))
+		}
 		delete(l.spawned, pid)
 		l.step(fsm.ChildExited{Pid: pid, Status: exitStatus(ws)})
 	}
@@ -327,6 +339,7 @@ func (l *loop) start() {
 		l.onSignal(s)
 	}
 	l.reap()
+	l.publish()
 }
 
 // run is the event loop: one event at a time, from the signal channel, the
@@ -360,6 +373,8 @@ func (l *loop) run() int {
 			}
 		case r := <-l.requests:
 			l.onRequest(r)
+		case c := <-l.health:
+			l.answerHealth(c)
 		case ev, ok := <-l.events:
 			if !ok {
 				l.events = nil // a closed transport sends nothing more
@@ -368,6 +383,7 @@ func (l *loop) run() int {
 			l.step(ev)
 		}
 		timer.Stop()
+		l.publish()
 	}
 	return l.status
 }

@@ -58,7 +58,13 @@ func Run(cfg Config) int {
 		fmt.Fprintf(stderrOf(cfg), "mworker: %v\n", err)
 		return 1
 	}
-	return run(cfg, realOS(), subscribed(), ls)
+	ms, err := openMetrics(cfg.Metrics)
+	if err != nil {
+		listen.Close(ls)
+		fmt.Fprintf(stderrOf(cfg), "mworker: %v\n", err)
+		return 1
+	}
+	return run(cfg, realOS(), subscribed(), ls, ms)
 }
 
 func stderrOf(cfg Config) io.Writer {
@@ -68,14 +74,18 @@ func stderrOf(cfg Config) io.Writer {
 	return cfg.Stderr
 }
 
-func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener) int {
+func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener, ms *metricsServer) int {
 	stderr := stderrOf(cfg)
 	l, err := newLoop(cfg, sys, sigs, stderr)
 	if err != nil {
 		listen.Close(ls)
+		if ms != nil {
+			ms.close()
+		}
 		fmt.Fprintf(stderr, "mworker: %v\n", err)
 		return 1
 	}
+	l.useMetrics(ms)
 	if err := l.useListeners(ls); err != nil {
 		l.closeTransports()
 		fmt.Fprintf(stderr, "mworker: %v\n", err)
@@ -83,6 +93,9 @@ func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener) int {
 	}
 	if l.ctl != nil {
 		go l.ctl.serve(l.log)
+	}
+	if l.met.srv != nil {
+		l.met.srv.start(l.log)
 	}
 	status := l.run()
 	if l.exited {
@@ -111,6 +124,9 @@ func (l *loop) closeTransports() {
 	}
 	if l.ctl != nil {
 		l.ctl.close(l.log)
+	}
+	if l.met.srv != nil {
+		l.met.srv.close()
 	}
 }
 
@@ -148,6 +164,7 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 		timers:    make(map[fsm.Timer]int64),
 		spawned:   make(map[int]int64),
 		pidFile:   cfg.PidFile,
+		met:       &metrics{},
 
 		prepareExec: cfg.PrepareExec,
 		check:       cfg.CheckTakeover,
@@ -283,6 +300,9 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 	if l.m, err = fsm.New(mc); err != nil {
 		return nil, errorf("%w", err)
 	}
+	l.met = newMetrics(l.resumed, time.Now())
+	st := l.m.Status()
+	l.met.lastOK, l.met.lastFailed = st.Reloads, st.FailedReloads
 
 	l.requests = make(chan control.Request)
 	if cfg.Control != "" {

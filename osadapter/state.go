@@ -51,6 +51,8 @@ type execState struct {
 	// NotifyDropped counts the notifications to the master's service
 	// manager lost since the last that went through (serviceManager).
 	NotifyDropped int
+	// Metrics are the counters of --metrics that the adapter keeps.
+	Metrics metricsState
 }
 
 // envCarried carries what is known only in the last microseconds before
