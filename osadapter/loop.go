@@ -142,6 +142,8 @@ func (l *loop) perform(a fsm.Action) fsm.Event {
 		// written before it, unless stderr is not being read (a bounded
 		// wait: the answer is late by a few ms at most).
 		l.out.sync(replyWait)
+		// A scrape after the answer sees what was answered.
+		l.publish()
 		if l.ctl != nil {
 			l.answer(a)
 		} else if err := l.reply.Reply(a); err != nil {
@@ -334,6 +336,7 @@ func (l *loop) start() {
 		}
 	}
 	l.step(fsm.Start{})
+	l.serveMetrics()
 	l.requeue()
 	for _, s := range l.carried {
 		l.onSignal(s)

@@ -1,6 +1,7 @@
 package osadapter
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -238,8 +239,10 @@ type metricsServer struct {
 	log    *slog.Logger
 	snap   atomic.Pointer[metricsSnapshot]
 	health chan chan<- healthAnswer
-	// served is closed when the current Serve returns.
-	served chan struct{}
+	// served is closed when the current Serve returns; execing when a
+	// re-exec begins, so that a /healthz waiting for the loop, which is
+	// busy with it, answers at once.
+	served, execing chan struct{}
 }
 
 // openMetrics binds --metrics (spec as the command line checked it), or
@@ -294,10 +297,21 @@ func adoptMetrics(v string) (net.Listener, error) {
 }
 
 func newMetricsServer(spec listen.Spec, ln net.Listener) *metricsServer {
-	s := &metricsServer{spec: spec, ln: ln, health: make(chan chan<- healthAnswer)}
+	return &metricsServer{spec: spec, ln: ln, health: make(chan chan<- healthAnswer)}
+}
+
+// start serves on a goroutine of its own; its errors are logged at debug
+// level through the master's logger, never as raw lines on stderr.
+func (s *metricsServer) start(log *slog.Logger) {
+	s.log = log
+	if s.ln == nil {
+		return
+	}
+	s.served, s.execing = make(chan struct{}), make(chan struct{})
+	execing := s.execing
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /metrics", s.serveMetrics)
-	mux.HandleFunc("GET /healthz", s.serveHealth)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { s.serveHealth(w, r, execing) })
 	mux.HandleFunc("GET /readyz", s.serveReady)
 	s.srv = &http.Server{
 		Handler:           mux,
@@ -305,16 +319,8 @@ func newMetricsServer(spec listen.Spec, ln net.Listener) *metricsServer {
 		WriteTimeout:      10 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    8 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	return s
-}
-
-// start serves on a goroutine of its own; its errors are logged at debug
-// level through the master's logger, never as raw lines on stderr.
-func (s *metricsServer) start(log *slog.Logger) {
-	s.log = log
-	s.srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
-	s.served = make(chan struct{})
 	go func(ln net.Listener, done chan struct{}) {
 		defer close(done)
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
@@ -323,21 +329,40 @@ func (s *metricsServer) start(log *slog.Logger) {
 	}(s.ln, s.served)
 }
 
+// handoverWait bounds how long a re-exec waits for the requests the
+// server is answering; they take microseconds.
+const handoverWait = 200 * time.Millisecond
+
 // prepareExec hands the socket to the next image: the server stops
-// accepting (a duplicate keeps the socket and its queue), and the
-// duplicate stays open across execve. undo serves again.
+// accepting (a duplicate keeps the socket and its queue), answers the
+// requests under way and closes its idle connections, and the duplicate
+// stays open across execve. undo serves again.
 func (s *metricsServer) prepareExec() (env []string, undo func(), err error) {
 	f, err := dupListener(s.ln)
 	if err != nil {
 		return nil, nil, errorf("keep the --metrics socket across the re-exec: %w", err)
 	}
-	s.ln.Close()
-	<-s.served
+	if s.served == nil {
+		// Not serving yet (a re-exec within Start): only the socket.
+		s.ln.Close()
+	} else {
+		// Accepting ends first, and Serve returns once every connection
+		// it accepted is tracked: Shutdown then waits for them all.
+		close(s.execing)
+		s.ln.Close()
+		<-s.served
+		ctx, cancel := context.WithTimeout(context.Background(), handoverWait)
+		if err := s.srv.Shutdown(ctx); err != nil {
+			s.log.Debug("metrics: requests still under way at the re-exec are cut", "err", err.Error())
+		}
+		cancel()
+	}
 	resume := func() {
 		ln, err := net.FileListener(f)
 		f.Close()
 		if err != nil {
 			s.log.Error("metrics: cannot serve again after the re-exec did not happen", "address", s.spec.URL(), "err", err.Error())
+			s.ln = nil
 			return
 		}
 		s.ln = ln
@@ -356,7 +381,11 @@ func (s *metricsServer) prepareExec() (env []string, undo func(), err error) {
 // close ends the server at the master's exit, and removes a unix socket's
 // file.
 func (s *metricsServer) close() {
-	s.srv.Close()
+	if s.srv != nil {
+		s.srv.Close()
+	} else if s.ln != nil {
+		s.ln.Close()
+	}
 	if s.spec.Network == listen.Unix {
 		os.Remove(s.spec.Address)
 	}
@@ -382,7 +411,7 @@ func (s *metricsServer) serveReady(w http.ResponseWriter, _ *http.Request) {
 	}
 }
 
-func (s *metricsServer) serveHealth(w http.ResponseWriter, r *http.Request) {
+func (s *metricsServer) serveHealth(w http.ResponseWriter, r *http.Request, execing <-chan struct{}) {
 	w.Header().Set("Cache-Control", "no-store")
 	c := make(chan healthAnswer, 1)
 	t := time.NewTimer(healthWait)
@@ -392,6 +421,10 @@ func (s *metricsServer) serveHealth(w http.ResponseWriter, r *http.Request) {
 	}
 	select {
 	case s.health <- c:
+	case <-execing:
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok: re-executing")
+		return
 	case <-t.C:
 		late()
 		return
@@ -423,9 +456,19 @@ func (l *loop) useMetrics(ms *metricsServer) {
 		return
 	}
 	l.met.srv = ms
+	ms.log = l.log
 	l.health = ms.health
-	l.publish()
 	l.logf(slog.LevelInfo, "metrics: serving /metrics, /healthz and /readyz", "address", ms.url())
+}
+
+// serveMetrics starts the server once Start has given the machine its
+// workers (after a re-exec, those it adopted): until then, a scrape or a
+// probe waits in the socket's queue rather than see an empty pool.
+func (l *loop) serveMetrics() {
+	if s := l.met.srv; s != nil && s.served == nil && !l.done() {
+		l.publish()
+		s.start(l.log)
+	}
 }
 
 // url is where the server listens, with the port the kernel chose for :0.

@@ -94,9 +94,6 @@ func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener, ms *m
 	if l.ctl != nil {
 		go l.ctl.serve(l.log)
 	}
-	if l.met.srv != nil {
-		l.met.srv.start(l.log)
-	}
 	status := l.run()
 	if l.exited {
 		l.closeTransports()
@@ -301,8 +298,10 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 		return nil, errorf("%w", err)
 	}
 	l.met = newMetrics(l.resumed, time.Now())
-	st := l.m.Status()
-	l.met.lastOK, l.met.lastFailed = st.Reloads, st.FailedReloads
+	if l.resumed != nil {
+		// The machine reports them once Start has resumed it.
+		l.met.lastOK, l.met.lastFailed = l.resumed.Handover.Reloads, l.resumed.Handover.FailedReloads
+	}
 
 	l.requests = make(chan control.Request)
 	if cfg.Control != "" {
