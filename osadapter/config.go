@@ -25,6 +25,9 @@ type Config struct {
 	Control string
 	// PidFile is where the master's pid is written atomically, or "".
 	PidFile string
+	// Metrics is the address of the HTTP server of /metrics, /healthz and
+	// /readyz (HOST:PORT, tcp://HOST:PORT or unix:///PATH), or "".
+	Metrics string
 
 	// CheckTakeover runs the takeover check before every re-exec: the
 	// binary at the start path is run with CheckFlag inserted after

@@ -40,6 +40,10 @@ func (l *loop) exec(a fsm.Exec) {
 	for _, s := range l.ignored {
 		st.Ignored = append(st.Ignored, int(s))
 	}
+	// A reload that re-executes at once has not been published yet: its
+	// start is now.
+	l.publish()
+	st.Metrics = l.met.metricsState
 	if sm, ok := l.notify.(*serviceManager); ok {
 		st.NotifyDropped = sm.dropped
 	}
@@ -106,7 +110,7 @@ func (l *loop) exec(a fsm.Exec) {
 		failedAfterPrepare(err)
 		return
 	}
-	names := []string{envState, envCarried, envLogDropped, envExecPipe, envWorkerOutput}
+	names := []string{envState, envCarried, envLogDropped, envExecPipe, envWorkerOutput, envMetricsFd}
 	for _, kv := range extra {
 		name, _, _ := strings.Cut(kv, "=")
 		names = append(names, name)
@@ -160,6 +164,19 @@ func (l *loop) exec(a fsm.Exec) {
 			return
 		}
 		env = append(withoutVars(env, control.EnvNames...), cenv...)
+		undoRest := undo
+		undo = func() { u(); undoRest() }
+	}
+
+	// The --metrics socket likewise: scrapes wait in its queue.
+	if l.met.srv != nil {
+		menv, u, err := l.met.srv.prepareExec()
+		if err != nil {
+			l.restoreCloexec(cleared)
+			failedAfterPrepare(err)
+			return
+		}
+		env = append(env, menv...)
 		undoRest := undo
 		undo = func() { u(); undoRest() }
 	}

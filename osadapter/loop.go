@@ -67,6 +67,9 @@ type loop struct {
 
 	version string      // of this image, for status
 	st      statusState // what status says that needs the clock (status.go)
+	met     *metrics    // counters for --metrics; its server, or nil (metrics.go)
+	// health carries /healthz requests to the loop; nil without --metrics.
+	health <-chan chan<- healthAnswer
 }
 
 func (l *loop) done() bool { return l.exited || l.replace }
@@ -82,7 +85,12 @@ func (l *loop) step(ev fsm.Event) {
 	l.out.hold()
 	defer l.out.release()
 	var outcomes []fsm.Event
+	tf, restart := ev.(fsm.TimerFired)
+	restart = restart && tf.Timer.Kind == fsm.TimerRestart
 	for _, a := range l.m.Step(ev) {
+		if _, spawn := a.(fsm.Spawn); spawn && restart {
+			l.met.Restarts++
+		}
 		if o := l.perform(a); o != nil {
 			outcomes = append(outcomes, o)
 		}
@@ -139,6 +147,8 @@ func (l *loop) perform(a fsm.Action) fsm.Event {
 		// written before it, unless stderr is not being read (a bounded
 		// wait: the answer is late by a few ms at most).
 		l.out.sync(replyWait)
+		// A scrape after the answer sees what was answered.
+		l.publish()
 		if l.ctl != nil {
 			l.answer(a)
 		} else if err := l.reply.Reply(a); err != nil {
@@ -245,6 +255,9 @@ func (l *loop) reap() {
 			return
 		}
 		l.ready.drop(pid)
+		if _, worker := l.spawned[pid]; worker {
+			l.met.noteExit(exitStatus(ws))
+		}
 		delete(l.spawned, pid)
 		l.step(fsm.ChildExited{Pid: pid, Status: exitStatus(ws)})
 	}
@@ -328,11 +341,13 @@ func (l *loop) start() {
 		}
 	}
 	l.step(fsm.Start{})
+	l.serveMetrics()
 	l.requeue()
 	for _, s := range l.carried {
 		l.onSignal(s)
 	}
 	l.reap()
+	l.publish()
 }
 
 // run is the event loop: one event at a time, from the signal channel, the
@@ -366,6 +381,8 @@ func (l *loop) run() int {
 			}
 		case r := <-l.requests:
 			l.onRequest(r)
+		case c := <-l.health:
+			l.answerHealth(c)
 		case ev, ok := <-l.events:
 			if !ok {
 				l.events = nil // a closed transport sends nothing more
@@ -374,6 +391,7 @@ func (l *loop) run() int {
 			l.step(ev)
 		}
 		timer.Stop()
+		l.publish()
 	}
 	return l.status
 }

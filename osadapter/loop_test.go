@@ -342,12 +342,12 @@ func TestWorkersOf1024FitInTheState(t *testing.T) {
 func TestStartErrors(t *testing.T) {
 	f := newFakeOS()
 	var buf strings.Builder
-	if st := run(Config{LogFormat: "xml", Command: []string{"/bin/true"}}, f.os(), nil, nil); st != 1 {
+	if st := run(Config{LogFormat: "xml", Command: []string{"/bin/true"}}, f.os(), nil, nil, nil); st != 1 {
 		t.Errorf("status %d for a bad log format, want 1", st)
 	}
 	cfg := Config{Command: []string{"/bin/true"}, Stderr: &buf, Machine: fsm.Config{Workers: 1, Path: "/x", ReadyTimeout: time.Second, StopTimeout: time.Second, StopSignal: 15},
 		PidFile: t.TempDir() + "/no/such/dir/pid"}
-	if st := run(cfg, f.os(), nil, nil); st != 1 || strings.Count(buf.String(), "\n") != 1 || !strings.HasPrefix(buf.String(), "mworker: cannot write --pidfile "+cfg.PidFile+": ") {
+	if st := run(cfg, f.os(), nil, nil, nil); st != 1 || strings.Count(buf.String(), "\n") != 1 || !strings.HasPrefix(buf.String(), "mworker: cannot write --pidfile "+cfg.PidFile+": ") {
 		t.Errorf("status %d, stderr %q: want 1 and one line about the pid file", st, buf.String())
 	}
 }
@@ -418,7 +418,7 @@ func TestRunLoopRestartsOnTimerAndExits(t *testing.T) {
 		Backoff: fsm.Backoff{Min: 100 * time.Millisecond, Max: time.Second, Reset: time.Minute},
 	}}
 	done := make(chan int, 1)
-	go func() { done <- run(cfg, sys, sigs, nil) }()
+	go func() { done <- run(cfg, sys, sigs, nil, nil) }()
 	select {
 	case st := <-done:
 		if st != 143 {

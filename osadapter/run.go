@@ -58,7 +58,13 @@ func Run(cfg Config) int {
 		fmt.Fprintf(stderrOf(cfg), "mworker: %v\n", err)
 		return 1
 	}
-	return run(cfg, realOS(), subscribed(), ls)
+	ms, err := openMetrics(cfg.Metrics)
+	if err != nil {
+		listen.Close(ls)
+		fmt.Fprintf(stderrOf(cfg), "mworker: %v\n", err)
+		return 1
+	}
+	return run(cfg, realOS(), subscribed(), ls, ms)
 }
 
 func stderrOf(cfg Config) io.Writer {
@@ -68,14 +74,18 @@ func stderrOf(cfg Config) io.Writer {
 	return cfg.Stderr
 }
 
-func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener) int {
+func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener, ms *metricsServer) int {
 	stderr := stderrOf(cfg)
 	l, err := newLoop(cfg, sys, sigs, stderr)
 	if err != nil {
 		listen.Close(ls)
+		if ms != nil {
+			ms.close()
+		}
 		fmt.Fprintf(stderr, "mworker: %v\n", err)
 		return 1
 	}
+	l.useMetrics(ms)
 	if err := l.useListeners(ls); err != nil {
 		l.closeTransports()
 		fmt.Fprintf(stderr, "mworker: %v\n", err)
@@ -118,6 +128,9 @@ func (l *loop) closeTransports() {
 	}
 	if l.ctl != nil {
 		l.ctl.close(l.log)
+	}
+	if l.met.srv != nil {
+		l.met.srv.close()
 	}
 }
 
@@ -162,6 +175,7 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 		timers:    make(map[fsm.Timer]int64),
 		spawned:   make(map[int]int64),
 		pidFile:   cfg.PidFile,
+		met:       &metrics{},
 
 		prepareExec: cfg.PrepareExec,
 		check:       cfg.CheckTakeover,
@@ -311,6 +325,11 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 	}
 	if l.m, err = fsm.New(mc); err != nil {
 		return nil, errorf("%w", err)
+	}
+	l.met = newMetrics(l.resumed, time.Now())
+	if l.resumed != nil {
+		// The machine reports them once Start has resumed it.
+		l.met.lastOK, l.met.lastFailed = l.resumed.Handover.Reloads, l.resumed.Handover.FailedReloads
 	}
 
 	l.requests = make(chan control.Request)

@@ -54,6 +54,8 @@ type execState struct {
 	// Status is what status says that needs the clock: the master's
 	// start, the reloads' times, the workers' STATUS= texts.
 	Status statusState
+	// Metrics are the counters of --metrics that the adapter keeps.
+	Metrics metricsState
 }
 
 // envCarried carries what is known only in the last microseconds before

@@ -4,7 +4,8 @@
 # docs/systemd.md; systemd-socket-activate launches the socket-activated
 # example; the tests in e2e/container use them; systemd itself is not
 # started) and python3 (the watchdog test's worker sends its WATCHDOG=1
-# datagrams with it, cmd/mworker). Run as root on Debian; elsewhere it says what is missing and the
+# datagrams with it, cmd/mworker) and prometheus (its promtool checks what
+# /metrics serves: `promtool check metrics`, cmd/mworker). Run as root on Debian; elsewhere it says what is missing and the
 # tests that need it skip with that reason.
 #
 # The suites with real service managers run only when asked, and so are
@@ -18,6 +19,7 @@ need() { command -v "$1" >/dev/null 2>&1 || case " $missing " in *" $2 "*) ;; *)
 need systemd-analyze systemd
 need systemd-socket-activate systemd
 need python3 python3
+need promtool prometheus
 if [ "${MWORKER_E2E_SYSTEMD:-}" = 1 ]; then
 	need debootstrap debootstrap
 	need systemd-nspawn systemd-container

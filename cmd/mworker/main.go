@@ -88,6 +88,13 @@
 //	                       scale and restart (mode 0600, same-uid peers
 //	                       only)
 //	--pidfile PATH         write the master's pid there, atomically
+//	--metrics ADDR         serve HTTP on ADDR (HOST:PORT, tcp://HOST:PORT
+//	                       or unix:///PATH): /metrics in the Prometheus
+//	                       text format, /healthz (answered by the
+//	                       master's event loop: 503 when it does not
+//	                       answer within 500ms) and /readyz (200 while a
+//	                       worker that is not stopping is ready and no
+//	                       stop has begun, else 503)
 //	--log-format FORMAT    text or json, logs go to stderr (default text)
 //	--worker-output MODE   inherit: workers write to the master's own
 //	                       stdout and stderr; prefix: the master reads

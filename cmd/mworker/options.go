@@ -204,6 +204,16 @@ var runOptions = []option{
 			c.PidFile = v
 			return nil
 		}},
+	{long: "--metrics", arg: "ADDR",
+		help: "serve HTTP on ADDR (HOST:PORT or unix:///PATH): /metrics for Prometheus, /healthz (the master's event loop answers) and /readyz (200 while a worker is ready and no stop has begun)",
+		set: func(c *osadapter.Config, v string) error {
+			s, err := listen.ParseSpec(v)
+			if err != nil || s.Name != listen.DefaultName(s.Address) {
+				return usagef("bad --metrics %q: use HOST:PORT (such as 127.0.0.1:9100 or :9100), tcp://HOST:PORT or unix:///PATH", v)
+			}
+			c.Metrics = v
+			return nil
+		}},
 	{long: "--log-format", arg: "FORMAT", def: "text",
 		help: "text or json; logs go to stderr",
 		set: func(c *osadapter.Config, v string) error {
