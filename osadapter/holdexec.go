@@ -81,6 +81,9 @@ type threadMasker struct {
 	seen  [256]int32
 	nseen int
 	old   sigaction
+	// For reading a thread's SigBlk from /proc without allocating.
+	path [64]byte
+	sbuf [4096]byte
 }
 
 func newThreadMasker() (*threadMasker, error) {
@@ -133,12 +136,102 @@ func (m *threadMasker) change(block, unblock uint64, onlyNew bool) (int, error) 
 	for pass := 0; pass < maxMaskPasses; pass++ {
 		sent, err := m.pass(onlyNew || pass > 0)
 		total += sent
-		if err != nil || sent == 0 {
+		if err != nil && !errors.Is(err, errMaskTimeout) {
 			return total, err
 		}
+		if sent == 0 {
+			break
+		}
 	}
-	return total, nil
+	// The handlers' count says every thread ran one, but it has been seen
+	// to run ahead of a thread now and then (a handler signal queued by an
+	// earlier change running under this one's count); what counts is the
+	// mask the kernel shows, so each thread reached is checked in /proc
+	// and sent the signal again until its mask is right.
+	pause := unix.Timespec{Nsec: maskPause}
+	for round := 0; ; round++ {
+		if m.wrong(block, unblock) == 0 {
+			return total, nil
+		}
+		if round == maskWaitRounds {
+			return total, errMaskTimeout
+		}
+		unix.RawSyscall(unix.SYS_NANOSLEEP, uintptr(unsafe.Pointer(&pause)), 0, 0)
+	}
 }
+
+// wrong counts the threads reached whose mask does not show the change
+// yet, and sends each of them the signal again. A thread running a
+// handler shows every signal blocked: for an unblock it is not done yet.
+func (m *threadMasker) wrong(block, unblock uint64) int {
+	pid := uintptr(unix.Getpid())
+	bad := 0
+	for _, tid := range m.seen[:m.nseen] {
+		mask, ok := m.sigBlk(tid)
+		if !ok {
+			continue // exited
+		}
+		if mask&block != block || mask&unblock != 0 {
+			bad++
+			unix.RawSyscall(unix.SYS_TGKILL, pid, uintptr(tid), maskSignal)
+		}
+	}
+	return bad
+}
+
+// sigBlk reads thread tid's blocked signals from /proc/self/task/TID/status
+// with raw system calls into the masker's buffers.
+func (m *threadMasker) sigBlk(tid int32) (uint64, bool) {
+	n := copy(m.path[:], "/proc/self/task/")
+	var digits [10]byte
+	d := len(digits)
+	for v := tid; ; v /= 10 {
+		d--
+		digits[d] = byte('0' + v%10)
+		if v < 10 {
+			break
+		}
+	}
+	n += copy(m.path[n:], digits[d:])
+	n += copy(m.path[n:], "/status")
+	m.path[n] = 0
+	fd, _, e := unix.RawSyscall6(unix.SYS_OPENAT, uintptr(atFdcwd), uintptr(unsafe.Pointer(&m.path[0])), unix.O_RDONLY|unix.O_CLOEXEC, 0, 0, 0)
+	if e != 0 {
+		return 0, false
+	}
+	got := 0
+	for got < len(m.sbuf) {
+		r, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&m.sbuf[got])), uintptr(len(m.sbuf)-got))
+		if e != 0 || r == 0 {
+			break
+		}
+		got += int(r)
+	}
+	unix.RawSyscall(unix.SYS_CLOSE, fd, 0, 0)
+	const key = "SigBlk:\t"
+	for i := 0; i+len(key)+16 <= got; i++ {
+		if m.sbuf[i] != 'S' || string(m.sbuf[i:i+len(key)]) != key {
+			continue
+		}
+		var v uint64
+		for _, c := range m.sbuf[i+len(key) : i+len(key)+16] {
+			switch {
+			case c >= '0' && c <= '9':
+				v = v<<4 | uint64(c-'0')
+			case c >= 'a' && c <= 'f':
+				v = v<<4 | uint64(c-'a'+10)
+			default:
+				return 0, false
+			}
+		}
+		return v, true
+	}
+	return 0, false
+}
+
+// atFdcwd is AT_FDCWD as a variable: a negative constant does not convert
+// to uintptr.
+var atFdcwd = unix.AT_FDCWD
 
 // maxMaskPasses bounds change's passes.
 const maxMaskPasses = 8

@@ -52,7 +52,7 @@ func TestShortLivedGenerationRolledBack(t *testing.T) {
 		t.Fatalf("mworker reload of a generation that exits 3 after 0.3 s: exit status %d, want 1; output %q; log:\n%s",
 			code, out, lastLines(m.logText(), 30))
 	}
-	if !strings.Contains(out, "reload failed") || !strings.Contains(out, "exit:3") {
+	if !strings.Contains(out, "mworker reload: failed:") || !strings.Contains(out, "exit:3") {
 		t.Errorf("mworker reload said %q; want the failed reload and the worker's exit:3", out)
 	}
 	// The rollback answered; the old workers are current again, alive and
