@@ -257,18 +257,24 @@ func (m *master) reload() (int, error) {
 // reloadRun is what a series of reloads under load measured.
 type reloadRun struct {
 	reloads int
+	// took is how long each reload command took: until the new
+	// generation counted as ready and the old one was told to stop.
+	took []time.Duration
 	// toServe is, for each reload, the time from the reload command's
 	// start to the first answer of its generation the load received.
 	toServe []time.Duration
-	// took is how long each reload command took (until the new
-	// generation counted as ready).
-	took []time.Duration
+	// afterReady is toServe minus took: how long after the old generation
+	// was told to stop the new one answered its first request (negative:
+	// it answered before). A positive value is a stall: a window in which
+	// requests waited in the socket's queue with nobody accepting.
+	afterReady []time.Duration
 }
 
 // reloadUnder reloads m n times while l runs, each reload once the
-// previous one's generation has answered a request and the generations
-// before it have drained (a settled master): every reload is a whole
-// reload, and old generations never pile up to --max-old-generations.
+// previous one's generation has answered a request and at most one older
+// generation is still draining (old generations never pile up to
+// --max-old-generations), and returns once every old generation has
+// drained.
 func (m *master) reloadUnder(l *load, n int) reloadRun {
 	m.t.Helper()
 	var r reloadRun
@@ -278,7 +284,8 @@ func (m *master) reloadUnder(l *load, n int) reloadRun {
 		if err != nil {
 			m.t.Fatalf("reload %d of %d: %v", r.reloads+1, n, err)
 		}
-		r.took = append(r.took, time.Since(start))
+		took := time.Since(start)
+		r.took = append(r.took, took)
 		r.reloads++
 		var first time.Time
 		e2etest.WaitFor(m.t, 30*time.Second, fmt.Sprintf("an answer from generation %d", gen), func() bool {
@@ -286,14 +293,21 @@ func (m *master) reloadUnder(l *load, n int) reloadRun {
 			return !first.IsZero()
 		})
 		r.toServe = append(r.toServe, first.Sub(start))
-		m.waitSettled(30 * time.Second)
+		r.afterReady = append(r.afterReady, first.Sub(start)-took)
+		var s status
+		e2etest.WaitFor(m.t, 30*time.Second, "at most one old generation draining", func() bool {
+			s, err = m.status()
+			return m.exited() || err == nil && len(s.Workers) <= 2*m.workers
+		})
 	}
+	m.waitSettled(30 * time.Second)
 	return r
 }
 
 func (r reloadRun) String() string {
-	return fmt.Sprintf("%d reloads; reload command took %s; reload start to first answer of the new generation %s",
-		r.reloads, spread(r.took), spread(r.toServe))
+	return fmt.Sprintf("%d reloads; reload command took %s; reload start to first answer of the new generation %s; "+
+		"first answer after the old generation was told to stop %s",
+		r.reloads, spread(r.took), spread(r.toServe), spread(r.afterReady))
 }
 
 // spread is "median M, max X" of ds.
@@ -303,7 +317,7 @@ func spread(ds []time.Duration) string {
 	}
 	s := slices.Clone(ds)
 	slices.Sort(s)
-	return fmt.Sprintf("median %v, max %v", s[len(s)/2].Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond))
+	return fmt.Sprintf("min %v, median %v, max %v", s[0].Round(time.Millisecond), s[len(s)/2].Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond))
 }
 
 // load is an HTTP/1.1 load generator over TCP. Each client sends
@@ -483,7 +497,8 @@ type recipe struct {
 	options         []string // mworker run's, beyond -n, --listen and --control
 	env             []string
 	command         []string
-	reloads         int
+	reloads         int // under fresh connections
+	keepAlive       int // reloads under keep-alive (0: as many)
 	clients         int
 	strictKeepAlive bool
 }
@@ -505,7 +520,11 @@ func (rc recipe) run(t *testing.T) {
 		l := startLoad(m.addr, rc.clients, keepAlive)
 		// The load reaches the server before the first reload.
 		e2etest.WaitFor(t, 30*time.Second, "the first answers", func() bool { return l.answered() >= 20 })
-		rr := m.reloadUnder(l, rc.reloads)
+		n := rc.reloads
+		if keepAlive && rc.keepAlive > 0 {
+			n = rc.keepAlive
+		}
+		rr := m.reloadUnder(l, n)
 		res := l.stop()
 		t.Logf("%s, %d clients: %v; %v; %v", mode, rc.clients, res, rr, time.Since(start).Round(time.Millisecond))
 		if res.ok == 0 {
