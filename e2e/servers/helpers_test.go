@@ -498,9 +498,13 @@ type recipe struct {
 	env             []string
 	command         []string
 	reloads         int // under fresh connections
-	keepAlive       int // reloads under keep-alive (0: as many)
+	keepAlive       int // reloads under keep-alive (0: as many; -1: no keep-alive run)
 	clients         int
 	strictKeepAlive bool
+	// knownFreshFailures reports the failures under fresh connections
+	// instead of failing on them: for a server's own flaw that a recipe
+	// documents, not for a recipe of docs/servers.md.
+	knownFreshFailures bool
 }
 
 // run runs the recipe and logs what it measured.
@@ -512,6 +516,9 @@ func (rc recipe) run(t *testing.T) {
 		time.Since(began).Round(time.Millisecond))
 
 	for _, keepAlive := range []bool{false, true} {
+		if keepAlive && rc.keepAlive < 0 {
+			break
+		}
 		mode := "fresh connections"
 		if keepAlive {
 			mode = "keep-alive"
@@ -531,7 +538,7 @@ func (rc recipe) run(t *testing.T) {
 			t.Errorf("%s: no request answered", mode)
 		}
 		if res.failed > 0 {
-			if !keepAlive || rc.strictKeepAlive {
+			if keepAlive && rc.strictKeepAlive || !keepAlive && !rc.knownFreshFailures {
 				t.Errorf("%s: %d of %d requests failed under %d reloads: %q", mode, res.failed, res.ok+res.failed, rr.reloads, res.failures)
 			} else {
 				t.Logf("%s: %d of %d requests failed under %d reloads (%.1f per reload; reported, not failed): %q",
