@@ -4,7 +4,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 // asgiApp answers every request with the line the load generator reads.
@@ -126,4 +129,19 @@ func TestUvicornPlain(t *testing.T) {
 		clients:            8,
 		knownFreshFailures: true,
 	}.run(t)
+}
+
+// The launcher docs/servers.md shows is the one the recipe runs.
+func TestUvicornServeDocumented(t *testing.T) {
+	root, err := e2etest.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(filepath.Join(root, "docs", "servers.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(doc), "```python\n"+uvicornServe+"```\n") {
+		t.Errorf("docs/servers.md does not show serve.py as uvicorn_test.go runs it:\n%s", uvicornServe)
+	}
 }
