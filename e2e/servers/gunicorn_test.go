@@ -30,7 +30,9 @@ func TestGunicorn(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "app.py"), []byte(wsgiApp), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ready := os.Getenv("SRV_READY")
+	// MWORKER_GUNICORN_READY=1s compares a duration with notify, as
+	// docs/servers.md reports.
+	ready := os.Getenv("MWORKER_GUNICORN_READY")
 	if ready == "" {
 		ready = "notify"
 	}
