@@ -12,8 +12,11 @@
 //     socket: mworker counts the worker ready, and a reload goes on;
 //   - SIGTERM (mworker's default --stop-signal, and what it forwards on
 //     stop) drains: it stops accepting, answers every connection it has
-//     accepted and exits 0. (Not with http.Server.Shutdown alone, which
-//     can drop a connection accepted just before it: see drain.)
+//     accepted, tells keep-alive clients to leave ("Connection: close" on
+//     their next answer) and exits 0. (Not with http.Server.Shutdown
+//     alone, which can drop a connection accepted just before it, nor by
+//     closing idle keep-alive connections at once, which races a client
+//     sending its next request on one: see drain.)
 //
 // Every response is one line naming the process that answered and the
 // socket it came through:
@@ -40,6 +43,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -50,6 +54,11 @@ import (
 // drainTimeout bounds the graceful stop. Keep it below mworker's
 // --stop-timeout (10s by default), after which mworker sends SIGKILL.
 const drainTimeout = 8 * time.Second
+
+// idleGrace is how long a draining server waits for its idle keep-alive
+// clients to come back, be answered with "Connection: close" and leave,
+// before it closes the connections still idle.
+const idleGrace = time.Second
 
 func main() {
 	log.SetPrefix(fmt.Sprintf("httpworker[%d]: ", os.Getpid()))
@@ -79,9 +88,14 @@ func serve() int {
 		return 2
 	}
 
-	conns := &connSet{open: make(map[net.Conn]bool)}
+	conns := &connSet{open: make(map[net.Conn]http.ConnState)}
 	srv := &http.Server{
-		Handler:           http.HandlerFunc(answer),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if conns.draining.Load() {
+				w.Header().Set("Connection", "close")
+			}
+			answer(w, r)
+		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ConnState:         conns.track,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
@@ -116,16 +130,20 @@ func serve() int {
 	return 0
 }
 
-// drain stops serving without dropping a connection, which
-// http.Server.Shutdown alone does not guarantee: net/http closes without
-// an answer any connection whose request it finishes reading after
-// Shutdown has begun, and a worker sharing a listening socket (under
-// mworker, or systemd socket activation) may have accepted one a moment
-// before. So: answer from now on with "Connection: close" (which also
-// closes the idle keep-alive connections), stop accepting, and wait until
-// every connection accepted so far has been answered and closed.
+// drain stops serving without dropping a connection, which neither
+// http.Server.Shutdown alone nor SetKeepAlivesEnabled(false) guarantees:
+// net/http closes without an answer any connection whose request it
+// finishes reading after Shutdown has begun (a worker sharing a listening
+// socket, under mworker or systemd socket activation, may have accepted
+// one a moment before), and both close idle keep-alive connections at
+// once, while their clients may be sending the next request on them. So:
+// answer from now on with "Connection: close", stop accepting, wait until
+// no connection is new or active and until none is open at all or
+// idleGrace has passed (a keep-alive client under load comes back within
+// it, gets its answer and leaves), and only then Shutdown, which closes
+// the connections still idle.
 func drain(ctx context.Context, srv *http.Server, listeners []net.Listener, served <-chan error, conns *connSet) error {
-	srv.SetKeepAlivesEnabled(false)
+	conns.draining.Store(true)
 	for _, l := range listeners {
 		l.Close()
 	}
@@ -134,42 +152,55 @@ func drain(ctx context.Context, srv *http.Server, listeners []net.Listener, serv
 	for range listeners {
 		<-served
 	}
+	grace := time.Now().Add(idleGrace)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	for conns.count() > 0 {
+	for {
+		busy, open := conns.count()
+		if busy == 0 && (open == 0 || time.Now().After(grace)) {
+			break
+		}
 		select {
 		case <-ctx.Done():
-			n := conns.count()
 			srv.Close()
-			return fmt.Errorf("%d connections still open after %v, closed: %w", n, drainTimeout, ctx.Err())
+			return fmt.Errorf("%d connections still busy after %v, closed: %w", busy, drainTimeout, ctx.Err())
 		case <-tick.C:
 		}
 	}
-	return nil
+	return srv.Shutdown(ctx)
 }
 
-// connSet holds the connections the server has accepted and not yet
-// closed; http.Server.ConnState feeds it.
+// connSet holds the state of each connection the server has accepted and
+// not yet closed (http.Server.ConnState feeds it), and whether the server
+// is draining.
 type connSet struct {
-	mu   sync.Mutex
-	open map[net.Conn]bool
+	mu       sync.Mutex
+	open     map[net.Conn]http.ConnState
+	draining atomic.Bool
 }
 
 func (s *connSet) track(c net.Conn, state http.ConnState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch state {
-	case http.StateNew:
-		s.open[c] = true
 	case http.StateClosed, http.StateHijacked:
 		delete(s.open, c)
+	default:
+		s.open[c] = state
 	}
 }
 
-func (s *connSet) count() int {
+// count returns how many connections are new (accepted, no request read
+// yet) or active (a request in progress), and how many are open at all.
+func (s *connSet) count() (busy, open int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.open)
+	for _, st := range s.open {
+		if st == http.StateNew || st == http.StateActive {
+			busy++
+		}
+	}
+	return busy, len(s.open)
 }
 
 // answer tells the client which process served it, through which socket.
