@@ -100,23 +100,23 @@ type Machine struct {
 	restarting        map[int]bool // slots of cur with a restart timer armed
 	armed             map[Timer]bool
 
-	announced             bool
-	upgrade               bool        // the binary at Path is another image (ImageChanged)
-	pendingReload         bool        // a reload arrived during a reload
-	requests              []RequestID // reload requests awaiting the outcome
-	queued                []RequestID // reload requests for the reload after this one
-	derived               bool        // firing a settle transition, not the event
-	failure               string      // why the generation being readied failed
-	culprit               *ExitStatus // the worker exit that ends the run
-	exitStatus            int
-	exitFixed             bool
-	stopSignal            Signal // signal for workers that start while exiting
+	announced     bool
+	upgrade       bool        // the binary at Path is another image (ImageChanged)
+	pendingReload bool        // a reload arrived during a reload
+	requests      []RequestID // reload requests awaiting the outcome
+	queued        []RequestID // reload requests for the reload after this one
+	derived       bool        // firing a settle transition, not the event
+	failure       string      // why the generation being readied failed
+	culprit       *ExitStatus // the worker exit that ends the run
+	exitStatus    int
+	exitFixed     bool
+	stopSignal    Signal // signal for workers that start while exiting
 	// The stop held for Config.ShutdownDelay (shutdown.go): delaying while
 	// TimerShutdownDelay runs; heldStop is trigSoftStop or trigTerminate,
 	// heldSignal the signal of a held terminate.
-	delaying   bool
-	heldStop   trigger
-	heldSignal Signal
+	delaying              bool
+	heldStop              trigger
+	heldSignal            Signal
 	reloads, failedReload int
 	stopPids, termPids    []int
 	gone                  []int // workers wait4 cannot find, while their exits are stepped
