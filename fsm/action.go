@@ -171,13 +171,16 @@ const (
 	// TimerWatchdog replaces worker Pid, which has sent WATCHDOG=1 before,
 	// when it sends none for Config.Watchdog; each ping re-arms it.
 	TimerWatchdog
+	// TimerShutdownDelay ends Config.ShutdownDelay: the stop that began it
+	// is carried out (the workers are told) when it fires.
+	TimerShutdownDelay
 )
 
 var timerKindNames = [...]string{
 	TimerRestart: "restart", TimerStable: "stable", TimerReadyAfter: "ready-after",
 	TimerReadyTimeout: "ready-timeout", TimerKill: "kill", TimerKillAll: "kill-all",
 	TimerRestartWindow: "restart-window", TimerQuick: "quick", TimerKillWorker: "kill-worker",
-	TimerWatchdog: "watchdog",
+	TimerWatchdog: "watchdog", TimerShutdownDelay: "shutdown-delay",
 }
 
 func (k TimerKind) String() string {

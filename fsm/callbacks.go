@@ -545,6 +545,7 @@ func (m *Machine) signalForeign() {
 // final kill.
 func (m *Machine) enterExiting(sig Signal, why string, pids []int) {
 	m.stopSignal = sig
+	delayed := m.endDelay()
 	if m.repl != nil {
 		m.abortRestart("mworker is stopping ("+why+")", false)
 	}
@@ -564,7 +565,9 @@ func (m *Machine) enterExiting(sig Signal, why string, pids []int) {
 	m.replyAll(false, "reload aborted: mworker is stopping ("+why+")", aborted)
 	m.cancelRestarts()
 	m.unwatchAll()
-	m.emit(Notify{State: NotifyStopping})
+	if !delayed {
+		m.emit(Notify{State: NotifyStopping}) // sent when the delay began
+	}
 	m.emit(StopListening{})
 	m.kill(pids, sig)
 	if len(m.byPid) > 0 || len(m.inflight) > 0 {
@@ -573,13 +576,16 @@ func (m *Machine) enterExiting(sig Signal, why string, pids []int) {
 }
 
 func beginSoftStop(ctx context.Context, _ ...any) error {
-	m := machineOf(ctx)
+	machineOf(ctx).softStop()
+	return nil
+}
+
+func (m *Machine) softStop() {
 	m.log(LevelInfo, "soft stop: telling every worker to stop", "signal", m.cfg.StopSignal)
 	m.enterExiting(m.cfg.StopSignal, "soft stop", m.livePids(func(g *generation) bool { return !g.retired }))
 	if id, ok := m.controlID(); ok {
 		m.emit(Reply{ID: id, OK: true})
 	}
-	return nil
 }
 
 func beginTerminate(ctx context.Context, _ ...any) error {
@@ -588,9 +594,13 @@ func beginTerminate(ctx context.Context, _ ...any) error {
 	if e, ok := event[SignalReceived](m); ok {
 		sig = e.Signal
 	}
+	m.terminate(sig)
+	return nil
+}
+
+func (m *Machine) terminate(sig Signal) {
 	m.log(LevelInfo, "terminating: forwarding the signal to every worker", "signal", sig)
 	m.enterExiting(sig, sig.String(), m.livePids(nil))
-	return nil
 }
 
 func endRun(ctx context.Context, _ ...any) error {

@@ -80,6 +80,11 @@ type Config struct {
 	// (WorkerWatchdog) and then sends none for this long is stopped and
 	// replaced as --restart says. 0, the zero value, watches no worker.
 	Watchdog time.Duration
+	// ShutdownDelay is --shutdown-delay: a stop (SoftStop, Terminate, a
+	// stop request) first keeps serving this long (TimerShutdownDelay),
+	// then tells the workers; a second stop meanwhile is carried out at
+	// once. 0, the zero value, tells them at once.
+	ShutdownDelay time.Duration
 }
 
 // NoOldGenerations is the MaxOldGenerations that lets no generation drain
@@ -358,6 +363,8 @@ func (c *Config) validate() error {
 		return bad("unknown reexec policy %d", c.Reexec)
 	case c.Watchdog < 0:
 		return bad("watchdog %v is negative: use 0 for none or a positive duration such as 30s", c.Watchdog)
+	case c.ShutdownDelay < 0:
+		return bad("shutdown delay %v is negative: use 0 for none or a positive duration such as 5s", c.ShutdownDelay)
 	case c.MaxOldGenerations < NoOldGenerations:
 		return bad("max old generations %d: use 0 for no cap, NoOldGenerations, or a positive number", c.MaxOldGenerations)
 	case c.Batch < 0 || c.Batch > MaxWorkers:
@@ -448,6 +455,9 @@ type Status struct {
 	Reloads       int
 	FailedReloads int
 	Workers       []WorkerStatus
+	// ShutdownDelay: a stop has begun and waits for Config.ShutdownDelay
+	// before telling the workers, who serve on meanwhile.
+	ShutdownDelay bool
 
 	// LastReload is how the last reload ended; nil before one has.
 	LastReload *ReloadOutcome
@@ -538,6 +548,9 @@ func (s *Status) String() string {
 	fmt.Fprintf(&b, "state=%s gen=%d size=%d reloads=%d failed=%d ", s.State, s.Generation, s.Size, s.Reloads, s.FailedReloads)
 	if s.ReloadQueued {
 		b.WriteString("queued ")
+	}
+	if s.ShutdownDelay {
+		b.WriteString("shutdown-delay ")
 	}
 	if o := s.LastReload; o != nil {
 		b.WriteString("last=" + o.Result + "#" + strconv.Itoa(o.Seq) + " ")

@@ -26,6 +26,7 @@ package fsm
 //	max-old-generations: 1     Config.MaxOldGenerations (default 0: no cap; -1: NoOldGenerations)
 //	batch: 2                   Config.Batch: rolling reloads (default 0: the whole generation)
 //	watchdog: 2s               Config.Watchdog (default 0: none)
+//	shutdown-delay: 5s         Config.ShutdownDelay (default 0: none)
 //	path: /usr/sbin/mworker    Config.Path (default /usr/bin/mworker)
 //	argv: mworker run -- srv   Config.Argv, split on spaces (default "mworker run -- server")
 //	caller: lax                allow scripts that break the caller's duties
@@ -281,6 +282,8 @@ func goldenConfig(header []string) (Config, error) {
 			cfg.Batch, err = strconv.Atoi(val)
 		case "watchdog":
 			cfg.Watchdog, err = time.ParseDuration(val)
+		case "shutdown-delay":
+			cfg.ShutdownDelay, err = time.ParseDuration(val)
 		case "path":
 			cfg.Path = val
 		case "argv":
@@ -447,7 +450,7 @@ func parseTimer(s string) (Timer, error) {
 		t.Pid, err = atoi(kv, "pid")
 	case TimerReadyTimeout, TimerKill:
 		t.Generation, err = atoi(kv, "gen")
-	case TimerKillAll:
+	case TimerKillAll, TimerShutdownDelay:
 	default:
 		err = fmt.Errorf("unknown timer kind %q", words[0])
 	}

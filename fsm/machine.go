@@ -66,6 +66,9 @@ const (
 	trigWatchdogFailed   trigger = "WatchdogFailed"
 	trigBadRequest       trigger = "BadRequest"
 	trigNoise            trigger = "Noise"
+	trigDelayStop        trigger = "StopDelayed"
+	trigDelayOver        trigger = "ShutdownDelayOver"
+	trigReloadRefused    trigger = "ReloadWhileStopping"
 )
 
 // Machine is the supervisor's decision core. It is not safe for concurrent
@@ -97,17 +100,23 @@ type Machine struct {
 	restarting        map[int]bool // slots of cur with a restart timer armed
 	armed             map[Timer]bool
 
-	announced             bool
-	upgrade               bool        // the binary at Path is another image (ImageChanged)
-	pendingReload         bool        // a reload arrived during a reload
-	requests              []RequestID // reload requests awaiting the outcome
-	queued                []RequestID // reload requests for the reload after this one
-	derived               bool        // firing a settle transition, not the event
-	failure               string      // why the generation being readied failed
-	culprit               *ExitStatus // the worker exit that ends the run
-	exitStatus            int
-	exitFixed             bool
-	stopSignal            Signal // signal for workers that start while exiting
+	announced     bool
+	upgrade       bool        // the binary at Path is another image (ImageChanged)
+	pendingReload bool        // a reload arrived during a reload
+	requests      []RequestID // reload requests awaiting the outcome
+	queued        []RequestID // reload requests for the reload after this one
+	derived       bool        // firing a settle transition, not the event
+	failure       string      // why the generation being readied failed
+	culprit       *ExitStatus // the worker exit that ends the run
+	exitStatus    int
+	exitFixed     bool
+	stopSignal    Signal // signal for workers that start while exiting
+	// The stop held for Config.ShutdownDelay (shutdown.go): delaying while
+	// TimerShutdownDelay runs; heldStop is trigSoftStop or trigTerminate,
+	// heldSignal the signal of a held terminate.
+	delaying              bool
+	heldStop              trigger
+	heldSignal            Signal
 	reloads, failedReload int
 	stopPids, termPids    []int
 	gone                  []int // workers wait4 cannot find, while their exits are stepped
@@ -315,7 +324,7 @@ func (m *Machine) settle() {
 			m.fireDerived(trigReplaceFailed)
 		case m.state == stateRunning && m.repl != nil && m.replacementReady():
 			m.fireDerived(trigReplaced)
-		case m.state == stateRunning && m.pendingReload && len(m.inflight) == 0 && m.repl == nil && m.gone == nil:
+		case m.state == stateRunning && m.pendingReload && len(m.inflight) == 0 && m.repl == nil && m.gone == nil && !m.delaying:
 			m.fireDerived(trigReload)
 		case m.state == stateExiting && len(m.byPid) == 0 && len(m.inflight) == 0:
 			m.fireDerived(trigAllGone)
@@ -362,11 +371,11 @@ func (m *Machine) classify(ev Event) stateless.Trigger {
 	case SignalReceived:
 		switch RouteOf(e.Signal) {
 		case RouteReload:
-			return trigReload
+			return m.unlessDelaying(trigReload)
 		case RouteSoftStop:
-			return m.again(trigSoftStop)
+			return m.delayed(m.again(trigSoftStop))
 		case RouteTerminate:
-			return m.again(trigTerminate)
+			return m.delayed(m.again(trigTerminate))
 		case RouteForward:
 			return trigForward
 		}
@@ -429,6 +438,11 @@ func (m *Machine) classify(ev Event) stateless.Trigger {
 			return trigWindowClosed
 		case TimerQuick:
 			return trigQuickOver
+		case TimerShutdownDelay:
+			if !m.delaying {
+				return trigNoise
+			}
+			return trigDelayOver
 		}
 		return trigNoise
 	case ControlRequest:
@@ -437,9 +451,9 @@ func (m *Machine) classify(ev Event) stateless.Trigger {
 		}
 		switch e.Command {
 		case CmdReload:
-			return trigReload
+			return m.unlessDelaying(trigReload)
 		case CmdStop:
-			return m.again(trigSoftStop)
+			return m.delayed(m.again(trigSoftStop))
 		case CmdStatus:
 			return trigStatus
 		case CmdScale:
@@ -490,6 +504,9 @@ func buildTable() *stateless.StateMachine {
 		Permit(trigSoftStop, stateExiting).
 		Permit(trigTerminate, stateExiting).
 		Permit(trigRunEnded, stateExiting).
+		Permit(trigDelayOver, stateExiting).
+		InternalTransition(trigDelayStop, do(beginShutdownDelay)).
+		InternalTransition(trigReloadRefused, do(refuseReload)).
 		InternalTransition(trigForward, on(forwardToCurrent)).
 		InternalTransition(trigSpawned, on(recordWorker)).
 		InternalTransition(trigSpawnFailed, on(workerFailedToStart)).
@@ -546,6 +563,7 @@ func buildTable() *stateless.StateMachine {
 		OnEntryFrom(trigSoftStop, beginSoftStop).
 		OnEntryFrom(trigTerminate, beginTerminate).
 		OnEntryFrom(trigRunEnded, endRun).
+		OnEntryFrom(trigDelayOver, endShutdownDelay).
 		Permit(trigAllGone, stateExited).
 		InternalTransition(trigTerminateAgain, on(forwardToAll)).
 		InternalTransition(trigStopAgain, do(repeatSoftStop)).
@@ -863,7 +881,7 @@ func (m *Machine) ReloadSeqs() (begun, ended int) {
 }
 
 func (m *Machine) status() *Status {
-	s := &Status{State: m.State(), Generation: m.cur, Size: m.size, Reloads: m.reloads, FailedReloads: m.failedReload}
+	s := &Status{State: m.State(), Generation: m.cur, Size: m.size, Reloads: m.reloads, FailedReloads: m.failedReload, ShutdownDelay: m.delaying}
 	for _, g := range m.gens {
 		for _, w := range g.slots {
 			if w != nil {

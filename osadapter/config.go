@@ -3,6 +3,7 @@ package osadapter
 import (
 	"io"
 	"log/slog"
+	"syscall"
 
 	"github.com/mworker/mworker/fsm"
 )
@@ -28,6 +29,19 @@ type Config struct {
 	// Metrics is the address of the HTTP server of /metrics, /healthz and
 	// /readyz (HOST:PORT, tcp://HOST:PORT or unix:///PATH), or "".
 	Metrics string
+
+	// SuccessExit are the --success-exit statuses: a master exit status
+	// (a worker's: its code, or 128+N when signal N killed it) that is one
+	// of them becomes 0, as systemd's SuccessExitStatus= and tini -e do.
+	SuccessExit []int
+	// Credential, when set (--user, --group), is the uid, gid and
+	// supplementary groups every worker runs with: the master keeps its
+	// own (root), its listeners and its control socket; the notify
+	// sockets are made reachable by that uid (ready.go).
+	Credential *syscall.Credential
+	// User and Group are --user and --group as given (a name or a
+	// number); the command line resolves them into Credential.
+	User, Group string
 
 	// CheckTakeover runs the takeover check before every re-exec: the
 	// binary at the start path is run with CheckFlag inserted after

@@ -173,6 +173,8 @@ type metricsSnapshot struct {
 	// ready is /readyz's answer: no stop has begun and a worker that is
 	// not stopping is ready.
 	ready bool
+	// delaying: a stop waits out --shutdown-delay (not ready).
+	delaying bool
 }
 
 func (l *loop) snapshot(st *fsm.Status) *metricsSnapshot {
@@ -183,6 +185,7 @@ func (l *loop) snapshot(st *fsm.Status) *metricsSnapshot {
 		generation:    st.Generation,
 		desired:       st.Size,
 		state:         st.State,
+		delaying:      st.ShutdownDelay,
 		logDropped:    l.out.q.droppedLines(),
 	}
 	s.ReloadCounts = append([]uint64(nil), l.met.ReloadCounts...)
@@ -205,7 +208,7 @@ func (l *loop) snapshot(st *fsm.Status) *metricsSnapshot {
 		}
 		s.workers[role][state]++
 	}
-	s.ready = ready > 0 && (st.State == "running" || st.State == "reloading")
+	s.ready = ready > 0 && (st.State == "running" || st.State == "reloading") && !st.ShutdownDelay
 	return s
 }
 
@@ -400,6 +403,8 @@ func (s *metricsServer) serveReady(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "not ready: starting", http.StatusServiceUnavailable)
 	case snap.state == "exiting" || snap.state == "exited":
 		http.Error(w, "not ready: stopping", http.StatusServiceUnavailable)
+	case snap.delaying:
+		http.Error(w, "not ready: stopping after the shutdown delay", http.StatusServiceUnavailable)
 	case !snap.ready:
 		http.Error(w, "not ready: no worker is ready", http.StatusServiceUnavailable)
 	default:

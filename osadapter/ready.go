@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -64,6 +65,27 @@ type readySockets struct {
 	// texts is each live worker's last STATUS=, by pid, for status; the
 	// loop's (statusState.StatusText), written on the loop's goroutine.
 	texts map[int]string
+	// cred is the workers' uid and gid under --user, or nil (share).
+	cred *syscall.Credential
+}
+
+// share lets workers that run as cred (--user, --group) use their
+// sockets: the directory becomes root's with cred's group, mode 0710
+// (that group may reach a name it knows, not list nor create one), each
+// socket belongs to cred's uid, mode 0600, and that uid's datagrams are
+// accepted besides the master's own.
+func (r *readySockets) share(cred *syscall.Credential) error {
+	r.cred = cred
+	if r.dir == "" {
+		return nil
+	}
+	if err := os.Chown(r.dir, os.Getuid(), int(cred.Gid)); err != nil {
+		return errorf("--user: notify socket directory: %w", err)
+	}
+	if err := os.Chmod(r.dir, 0o710); err != nil {
+		return errorf("--user: notify socket directory: %w", err)
+	}
+	return nil
 }
 
 // readySocket is one worker's socket.
@@ -191,7 +213,8 @@ func checkReadyDir(dir string) error {
 	if err := unix.Lstat(dir, &st); err != nil {
 		return &os.PathError{Op: "lstat", Path: dir, Err: err}
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != uint32(os.Getuid()) || st.Mode&0o077 != 0 {
+	// 0710 under --user (share): the workers' group may search it.
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != uint32(os.Getuid()) || st.Mode&0o067 != 0 {
 		return fmt.Errorf("%s: not a private directory of uid %d (mode %#o, uid %d)", dir, os.Getuid(), st.Mode, st.Uid)
 	}
 	return nil
@@ -212,6 +235,16 @@ func (r *readySockets) open(gen, slot int) (*readySocket, error) {
 	for try := 1; ; try++ {
 		r.seq++
 		s, err := sdnotify.Listen(filepath.Join(r.dir, strconv.Itoa(gen)+"."+strconv.Itoa(slot)+"."+strconv.Itoa(r.seq)))
+		if err == nil && r.cred != nil {
+			if err = os.Chown(s.Addr(), int(r.cred.Uid), int(r.cred.Gid)); err == nil {
+				err = os.Chmod(s.Addr(), 0o600)
+			}
+			if err != nil {
+				s.Close()
+				os.Remove(s.Addr())
+				return nil, errorf("notify socket of generation %d slot %d for --user: %w", gen, slot, err)
+			}
+		}
 		if err == nil {
 			return &readySocket{s: s, done: make(chan struct{})}, nil
 		}
@@ -226,6 +259,9 @@ func (r *readySockets) open(gen, slot int) (*readySocket, error) {
 // reaped.
 func (r *readySockets) watch(rs *readySocket, pid int) {
 	rs.pid = pid
+	if r.cred != nil {
+		rs.s.Accept(int(r.cred.Uid))
+	}
 	r.byPid[pid] = rs
 	go rs.receive(r.out, r.log)
 }

@@ -177,6 +177,9 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 		pidFile:   cfg.PidFile,
 		met:       &metrics{},
 
+		successExit: cfg.SuccessExit,
+		cred:        cfg.Credential,
+
 		prepareExec: cfg.PrepareExec,
 		check:       cfg.CheckTakeover,
 	}
@@ -304,6 +307,11 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 		return nil, err
 	}
 	l.ready.notify, l.ready.watchdog = mc.Ready.Kind == fsm.ReadyNotify, mc.Watchdog > 0
+	if cfg.Credential != nil {
+		if err := l.ready.share(cfg.Credential); err != nil {
+			return nil, err
+		}
+	}
 	l.ready.texts = l.st.StatusText
 	// With --watchdog, each worker gets its own, as systemd gives a
 	// service's main process (WatchdogSec=): WATCHDOG_USEC here, and

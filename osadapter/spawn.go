@@ -62,7 +62,7 @@ func (l *loop) spawn(gen, slot int) (int, error) {
 	pid, err := l.sys.ForkExec(argv0, argv, &syscall.ProcAttr{
 		Env:   env,
 		Files: files,
-		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSignal},
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSignal, Credential: l.cred},
 	})
 	if pipes != nil {
 		l.wout.started(pipes, pid, gen, slot, err)

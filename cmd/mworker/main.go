@@ -79,6 +79,21 @@
 //	                       as --restart says; every worker gets
 //	                       WATCHDOG_USEC and WATCHDOG_PID (its own pid) as
 //	                       systemd sets them; 0 or off: none (default off)
+//	--shutdown-delay D     on a stop (TERM, INT, USR1, mworker stop), keep
+//	                       serving D before telling the workers: the
+//	                       listeners stay open and /readyz answers 503, so
+//	                       that a load balancer or Kubernetes stops sending
+//	                       new connections first; a second stop cuts it
+//	                       short (default 0)
+//	--success-exit N       repeatable; a worker status N (0..255; 143 is
+//	                       death by SIGTERM) that would be the master's
+//	                       exit status counts as 0
+//	--user NAME|UID        run the workers as this user, with its primary
+//	                       group and no supplementary groups, while the
+//	                       master (started as root) keeps the listeners
+//	                       and the control socket
+//	--group NAME|GID       with --user: the workers' group instead of the
+//	                       user's primary group
 //	--reexec WHEN          when a reload re-executes the master: upgrade
 //	                       (only when the binary at the start path is not
 //	                       the running one), always or never; a reload

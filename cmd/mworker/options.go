@@ -176,6 +176,44 @@ var runOptions = []option{
 			c.Machine.Watchdog = d
 			return nil
 		}},
+	{long: "--shutdown-delay", arg: "D", def: "0",
+		help: "on a stop (TERM, INT, USR1, mworker stop), keep serving D before telling the workers (listeners open, /readyz 503): time for a load balancer or Kubernetes to stop sending new connections; a second stop cuts it short",
+		set: func(c *osadapter.Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				return usagef("bad --shutdown-delay %q: use a duration such as 5s, or 0 (none)", v)
+			}
+			c.Machine.ShutdownDelay = d
+			return nil
+		}},
+	{long: "--success-exit", arg: "N",
+		help: "repeatable; a worker status N (0..255; 143 is death by SIGTERM) that would be the master's exit status counts as 0",
+		set: func(c *osadapter.Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > 255 {
+				return usagef("bad --success-exit %q: use an exit status from 0 to 255, such as 143 (killed by SIGTERM)", v)
+			}
+			c.SuccessExit = append(c.SuccessExit, n)
+			return nil
+		}},
+	{long: "--user", arg: "NAME|UID",
+		help: "run the workers as this user (its primary group, no supplementary groups) while the master, started as root, keeps the listeners and the control socket",
+		set: func(c *osadapter.Config, v string) error {
+			if v == "" {
+				return usagef("empty --user: use a user name such as www-data or a numeric uid")
+			}
+			c.User = v
+			return nil
+		}},
+	{long: "--group", arg: "NAME|GID",
+		help: "with --user: the workers' group instead of the user's primary group",
+		set: func(c *osadapter.Config, v string) error {
+			if v == "" {
+				return usagef("empty --group: use a group name such as www-data or a numeric gid")
+			}
+			c.Group = v
+			return nil
+		}},
 	{long: "--reexec", arg: "WHEN", def: "upgrade",
 		help: "when a reload re-executes: upgrade (a new binary at the start path), always or never",
 		set: func(c *osadapter.Config, v string) error {
@@ -334,6 +372,9 @@ func parseRunArgs(args []string) (osadapter.Config, error) {
 			what += " (the default)"
 		}
 		return cfg, usagef("--ready-timeout %v is not longer than %s: every reload would be rolled back; use a longer --ready-timeout, a shorter --ready, or --ready notify", t, what)
+	}
+	if err := resolveCredential(&cfg, geteuid()); err != nil {
+		return cfg, err
 	}
 	// The machine checks its own configuration again; a value the parser
 	// let through but the core refuses is still bad input, not a crash.

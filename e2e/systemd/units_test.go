@@ -291,3 +291,33 @@ func TestStopDuringReload(t *testing.T) {
 	}
 	c.run("systemctl", "stop", "app")
 }
+
+// TestHelloService runs hello.service of docs/systemd.md ("Try it with
+// examples/httpworker") as written: DynamicUser=yes, so no user to
+// create, and the worker built from examples/httpworker at the path the
+// unit names. It starts, answers, reloads and stops cleanly.
+func TestHelloService(t *testing.T) {
+	t.Parallel()
+	c := boot(t, requireRootfs(t))
+	hw, err := e2etest.Build(t.TempDir(), "httpworker", "./examples/httpworker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	install(t, c)
+	if err := e2etest.CopyFile(hw, c.path("/usr/local/bin/httpworker")); err != nil {
+		t.Fatal(err)
+	}
+	c.run("systemctl", "start", "hello")
+	waitGeneration(t, c, "1")
+	c.run("systemctl", "reload", "hello")
+	waitGeneration(t, c, "2")
+	c.run("systemctl", "stop", "hello")
+	// Not expectCleanStop: systemd 252 leaves ExecMainCode=0 for this
+	// DynamicUser= unit after the stop (the master's exit is in the
+	// journal instead).
+	p := c.show("hello.service", "ActiveState", "Result")
+	j := c.journal("hello.service")
+	if p["ActiveState"] != "inactive" || p["Result"] != "success" || !strings.Contains(j, `"all workers gone; exiting" status=0`) || sigkills(j) > 0 {
+		t.Errorf("after systemctl stop hello: %v, want inactive and success, the master exiting 0, nothing SIGKILLed\n%s", p, tail(j, 30))
+	}
+}

@@ -51,8 +51,10 @@ type Socket struct {
 	// uid is the only sender uid accepted: the master's real uid, the one
 	// the kernel reports for a sender.
 	uid int
-	buf []byte
-	oob []byte
+	// also is one more uid accepted (Accept), or -1.
+	also int
+	buf  []byte
+	oob  []byte
 }
 
 // Listen makes a notify socket at addr: an absolute path (put it in a
@@ -120,12 +122,18 @@ func newSocket(conn *net.UnixConn, addr string) (*Socket, error) {
 		conn: conn,
 		addr: addr,
 		uid:  os.Getuid(),
+		also: -1,
 		buf:  make([]byte, MaxSize+1),
 		// Room for the credentials and a few descriptors: descriptors that
 		// do not fit are never installed (MSG_CTRUNC), the rest are closed.
 		oob: make([]byte, unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(16*4)),
 	}, nil
 }
+
+// Accept accepts the datagrams of one more uid besides the master's own:
+// the uid its workers run as when the master drops their privileges
+// (mworker run --user). A negative uid accepts none.
+func (s *Socket) Accept(uid int) { s.also = uid }
 
 // Addr is the value for the worker's NOTIFY_SOCKET.
 func (s *Socket) Addr() string { return s.addr }
@@ -179,7 +187,7 @@ func (s *Socket) Receive() (Datagram, error) {
 		return d, s.reject(d, fmt.Errorf("control message: %w", cerr))
 	case !haveCreds:
 		return d, s.reject(d, ErrNoCreds)
-	case d.UID != s.uid:
+	case d.UID != s.uid && d.UID != s.also:
 		return d, s.reject(d, fmt.Errorf("%w %d, not %d", ErrForeignUID, d.UID, s.uid))
 	case flags&unix.MSG_TRUNC != 0 || n > MaxSize:
 		return d, s.reject(d, ErrTooLarge)

@@ -252,6 +252,27 @@ func TestForeignUIDRejected(t *testing.T) {
 	}
 }
 
+// Accept adds the workers' uid (mworker run --user): theirs is taken,
+// besides the master's own.
+func TestAcceptedUID(t *testing.T) {
+	s := pathSocket(t)
+	s.uid = os.Getuid() + 1 // the master's own, here another
+	s.Accept(os.Getuid())   // the workers'
+	if err := Send(s.Addr(), "READY=1"); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := receive(t, s); err != nil || !d.Message.Ready || d.UID != os.Getuid() {
+		t.Fatalf("Receive = %+v, %v; want READY=1 from the accepted uid", d, err)
+	}
+	s.Accept(-1)
+	if err := Send(s.Addr(), "READY=1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := receive(t, s); !errors.Is(err, ErrForeignUID) {
+		t.Fatalf("after Accept(-1): %v, want ErrForeignUID", err)
+	}
+}
+
 func TestForgedCredentialsRejected(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("sending another uid in SCM_CREDENTIALS needs CAP_SETUID; TestForeignUIDRejected covers the check")
