@@ -29,7 +29,7 @@ frontend web
 `, port))
 	nativeRecipe{
 		workers: 2,
-		options: []string{"-n", "2", "--stop-signal", "USR1", "--ready", "500ms"},
+		options: []string{"-n", "2", "--stop-signal", "USR1", "--ready", "1s"},
 		command: []string{haproxy, "-db", "-f", conf},
 	}.run(t, dir, port)
 }
