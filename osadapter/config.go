@@ -22,6 +22,9 @@ type Config struct {
 	// Listen are the --listen specs ([NAME=]ADDR), bound once by the master
 	// before any worker starts and passed to every worker as fd 3...
 	Listen []string
+	// FdEnv are the --fd-env variables: each names the listener fds in a
+	// server's own format (fdenv.go).
+	FdEnv []FdEnv
 	// Control is the path of the control socket, or "".
 	Control string
 	// PidFile is where the master's pid is written atomically, or "".

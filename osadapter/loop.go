@@ -39,6 +39,7 @@ type loop struct {
 	path        string           // absolute start path, handed to the next image
 	command     []string         // the worker's argv
 	workerEnv   []string         // the worker's environment, less generation and slot
+	fdEnv       []FdEnv          // --fd-env: variables that name the listener fds
 	watchdogPid bool             // --watchdog: workers start through the trampoline, which sets WATCHDOG_PID
 	ignored     []syscall.Signal // SIG_IGN at the first start; workers get them back
 	mask        unix.Sigset_t    // the thread's mask at the first start

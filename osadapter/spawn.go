@@ -32,6 +32,9 @@ func (l *loop) spawn(gen, slot int) (int, error) {
 		if len(listeners) > 0 {
 			env = append(env, "LISTEN_FDS="+itoa(len(listeners)))
 			env = append(env, "LISTEN_FDNAMES="+strings.Join(l.fds.names(), ":"))
+			for _, e := range l.fdEnv {
+				env = append(env, e.expand(len(listeners)))
+			}
 		}
 		if l.sys.Shell != "" {
 			argv0, argv = shellTrampoline(l.sys.Shell, l.command, l.ignored, len(listeners) > 0, l.watchdogPid)

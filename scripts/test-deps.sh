@@ -5,8 +5,9 @@
 # example; the tests in e2e/container use them; systemd itself is not
 # started) and python3 (the watchdog test's worker sends its WATCHDOG=1
 # datagrams with it, cmd/mworker) and prometheus (its promtool checks what
-# /metrics serves: `promtool check metrics`, cmd/mworker), gunicorn and
-# python3-uvicorn (e2e/servers runs them behind mworker). Run as root on Debian; elsewhere it says what is missing and the
+# /metrics serves: `promtool check metrics`, cmd/mworker), and the servers of
+# e2e/servers (gunicorn, python3-uvicorn, nginx-light, haproxy, nodejs, puma,
+# ruby-sd-notify for puma's READY=1). Run as root on Debian; elsewhere it says what is missing and the
 # tests that need it skip with that reason.
 #
 # The suites with real service managers run only when asked, and so are
@@ -21,9 +22,14 @@ need systemd-analyze systemd
 need systemd-socket-activate systemd
 need python3 python3
 need promtool prometheus
-# e2e/servers: real servers behind mworker run (docs/servers.md).
+# e2e/servers: the recipes of docs/servers.md, each server run for real.
 need gunicorn gunicorn
 python3 -c 'import uvicorn' 2>/dev/null || /usr/bin/python3 -c 'import uvicorn' 2>/dev/null || missing="$missing python3-uvicorn"
+need nginx nginx-light
+need haproxy haproxy
+need node nodejs
+need puma puma
+command -v ruby >/dev/null 2>&1 && ruby -e "require 'sd_notify'" 2>/dev/null || need ruby-sd-notify-missing ruby-sd-notify
 if [ "${MWORKER_E2E_SYSTEMD:-}" = 1 ]; then
 	need debootstrap debootstrap
 	need systemd-nspawn systemd-container

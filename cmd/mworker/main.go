@@ -39,6 +39,11 @@
 //	                       unix:///PATH, bound once by the master and passed
 //	                       to every worker as fd 3.. with LISTEN_FDS,
 //	                       LISTEN_PID and LISTEN_FDNAMES set as systemd does
+//	--fd-env NAME=FORMAT   repeatable; also name the listener fds in the
+//	                       variable NAME, for servers that ignore LISTEN_FDS:
+//	                       {fds} in FORMAT becomes the fds joined by commas,
+//	                       {fds:SEP} joined by SEP; nginx: --fd-env
+//	                       'NGINX={fds:;};' gives NGINX=3;4;
 //	--ready MODE           when a new worker counts as ready: a duration it
 //	                       must stay up (a new generation that exits sooner
 //	                       is rolled back), notify (it sends READY=1 to

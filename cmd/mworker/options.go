@@ -72,6 +72,21 @@ var runOptions = []option{
 			c.Listen = append(c.Listen, v) // checked as a whole below
 			return nil
 		}},
+	{long: "--fd-env", arg: "NAME=FORMAT",
+		help: "repeatable; also name the listener fds in the variable NAME, for servers that ignore LISTEN_FDS: FORMAT is text where {fds} becomes the fds joined by commas and {fds:SEP} joined by SEP; nginx: --fd-env 'NGINX={fds:;};' gives NGINX=3;4;",
+		set: func(c *osadapter.Config, v string) error {
+			e, err := osadapter.ParseFdEnv(v)
+			if err != nil {
+				return usagef("%s", err)
+			}
+			for _, o := range c.FdEnv {
+				if o.Name == e.Name {
+					return usagef("--fd-env %s given twice (%s and %s): keep one", e.Name, o, e)
+				}
+			}
+			c.FdEnv = append(c.FdEnv, e)
+			return nil
+		}},
 	{long: "--ready", arg: "MODE", def: fsm.DefaultReady.String(),
 		help: "when a new worker counts as ready: a duration it must stay up (a new generation that exits sooner is rolled back), notify (READY=1 to NOTIFY_SOCKET) or immediate (at once: no rollback once started)",
 		set: func(c *osadapter.Config, v string) error {

@@ -52,6 +52,9 @@ func TestParseRunArgs(t *testing.T) {
 		{"listen repeatable", []string{"--listen", ":8080", "--listen=admin=unix:///tmp/a.sock", "--", "x"}, func(c osadapter.Config) bool {
 			return reflect.DeepEqual(c.Listen, []string{":8080", "admin=unix:///tmp/a.sock"})
 		}},
+		{"fd-env repeatable", []string{"--fd-env", "NGINX={fds:;};", "--fd-env=FDS={fds}", "--", "x"}, func(c osadapter.Config) bool {
+			return len(c.FdEnv) == 2 && c.FdEnv[0].String() == "NGINX={fds:;};" && c.FdEnv[1].Name == "FDS"
+		}},
 		{"ready notify", []string{"--ready", "notify", "--", "x"}, func(c osadapter.Config) bool { return c.Machine.Ready.Kind == fsm.ReadyNotify }},
 		{"ready duration", []string{"--ready=1500ms", "--", "x"}, func(c osadapter.Config) bool {
 			return c.Machine.Ready == fsm.ReadyMode{Kind: fsm.ReadyAfter, After: 1500 * time.Millisecond}
@@ -144,6 +147,11 @@ func TestParseRunArgsErrors(t *testing.T) {
 		{[]string{"--listen", "http://x:80", "--", "x"}, `"http://x:80": bad --listen value: ...`},
 		{[]string{"--listen", "unix://run/a.sock", "--", "x"}, `"unix://run/a.sock": bad --listen value: ...`},
 		{[]string{"--listen", ":8080", "--listen=tcp://:8080", "--", "x"}, `"tcp://:8080": bad --listen value: ...`},
+		{[]string{"--fd-env", "NGINX=3;", "--", "x"}, `bad --fd-env NGINX format "3;": it names no fd; put {fds} or {fds:SEP} where the fd numbers go, such as 'NGINX={fds:;};'`},
+		{[]string{"--fd-env", "NGINX", "--", "x"}, `bad --fd-env "NGINX": write NAME=FORMAT, such as 'NGINX={fds:;};'`},
+		{[]string{"--fd-env", "NGINX={fd};", "--", "x"}, `bad --fd-env NGINX placeholder {fd}: use {fds} (fds joined by commas) or {fds:SEP} with a separator SEP, such as {fds:;}`},
+		{[]string{"--fd-env", "LISTEN_FDS={fds}", "--", "x"}, `bad --fd-env name "LISTEN_FDS": mworker sets it itself; choose the variable your server reads`},
+		{[]string{"--fd-env", "A={fds}", "--fd-env=A={fds:;}", "--", "x"}, `--fd-env A given twice (A={fds} and A={fds:;}): keep one`},
 		{[]string{"--ready", "soon", "--", "x"}, `bad --ready "soon": use immediate, notify or a positive duration such as 2s`},
 		{[]string{"--ready", "-1s", "--", "x"}, `bad --ready "-1s": use immediate, notify or a positive duration such as 2s`},
 		{[]string{"--ready-timeout", "10", "--", "x"}, `bad --ready-timeout "10": use a positive duration such as 500ms, 10s or 1m`},
