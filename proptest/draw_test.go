@@ -48,6 +48,10 @@ func drawConfig(t *rapid.T) fsm.Config {
 	if rapid.IntRange(0, 2).Draw(t, "capDrains") == 0 {
 		cfg.MaxOldGenerations = rapid.IntRange(fsm.NoOldGenerations, 2).Draw(t, "maxOldGenerations")
 	}
+	// Sometimes a shutdown delay: the first stop is held (--shutdown-delay).
+	if rapid.IntRange(0, 3).Draw(t, "shutdownDelay") == 0 {
+		cfg.ShutdownDelay = 5 * time.Second
+	}
 	// Mostly whole generations; sometimes rolling reloads of 1 or 2 slots
 	// at a time (the whole generation when that is the size or more).
 	if rapid.IntRange(0, 2).Draw(t, "rolling") == 0 {

@@ -22,7 +22,7 @@ const (
 // counters of what the default run really exercised, logged by TestMachine.
 var stats struct {
 	sequences, events, maxLen, execOK, execFailed, promotions, rollbacks, exits, limits, capKills atomic.Int64
-	scales, restarted, restartFailed, batches, batchesKept                                        atomic.Int64
+	scales, restarted, restartFailed, batches, batchesKept, delays                                atomic.Int64
 }
 
 // segment is the life of one Machine: its config and every step, kept to
@@ -668,6 +668,10 @@ func (h *harness) drain() {
 		h.feed(fsm.SignalReceived{Signal: fsm.SIGTERM})
 	}
 	for guard := 0; mo.phase != phExited && guard < 10000; guard++ {
+		if t := (fsm.Timer{Kind: fsm.TimerShutdownDelay}); mo.armed[t] {
+			h.feed(fsm.TimerFired{Timer: t}) // the operator waits the delay out
+			continue
+		}
 		if len(mo.spawns) > 0 {
 			h.resolveSpawn(h.spawnKeys()[0])
 			continue

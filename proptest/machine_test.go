@@ -40,10 +40,10 @@ func TestMachine(t *testing.T) {
 	if n == 0 {
 		t.Fatal("no sequence ran")
 	}
-	t.Logf("sequences %d, events %d (mean %.1f, max %d), execs ok %d failed %d, promotions %d, rollbacks %d, exits %d (restart limit %d), generations killed for the cap %d, scales %d, restarts of one worker done %d failed %d, batches retired %d, failed rolling reloads that kept batches %d",
+	t.Logf("sequences %d, events %d (mean %.1f, max %d), execs ok %d failed %d, promotions %d, rollbacks %d, exits %d (restart limit %d), generations killed for the cap %d, scales %d, restarts of one worker done %d failed %d, batches retired %d, failed rolling reloads that kept batches %d, shutdown delays begun %d",
 		n, stats.events.Load(), float64(stats.events.Load())/float64(n), stats.maxLen.Load(),
 		stats.execOK.Load(), stats.execFailed.Load(), stats.promotions.Load(), stats.rollbacks.Load(), stats.exits.Load(), stats.limits.Load(), stats.capKills.Load(),
-		stats.scales.Load(), stats.restarted.Load(), stats.restartFailed.Load(), stats.batches.Load(), stats.batchesKept.Load())
+		stats.scales.Load(), stats.restarted.Load(), stats.restartFailed.Load(), stats.batches.Load(), stats.batchesKept.Load(), stats.delays.Load())
 	t.Logf("watchdog: %d pings armed a timer, %d hung workers stopped", watchdogStats.pings.Load(), watchdogStats.hangs.Load())
 }
 

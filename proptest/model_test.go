@@ -57,6 +57,10 @@ type model struct {
 	cur, next, maxGen int
 	size              int    // desired workers: Config.Workers, then scale
 	repl              *mrepl // the restart SLOT in progress
+	// The shutdown delay (--shutdown-delay): the first stop is held while
+	// delaying; heldSig is the terminate signal it carries, 0 for a soft stop.
+	delaying bool
+	heldSig  fsm.Signal
 	// A rolling reload (--batch): slots below rollDone are the new
 	// generation's, their old workers told to stop (rollWait: the last
 	// batch's); rollDone..rollEnd-1 are the batch under way.
@@ -285,7 +289,7 @@ func (m *model) slotTaken(gen, slot int) bool {
 // does not follow (unmodelled).
 func (m *model) status() *fsm.Status {
 	s := &fsm.Status{State: m.phase.String(), Generation: m.cur, Size: m.size, Reloads: m.reloads, FailedReloads: m.failedReloads,
-		ReloadQueued: m.pendingReload || len(m.queued) > 0}
+		ReloadQueued: m.pendingReload || len(m.queued) > 0, ShutdownDelay: m.delaying}
 	for _, pid := range m.pids(nil) {
 		c := m.workers[pid]
 		s.Workers = append(s.Workers, fsm.WorkerStatus{
@@ -493,6 +497,15 @@ func (m *model) resume(x *expectation) {
 }
 
 func (m *model) reload(x *expectation, id fsm.RequestID, ctl bool) {
+	if m.delaying {
+		// Refused during the shutdown delay: mworker is stopping.
+		if ctl {
+			x.reply(id, false)
+		} else {
+			x.noise = true
+		}
+		return
+	}
 	switch m.phase {
 	case phRunning:
 		if len(m.spawns) > 0 || m.repl != nil {
@@ -552,6 +565,12 @@ func (m *model) exec(x *expectation) {
 func (m *model) softStop(x *expectation, id fsm.RequestID, ctl bool) {
 	switch m.phase {
 	case phRunning, phAwaiting:
+		if m.beginDelay(x, 0) {
+			if ctl {
+				x.reply(id, true) // the stop has begun
+			}
+			return
+		}
 		m.enterExiting(x, m.cfg.StopSignal, m.pids(func(c *child) bool { return !m.retired[c.home] && !c.leaving }))
 		if ctl {
 			x.reply(id, true)
@@ -568,6 +587,9 @@ func (m *model) softStop(x *expectation, id fsm.RequestID, ctl bool) {
 func (m *model) terminate(x *expectation, sig fsm.Signal) {
 	switch m.phase {
 	case phRunning, phAwaiting:
+		if m.beginDelay(x, sig) {
+			return
+		}
 		m.enterExiting(x, sig, m.pids(nil))
 	case phExiting:
 		x.kill(m.pids(nil), sig)
@@ -576,6 +598,13 @@ func (m *model) terminate(x *expectation, sig fsm.Signal) {
 
 func (m *model) enterExiting(x *expectation, sig fsm.Signal, pids []int) {
 	m.stopSignal = sig
+	delayed := m.delaying
+	if delayed {
+		// The delay ends with the stop (cut short, or over: then the
+		// timer has fired and is no longer armed).
+		m.delaying = false
+		m.cancelTimer(x, fsm.Timer{Kind: fsm.TimerShutdownDelay})
+	}
 	if m.repl != nil {
 		m.abortRestart(x, false) // the stop tells its replacement
 	}
@@ -589,7 +618,9 @@ func (m *model) enterExiting(x *expectation, sig fsm.Signal, pids []int) {
 	m.requests = append(m.requests, m.queued...)
 	m.queued, m.pendingReload = nil, false
 	m.answer(x, false)
-	x.notifies = append(x.notifies, fsm.NotifyStopping)
+	if !delayed {
+		x.notifies = append(x.notifies, fsm.NotifyStopping) // else sent as the delay began
+	}
 	x.kill(pids, sig)
 	x.stopped = true
 	m.phase = phExiting
@@ -854,6 +885,16 @@ func (m *model) timer(x *expectation, t fsm.Timer) {
 		}
 	case fsm.TimerKillAll:
 		x.kill(m.pids(nil), fsm.SIGKILL)
+	case fsm.TimerShutdownDelay:
+		// The delay is over: the held stop is carried out as it would
+		// have been at once.
+		if m.delaying {
+			if m.heldSig != 0 {
+				m.enterExiting(x, m.heldSig, m.pids(nil))
+			} else {
+				m.enterExiting(x, m.cfg.StopSignal, m.pids(func(c *child) bool { return !m.retired[c.home] && !c.leaving }))
+			}
+		}
 	case fsm.TimerKillWorker:
 		// Armed only while the worker lives and leaves, or is replaced.
 		x.kill([]int{t.Pid}, fsm.SIGKILL)
@@ -889,7 +930,7 @@ func (m *model) settle(x *expectation) {
 			m.abortRestart(x, true)
 		case m.phase == phRunning && m.repl != nil && m.replacementReady():
 			m.completeRestart(x)
-		case m.phase == phRunning && m.pendingReload && len(m.spawns) == 0 && m.repl == nil && !m.reaping:
+		case m.phase == phRunning && m.pendingReload && len(m.spawns) == 0 && m.repl == nil && !m.reaping && !m.delaying:
 			m.startReload(x)
 		case m.phase == phExiting && len(m.workers) == 0 && len(m.spawns) == 0:
 			m.phase = phExited
@@ -1281,4 +1322,19 @@ func unmodelled(s *fsm.Status) *fsm.Status {
 	c := *s
 	c.LastReload, c.ReloadTrigger, c.Slots = nil, "", nil
 	return &c
+}
+
+// beginDelay holds the first stop for --shutdown-delay (docs/design.md,
+// "Stop"): STOPPING now, the timer armed, workers and listeners untouched.
+// It reports whether it did; a stop during the delay, or any stop without
+// one, is carried out at once.
+func (m *model) beginDelay(x *expectation, sig fsm.Signal) bool {
+	if m.cfg.ShutdownDelay <= 0 || m.delaying {
+		return false
+	}
+	m.delaying, m.heldSig = true, sig
+	stats.delays.Add(1)
+	x.notifies = append(x.notifies, fsm.NotifyStopping)
+	m.setTimer(x, fsm.Timer{Kind: fsm.TimerShutdownDelay}, m.cfg.ShutdownDelay)
+	return true
 }
