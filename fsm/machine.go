@@ -870,6 +870,10 @@ func (m *Machine) cancelRestarts() {
 // result belongs to the caller.
 func (m *Machine) Status() *Status { return m.status() }
 
+// Reloads returns the counts of reloads that succeeded and failed: what
+// Status says of them, without building the list of workers.
+func (m *Machine) Reloads() (succeeded, failed int) { return m.reloads, m.failedReload }
+
 // ReloadSeqs says how many reloads have begun since the master's first
 // start and the Seq of the last that ended (ReloadOutcome.Seq; 0 if none
 // has). Cheap: a caller that times reloads compares them after each Step.

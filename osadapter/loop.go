@@ -75,6 +75,8 @@ type loop struct {
 	met     *metrics    // counters for --metrics; its server, or nil (metrics.go)
 	// health carries /healthz requests to the loop; nil without --metrics.
 	health <-chan chan<- healthAnswer
+	// fresh carries the metrics handlers' requests for a new snapshot.
+	fresh <-chan chan<- struct{}
 }
 
 func (l *loop) done() bool { return l.exited || l.replace }
@@ -392,6 +394,8 @@ func (l *loop) run() int {
 			l.onRequest(r)
 		case c := <-l.health:
 			l.answerHealth(c)
+		case c := <-l.fresh:
+			l.freshen(c)
 		case ev, ok := <-l.events:
 			if !ok {
 				l.events = nil // a closed transport sends nothing more

@@ -116,18 +116,18 @@ func (m *metrics) noteExit(st fsm.ExitStatus) {
 // when the state becomes "reloading", and ends with an outcome when the
 // count of reloads or failed reloads moves. One that ends without an
 // outcome (a stop began) is not observed.
-func (m *metrics) noteReloads(now int64, st *fsm.Status) {
-	if st.Reloads != m.lastOK || st.FailedReloads != m.lastFailed {
+func (m *metrics) noteReloads(now int64, state string, ok, failed int) {
+	if ok != m.lastOK || failed != m.lastFailed {
 		if m.ReloadStart != 0 {
 			m.observe(time.Duration(now - m.ReloadStart).Seconds())
 		}
 		m.ReloadStart = 0
-		m.lastOK, m.lastFailed = st.Reloads, st.FailedReloads
+		m.lastOK, m.lastFailed = ok, failed
 	}
 	switch {
-	case st.State == "reloading" && m.ReloadStart == 0:
+	case state == "reloading" && m.ReloadStart == 0:
 		m.ReloadStart = now
-	case st.State != "reloading":
+	case state != "reloading":
 		m.ReloadStart = 0
 	}
 }
@@ -191,11 +191,13 @@ func (l *loop) snapshot(st *fsm.Status) *metricsSnapshot {
 	s.ReloadCounts = append([]uint64(nil), l.met.ReloadCounts...)
 	ready := 0
 	for _, w := range st.Workers {
+		// A worker restart SLOT or a rolling reload moved into the serving
+		// generation keeps its own, newer, number: Current says it serves.
 		role := roleOld
 		switch {
-		case w.Generation == st.Generation:
+		case w.Current:
 			role = roleCurrent
-		case w.Generation > st.Generation:
+		case w.Generation > st.Generation && !w.Stopping:
 			role = roleNew
 		}
 		state := stateStarting
@@ -212,15 +214,27 @@ func (l *loop) snapshot(st *fsm.Status) *metricsSnapshot {
 	return s
 }
 
-// publish times reloads and, with --metrics, hands the handlers a new
-// snapshot. The loop calls it after each event it handles.
+// publish times reloads and, with --metrics, marks the handlers' snapshot
+// stale. The loop calls it after each event it handles: it must stay
+// cheap (a snapshot walks every worker), so the snapshot itself is built
+// when a handler asks for it (freshen), between two events.
 func (l *loop) publish() {
 	if l.met.srv == nil || l.done() {
 		return
 	}
-	st := l.m.Status()
-	l.met.noteReloads(l.sys.Now(), st)
-	l.met.srv.snap.Store(l.snapshot(st))
+	ok, failed := l.m.Reloads()
+	l.met.noteReloads(l.sys.Now(), l.m.State(), ok, failed)
+	l.met.srv.stale.Store(true)
+}
+
+// freshen builds the handlers' snapshot now, for a handler that found it
+// stale; done has room for the answer.
+func (l *loop) freshen(done chan<- struct{}) {
+	if l.met.srv != nil && !l.done() {
+		l.met.srv.stale.Store(false)
+		l.met.srv.snap.Store(l.snapshot(l.m.Status()))
+	}
+	done <- struct{}{}
 }
 
 // healthAnswer is the loop's answer to /healthz.
@@ -242,6 +256,10 @@ type metricsServer struct {
 	log    *slog.Logger
 	snap   atomic.Pointer[metricsSnapshot]
 	health chan chan<- healthAnswer
+	// stale: events were handled since snap was built; fresh carries a
+	// handler's request for a new one to the loop.
+	stale atomic.Bool
+	fresh chan chan<- struct{}
 	// served is closed when the current Serve returns; execing when a
 	// re-exec begins, so that a /healthz waiting for the loop, which is
 	// busy with it, answers at once.
@@ -300,7 +318,7 @@ func adoptMetrics(v string) (net.Listener, error) {
 }
 
 func newMetricsServer(spec listen.Spec, ln net.Listener) *metricsServer {
-	return &metricsServer{spec: spec, ln: ln, health: make(chan chan<- healthAnswer)}
+	return &metricsServer{spec: spec, ln: ln, health: make(chan chan<- healthAnswer), fresh: make(chan chan<- struct{})}
 }
 
 // start serves on a goroutine of its own; its errors are logged at debug
@@ -313,9 +331,9 @@ func (s *metricsServer) start(log *slog.Logger) {
 	s.served, s.execing = make(chan struct{}), make(chan struct{})
 	execing := s.execing
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /metrics", s.serveMetrics)
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) { s.serveMetrics(w, r, execing) })
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { s.serveHealth(w, r, execing) })
-	mux.HandleFunc("GET /readyz", s.serveReady)
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { s.serveReady(w, r, execing) })
 	s.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -394,10 +412,34 @@ func (s *metricsServer) close() {
 	}
 }
 
-func (s *metricsServer) serveReady(w http.ResponseWriter, _ *http.Request) {
+// current is the snapshot to answer with: the published one, or, if events
+// were handled since, one the loop builds now. A loop that does not answer
+// within healthWait (busy with a re-exec, or stuck) leaves the last one.
+func (s *metricsServer) current(r *http.Request, execing <-chan struct{}) *metricsSnapshot {
+	if s.fresh == nil || !s.stale.Load() {
+		return s.snap.Load()
+	}
+	c := make(chan struct{}, 1)
+	t := time.NewTimer(healthWait)
+	defer t.Stop()
+	select {
+	case s.fresh <- c:
+		select {
+		case <-c:
+		case <-t.C:
+		case <-r.Context().Done():
+		}
+	case <-execing:
+	case <-t.C:
+	case <-r.Context().Done():
+	}
+	return s.snap.Load()
+}
+
+func (s *metricsServer) serveReady(w http.ResponseWriter, r *http.Request, execing <-chan struct{}) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	snap := s.snap.Load()
+	snap := s.current(r, execing)
 	switch {
 	case snap == nil:
 		http.Error(w, "not ready: starting", http.StatusServiceUnavailable)
@@ -463,6 +505,7 @@ func (l *loop) useMetrics(ms *metricsServer) {
 	l.met.srv = ms
 	ms.log = l.log
 	l.health = ms.health
+	l.fresh = ms.fresh
 	l.logf(slog.LevelInfo, "metrics: serving /metrics, /healthz and /readyz", "address", ms.url())
 }
 
@@ -472,6 +515,7 @@ func (l *loop) useMetrics(ms *metricsServer) {
 func (l *loop) serveMetrics() {
 	if s := l.met.srv; s != nil && s.served == nil && !l.done() {
 		l.publish()
+		l.freshen(make(chan struct{}, 1))
 		s.start(l.log)
 	}
 }

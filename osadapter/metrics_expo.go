@@ -12,8 +12,8 @@ import (
 // serveMetrics encodes the last snapshot in the format the scraper asked
 // for (Prometheus text by default, or protobuf), with the Prometheus
 // project's own encoder (github.com/prometheus/common/expfmt).
-func (s *metricsServer) serveMetrics(w http.ResponseWriter, r *http.Request) {
-	snap := s.snap.Load()
+func (s *metricsServer) serveMetrics(w http.ResponseWriter, r *http.Request, execing <-chan struct{}) {
+	snap := s.current(r, execing)
 	if snap == nil {
 		http.Error(w, "no metrics yet: the master is starting", http.StatusServiceUnavailable)
 		return

@@ -53,7 +53,7 @@ func TestReadyzFromSnapshot(t *testing.T) {
 		s := &metricsServer{}
 		s.snap.Store(l.snapshot(&tc.st))
 		rec := httptest.NewRecorder()
-		s.serveReady(rec, httptest.NewRequest("GET", "/readyz", nil))
+		s.serveReady(rec, httptest.NewRequest("GET", "/readyz", nil), nil)
 		if rec.Code != tc.want {
 			t.Errorf("%s: /readyz %d %q, want %d", tc.what, rec.Code, rec.Body.String(), tc.want)
 		}
@@ -65,17 +65,69 @@ func TestReadyzFromSnapshot(t *testing.T) {
 func TestReloadTiming(t *testing.T) {
 	m := newMetrics(nil, time.Now())
 	sec := int64(time.Second)
-	m.noteReloads(1*sec, &fsm.Status{State: "running"})
-	m.noteReloads(2*sec, &fsm.Status{State: "reloading"})
-	m.noteReloads(3*sec, &fsm.Status{State: "reloading"})
-	m.noteReloads(5*sec, &fsm.Status{State: "running", Reloads: 1})
-	m.noteReloads(6*sec, &fsm.Status{State: "reloading", Reloads: 1})
-	m.noteReloads(7*sec, &fsm.Status{State: "exiting", Reloads: 1})
+	m.noteReloads(1*sec, "running", 0, 0)
+	m.noteReloads(2*sec, "reloading", 0, 0)
+	m.noteReloads(3*sec, "reloading", 0, 0)
+	m.noteReloads(5*sec, "running", 1, 0)
+	m.noteReloads(6*sec, "reloading", 1, 0)
+	m.noteReloads(7*sec, "exiting", 1, 0)
 	var n uint64
 	for _, c := range m.ReloadCounts {
 		n += c
 	}
 	if n != 1 || m.ReloadSum != 3 {
 		t.Errorf("observed %d reloads, %v s; want 1 of 3 s", n, m.ReloadSum)
+	}
+}
+
+// mworker_workers{role}: a worker that serves in the current generation's
+// slots under a newer number of its own (restart SLOT, a kept batch of a
+// rolling reload) is current, not new; one of a newer generation still
+// starting is new; a stopping one is old.
+func TestWorkerRolesFromCurrent(t *testing.T) {
+	l := &loop{out: newHeldWriter(nil), met: newMetrics(nil, time.Now())}
+	snap := l.snapshot(&fsm.Status{State: "running", Generation: 2, Workers: []fsm.WorkerStatus{
+		{Generation: 2, Current: true, Ready: true},
+		{Generation: 5, Current: true, Ready: true}, // moved in by restart SLOT
+		{Generation: 6}, // a new generation starting
+		{Generation: 5, Stopping: true, Ready: true},
+	}})
+	if got := snap.workers[roleCurrent][stateReady]; got != 2 {
+		t.Errorf("current ready workers: %d, want 2 (one under its own newer number)", got)
+	}
+	if got := snap.workers[roleNew][stateStarting]; got != 1 {
+		t.Errorf("new starting workers: %d, want 1", got)
+	}
+	if got := snap.workers[roleOld][stateStopping]; got != 1 {
+		t.Errorf("old stopping workers: %d, want 1", got)
+	}
+}
+
+// A handler that finds the snapshot stale asks the loop for a fresh one
+// (the loop builds it between events), and keeps the last one when the
+// loop does not answer in time.
+func TestMetricsSnapshotFreshenedByTheLoop(t *testing.T) {
+	s := &metricsServer{fresh: make(chan chan<- struct{})}
+	old := &metricsSnapshot{generation: 1}
+	s.snap.Store(old)
+	s.stale.Store(true)
+	go func() {
+		c := <-s.fresh
+		s.snap.Store(&metricsSnapshot{generation: 2})
+		s.stale.Store(false)
+		c <- struct{}{}
+	}()
+	if got := s.current(httptest.NewRequest("GET", "/metrics", nil), nil); got.generation != 2 {
+		t.Errorf("stale snapshot: got generation %d, want the loop's fresh one (2)", got.generation)
+	}
+	// Not stale: no request to the loop (nothing reads s.fresh now).
+	if got := s.current(httptest.NewRequest("GET", "/metrics", nil), nil); got.generation != 2 {
+		t.Errorf("fresh snapshot: got generation %d, want 2", got.generation)
+	}
+	// Stale and a loop that does not answer: the last one, after healthWait.
+	s.stale.Store(true)
+	began := time.Now()
+	if got := s.current(httptest.NewRequest("GET", "/metrics", nil), nil); got.generation != 2 || time.Since(began) < healthWait {
+		t.Errorf("frozen loop: generation %d after %v, want the last one (2) after %v", got.generation, time.Since(began), healthWait)
 	}
 }
