@@ -483,7 +483,7 @@ func promoteGeneration(ctx context.Context, _ ...any) error {
 	// for the old workers to be signalled, nor compete with their exits.
 	m.log(LevelInfo, "reload complete: new generation ready, old workers told to stop", "generation", ng, "previous", prev, "old", old, "trigger", m.trigger)
 	m.announced = true
-	m.emit(Notify{State: NotifyReady, Status: fmt.Sprintf("generation %d ready", ng)})
+	m.notifyReady(fmt.Sprintf("generation %d ready", ng))
 	m.replyAll(true, "", m.endReload(ReloadSuccess, "", ng, prev, m.livePids(func(g *generation) bool { return g.n == ng }), old))
 	m.retireBounded(retiring)
 	m.signalForeign()
@@ -516,7 +516,7 @@ func rollBack(ctx context.Context, _ ...any) error {
 	}
 	m.log(LevelError, "reload failed: rolled back to the serving generation", "failed_generation", failed, "generation", m.cur, "reason", reason, "trigger", m.trigger)
 	if m.announced {
-		m.emit(Notify{State: NotifyReady, Status: "reload failed: " + reason})
+		m.notifyReady("reload failed: " + reason)
 	}
 	m.replyAll(false, "reload failed: "+reason, m.endReload(ReloadFailure, reason, failed, m.cur, nil, nil))
 	return nil
@@ -526,7 +526,17 @@ func announceReady(m *Machine) {
 	m.announced = true
 	m.log(LevelInfo, "all workers ready", "generation", m.cur)
 	m.signalForeign()
-	m.emit(Notify{State: NotifyReady, Status: fmt.Sprintf("generation %d ready", m.cur)})
+	m.notifyReady(fmt.Sprintf("generation %d ready", m.cur))
+}
+
+// notifyReady tells the service manager READY=1 with status, unless a stop
+// has begun and waits out the shutdown delay: STOPPING=1 was said, and a
+// READY=1 after it would read as the stop undone.
+func (m *Machine) notifyReady(status string) {
+	if m.delaying {
+		return
+	}
+	m.emit(Notify{State: NotifyReady, Status: status})
 }
 
 // signalForeign tells the processes named by -sf/-st to go, once.

@@ -925,7 +925,7 @@ func (m *model) settle(x *expectation) {
 		case m.phase == phRunning && !m.announced && m.genReady(m.cur):
 			m.announced = true
 			m.signalForeign(x)
-			x.notifies = append(x.notifies, fsm.NotifyReady)
+			m.notifyReady(x)
 		case m.phase == phRunning && m.repl != nil && m.repl.failure:
 			m.abortRestart(x, true)
 		case m.phase == phRunning && m.repl != nil && m.replacementReady():
@@ -955,7 +955,7 @@ func (m *model) rollBack(x *expectation) {
 		m.culprit = &fsm.ExitStatus{}
 	}
 	if m.announced {
-		x.notifies = append(x.notifies, fsm.NotifyReady)
+		m.notifyReady(x)
 	}
 	m.answer(x, false)
 	m.phase = phRunning
@@ -980,7 +980,7 @@ func (m *model) promote(x *expectation) {
 	m.failures = make([]int, m.size)
 	m.quick, m.quickWarned = nil, false
 	m.announced = true
-	x.notifies = append(x.notifies, fsm.NotifyReady)
+	m.notifyReady(x)
 	m.answer(x, true)
 	m.phase = phRunning
 	x.promoted = true
@@ -1337,4 +1337,12 @@ func (m *model) beginDelay(x *expectation, sig fsm.Signal) bool {
 	x.notifies = append(x.notifies, fsm.NotifyStopping)
 	m.setTimer(x, fsm.Timer{Kind: fsm.TimerShutdownDelay}, m.cfg.ShutdownDelay)
 	return true
+}
+
+// notifyReady: READY=1, except while a stop waits out the shutdown delay
+// (STOPPING=1 was said).
+func (m *model) notifyReady(x *expectation) {
+	if !m.delaying {
+		x.notifies = append(x.notifies, fsm.NotifyReady)
+	}
 }
