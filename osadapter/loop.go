@@ -118,7 +118,13 @@ func (l *loop) perform(a fsm.Action) fsm.Event {
 	case fsm.Spawn:
 		pid, err := l.spawn(a.Generation, a.Slot)
 		if err != nil {
-			return fsm.SpawnFailed{Generation: a.Generation, Slot: a.Slot, Status: fsm.ExitStatus{Code: spawnStatus(err)}, Err: err.Error()}
+			msg := err.Error()
+			if l.cred != nil && errors.Is(err, syscall.EACCES) {
+				// Resolved with the master's PATH and rights, run with the
+				// workers': say so, the error alone does not.
+				msg += " (workers run as uid " + strconv.Itoa(int(l.cred.Uid)) + " (--user): the command, and every directory on its path, must be executable by that user)"
+			}
+			return fsm.SpawnFailed{Generation: a.Generation, Slot: a.Slot, Status: fsm.ExitStatus{Code: spawnStatus(err)}, Err: msg}
 		}
 		l.spawned[pid] = l.sys.Now()
 		return fsm.WorkerStarted{Generation: a.Generation, Slot: a.Slot, Pid: pid}

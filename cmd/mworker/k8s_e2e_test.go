@@ -226,3 +226,39 @@ func procIDs(t *testing.T, pid int) (uid, gid, groups string) {
 	}
 	return uid, gid, groups
 }
+
+// A command the workers' user cannot reach (resolved with root's rights, run
+// with nobody's): the spawn fails with EACCES, and the log says why, naming
+// --user, instead of a bare "permission denied".
+func TestUserCommandNotReachable(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("--user needs root: run the tests as root to cover it")
+	}
+	dir := t.TempDir() // 0700, root's: nobody cannot enter it
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(dir, "server.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nexec sleep 600\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(t.TempDir(), "master.log")
+	p, err := e2etest.StartLogged(log, mworkerBinary(t), "run", "-n", "1", "--restart", "no", "--user", "nobody", "--", script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(p.Pid, syscall.SIGKILL)
+		<-p.Done
+	})
+	select {
+	case <-p.Done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the master did not exit after its only worker could not start (--restart no)")
+	}
+	b, _ := os.ReadFile(log)
+	if !strings.Contains(string(b), "permission denied") || !strings.Contains(string(b), "(--user)") {
+		t.Errorf("the log does not say the command is out of the --user's reach:\n%s", b)
+	}
+}
