@@ -48,6 +48,7 @@ func (l *loop) exec(a fsm.Exec) {
 		st.NotifyDropped = sm.dropped
 	}
 	st.Status = l.handStatus(a.Handover.Workers)
+	st.Lingering = l.linger.groups
 	st.Spawned = make(map[int]int64, len(a.Handover.Workers))
 	for _, w := range a.Handover.Workers {
 		if at, ok := l.spawned[w.Pid]; ok {

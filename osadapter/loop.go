@@ -55,6 +55,11 @@ type loop struct {
 	// requests are ctl's requests; a channel nothing sends on without it.
 	requests <-chan control.Request
 	spawned  map[int]int64 // CLOCK_MONOTONIC start of each live worker, for uptimes
+	// linger is what exited workers left in their process groups
+	// (lingering.go); stopSignal and stopTimeout are the core's.
+	linger      lingering
+	stopSignal  fsm.Signal
+	stopTimeout time.Duration
 
 	timers  map[fsm.Timer]int64 // armed timers and their CLOCK_MONOTONIC deadlines
 	resumed *execState          // the previous image's state, or nil
@@ -203,6 +208,7 @@ func (l *loop) killGroup(pid int, sig syscall.Signal) {
 		l.logf(slog.LevelError, "osadapter: refusing to signal a non-positive pid", "pid", pid, "signal", fsm.Signal(sig).String())
 		return
 	}
+	l.noteGroupSignal(pid, sig)
 	err := l.sys.Kill(-pid, sig)
 	if errors.Is(err, syscall.ESRCH) {
 		err = l.sys.Kill(pid, sig)
@@ -274,6 +280,7 @@ func (l *loop) reap() {
 		l.ready.drop(pid)
 		if _, worker := l.spawned[pid]; worker {
 			l.met.noteExit(exitStatus(ws))
+			l.workerGone(pid)
 		}
 		delete(l.spawned, pid)
 		l.step(fsm.ChildExited{Pid: pid, Status: exitStatus(ws)})
@@ -383,6 +390,9 @@ func (l *loop) run() int {
 		if w := l.watchdog; w != nil && (!ok || w.next < at) {
 			at, ok = w.next, true
 		}
+		if g, gok := l.lingerNext(); gok && (!ok || g < at) {
+			at, ok = g, true
+		}
 		if ok {
 			timer.Reset(time.Duration(max(0, at-l.sys.Now())))
 			wake = timer.C
@@ -391,6 +401,7 @@ func (l *loop) run() int {
 		case s := <-l.sigs:
 			l.onSignal(s.(syscall.Signal))
 		case <-wake:
+			l.lingerDue()
 			l.fireDue()
 		case sig := <-l.ready.out:
 			for _, ev := range l.ready.events(sig) {

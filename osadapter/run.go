@@ -34,6 +34,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -96,6 +97,7 @@ func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener, ms *m
 	}
 	status := l.run()
 	if l.exited {
+		l.finishLingering()
 		l.closeTransports()
 		// The workers are gone: what they wrote last is read and queued
 		// (bounded: a worker's orphan may hold its output open).
@@ -174,6 +176,7 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 		workerEnv: withoutVars(workerEnv(env), fdEnvNames(cfg.FdEnv)...),
 		fdEnv:     cfg.FdEnv,
 		timers:    make(map[fsm.Timer]int64),
+		linger:    lingering{groups: make(map[int]int64), sent: make(map[int]int64)},
 		spawned:   make(map[int]int64),
 		pidFile:   cfg.PidFile,
 		met:       &metrics{},
@@ -270,6 +273,10 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 	}
 	l.path = mc.Path
 	l.reexec = mc.Reexec
+	l.stopSignal, l.stopTimeout = mc.StopSignal, mc.StopTimeout
+	if l.resumed != nil {
+		maps.Copy(l.linger.groups, l.resumed.Lingering)
+	}
 	if mc.Argv == nil {
 		mc.Argv = os.Args
 	}

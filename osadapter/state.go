@@ -56,6 +56,10 @@ type execState struct {
 	Status statusState
 	// Metrics are the counters of --metrics that the adapter keeps.
 	Metrics metricsState
+	// Lingering are the process groups of exited workers still waiting
+	// for their SIGKILL, by pgid, with its CLOCK_MONOTONIC deadline
+	// (lingering.go).
+	Lingering map[int]int64
 }
 
 // envCarried carries what is known only in the last microseconds before
