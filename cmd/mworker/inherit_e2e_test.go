@@ -144,11 +144,14 @@ func TestWorkersInheritSignalsAndDirectory(t *testing.T) {
 func testInherit(t *testing.T, ign, blk []syscall.Signal) {
 	bin := mworkerBinary(t)
 	dir := t.TempDir()
-	// The worker reports its own dispositions and mask (a shell keeps both
-	// as it found them) and its working directory.
-	script := "#!/bin/sh\n" + workerScript + `grep -E '^Sig(Ign|Blk):' /proc/$$/status | tr -d '\t' | tr '\n' ' ' > "$d/sig.$$"
-pwd -P > "$d/cwd.$$"
-` + idle
+	// The worker reports its working directory and becomes a sleep, whose
+	// mask and dispositions are read from /proc: a shell changes its own
+	// mask while it waits for a child, and gives the one it started with
+	// to a command it executes.
+	script := "#!/bin/sh\n" + workerScript + `pwd -P > "$d/cwd.$$"
+announce
+exec sleep 60
+`
 	if err := e2etest.WriteExecutable(filepath.Join(dir, "worker.sh"), script); err != nil {
 		t.Fatal(err)
 	}
@@ -179,12 +182,22 @@ pwd -P > "$d/cwd.$$"
 	want := "SigBlk:" + sigSet(blk...) + " SigIgn:" + sigSet(ign...)
 	check := func(when string, pid int) {
 		t.Helper()
+		t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
 		var got string
-		e2etest.WaitFor(t, exitTimeout, "the worker's report", func() bool {
-			return m.file("cwd", pid) != "" // written after sig
+		e2etest.WaitFor(t, exitTimeout, "the worker to execute sleep", func() bool {
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+			return string(comm) == "sleep\n"
 		})
-		got = m.file("sig", pid)
-		if strings.TrimSpace(got) != strings.TrimSpace(want) {
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			if strings.HasPrefix(line, "SigBlk:") || strings.HasPrefix(line, "SigIgn:") {
+				got += strings.ReplaceAll(line, "\t", "") + " "
+			}
+		}
+		if strings.TrimSpace(got) != want {
 			t.Errorf("%s: worker %d has %q, want %q: mworker was started with %v ignored and %v blocked", when, pid, got, want, ign, blk)
 		}
 		if cwd := m.file("cwd", pid); cwd != realDir {
