@@ -19,11 +19,16 @@ import (
 // next image (execState.Dir). If it is removed, workers cannot start (the
 // spawn fails as a command that cannot be executed does), and the next
 // image reads relative paths from "/".
+//
+// With --user the master keeps its directory and workers inherit it as
+// before: the child changes to ProcAttr.Dir after it changed its uid, and
+// a directory the worker's user may not enter, which it could inherit,
+// would then stop every worker from starting.
 
 // useDir records the directory the workers start in and makes the paths
 // absolute. resumed is the previous image's state, nil at the first start.
 func (l *loop) useDir(resumed *execState, paths ...*string) {
-	if l.sys.Getwd == nil || l.sys.Chdir == nil {
+	if l.sys.Getwd == nil || l.sys.Chdir == nil || l.cred != nil {
 		return
 	}
 	if resumed != nil && resumed.Dir != "" {
