@@ -36,6 +36,7 @@ func (l *loop) exec(a fsm.Exec) {
 		Path:     l.path,
 		Handover: a.Handover,
 		Mask:     l.mask.Val,
+		Dir:      l.dir,
 	}
 	for _, s := range l.ignored {
 		st.Ignored = append(st.Ignored, int(s))
@@ -72,6 +73,7 @@ func (l *loop) exec(a fsm.Exec) {
 	}
 	var drained []syscall.Signal
 	failed := func(err error) {
+		l.leaveDir()
 		l.sys.SigMask(unix.SIG_SETMASK, &old, nil)
 		l.step(fsm.ExecFailed{Err: err.Error()})
 		for _, s := range drained {
@@ -119,6 +121,9 @@ func (l *loop) exec(a fsm.Exec) {
 	env := append(withoutVars(l.sys.Environ(), names...), extra...)
 	env = append(env, envState+"="+enc)
 
+	// The check and the next image start where the first image did, so
+	// that they read the command line as it did (workdir.go).
+	l.enterDir()
 	// A binary that replaced the running one is asked whether it takes this
 	// command line and this handover (check.go), before anything is handed
 	// to it: the listeners and the control socket are still close-on-exec.

@@ -15,6 +15,7 @@ import (
 // fakeOS is a kernel that records what the loop asks of it.
 type fakeOS struct {
 	shell   string // OS.Shell: "" uses the self-exec trampoline
+	cwd     string // the working directory: "" leaves Getwd and Chdir nil
 	pid     int
 	now     int64
 	nextPid int
@@ -76,6 +77,15 @@ func (f *fakeOS) record(format string, a ...any) {
 }
 
 func (f *fakeOS) os() *OS {
+	sys := f.kernel()
+	if f.cwd != "" {
+		sys.Getwd = func() (string, error) { return f.cwd, nil }
+		sys.Chdir = func(dir string) error { f.cwd = dir; f.record("chdir %s", dir); return nil }
+	}
+	return sys
+}
+
+func (f *fakeOS) kernel() *OS {
 	return &OS{
 		Getpid:  func() int { return f.pid },
 		Gettid:  func() int { return f.pid },

@@ -53,7 +53,8 @@ var (
 	// runtime has replaced the dispositions of most signals before any
 	// package initializes; it leaves an inherited SIG_IGN in place only for
 	// SIGHUP and SIGINT, and does not touch the stop signals until
-	// signal.Notify, so those are the ones that can be seen.
+	// signal.Notify, so those are the ones that can be seen here; the
+	// others are read from the runtime's own record (startsig.go).
 	startIgnored []syscall.Signal
 	// rawSigErr says why rawSignals could not be caught; Run logs it.
 	rawSigErr error
@@ -70,7 +71,7 @@ func installSignals() chan os.Signal {
 	// thread its parent-death signal is tied to.
 	runtime.LockOSThread()
 
-	for _, s := range []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU} {
+	for s := syscall.Signal(1); s <= 64; s++ {
 		if isIgnored(s) {
 			startIgnored = append(startIgnored, s)
 		}

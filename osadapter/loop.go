@@ -46,6 +46,7 @@ type loop struct {
 	fds         fdRegistry       // the listeners: passed to workers as 3.., kept across re-execs
 	execEnv     []string         // variables that describe them to the next image
 	pidFile     string
+	dir         string // the working directory workers start in; "" is the master's own (workdir.go)
 	prepareExec func(fsm.Handover) ([]string, func(), error)
 	check       bool // run the takeover check before each re-exec
 	reexec      fsm.ReexecPolicy

@@ -103,7 +103,7 @@ func TestSpawnThroughTrampolineWithListeners(t *testing.T) {
 	if !slices.Equal(s.attr.Files, []uintptr{0, 1, 2, 7, 9}) {
 		t.Errorf("files %v, want listeners as 3 and 4", s.attr.Files)
 	}
-	for _, kv := range []string{"LISTEN_FDS=2", "LISTEN_FDNAMES=web:admin", "MWORKER_TRAMPOLINE=ign=1;path=/bin/worker"} {
+	for _, kv := range []string{"LISTEN_FDS=2", "LISTEN_FDNAMES=web:admin", "MWORKER_TRAMPOLINE=ign=1;mask=0;path=/bin/worker"} {
 		if !slices.Contains(s.attr.Env, kv) {
 			t.Errorf("worker env %q lacks %q", s.attr.Env, kv)
 		}
@@ -113,12 +113,14 @@ func TestSpawnThroughTrampolineWithListeners(t *testing.T) {
 	if !slices.Contains(env, "LISTEN_PID=12345") || slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "MWORKER_TRAMPOLINE=") }) {
 		t.Errorf("trampoline env %q: want LISTEN_PID=12345 and no MWORKER_TRAMPOLINE", env)
 	}
-	path, ign, err := parseTrampolineSpec("ign=1,2;path=/a;b=c")
-	if err != nil || path != "/a;b=c" || !slices.Equal(ign, []syscall.Signal{1, 2}) {
-		t.Errorf("parseTrampolineSpec = %q %v %v", path, ign, err)
+	path, ign, mask, err := parseTrampolineSpec("ign=1,2;mask=4008;path=/a;b=c")
+	if err != nil || path != "/a;b=c" || !slices.Equal(ign, []syscall.Signal{1, 2}) || mask != 0x4008 {
+		t.Errorf("parseTrampolineSpec = %q %v %x %v", path, ign, mask, err)
 	}
-	if _, _, err := parseTrampolineSpec("ign=x;path=/a"); err == nil {
-		t.Error("parseTrampolineSpec accepted a bad signal")
+	for _, bad := range []string{"ign=x;mask=0;path=/a", "ign=1;mask=zz;path=/a", "ign=1;path=/a"} {
+		if _, _, _, err := parseTrampolineSpec(bad); err == nil {
+			t.Errorf("parseTrampolineSpec accepted %q", bad)
+		}
 	}
 }
 

@@ -45,6 +45,10 @@ type OS struct {
 
 	// SigMask is pthread_sigmask on the calling thread.
 	SigMask func(how int, set, old *unix.Sigset_t) error
+	// StartSignals returns the signal mask and the SIG_IGN signals the
+	// process was started with, which the Go runtime changed before any
+	// package initialized (startsig.go); nil where they cannot be known.
+	StartSignals func() (mask uint64, ignored []syscall.Signal, err error)
 	// UnblockAll unblocks set in every thread of the process, after an
 	// Exec that did not replace the image (holdexec.go).
 	UnblockAll func(set *unix.Sigset_t) error
@@ -62,6 +66,10 @@ type OS struct {
 	Fstat func(fd int, st *unix.Stat_t) error
 	// Subreaper makes the master the reaper of its descendants' orphans.
 	Subreaper func() error
+	// Getwd and Chdir read and change the master's working directory
+	// (workdir.go); nil leaves it alone.
+	Getwd func() (string, error)
+	Chdir func(dir string) error
 
 	// SelfExe is a path that executes the running image: the trampoline
 	// (trampoline.go) runs from it.
@@ -91,6 +99,7 @@ func realOS() *OS {
 		},
 		Running:      isRunningImage,
 		SigMask:      unix.PthreadSigmask,
+		StartSignals: startSignals,
 		UnblockAll:   unblockAllThreads,
 		CatchForExec: catchForExec,
 		Ignore:       func(sig syscall.Signal) { signal.Ignore(sig) },
@@ -110,6 +119,8 @@ func realOS() *OS {
 		},
 		Fstat:     unix.Fstat,
 		Subreaper: func() error { return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+		Getwd:     os.Getwd,
+		Chdir:     os.Chdir,
 		SelfExe:   "/proc/self/exe",
 		Shell:     findShell(),
 	}

@@ -37,6 +37,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -95,6 +96,7 @@ func run(cfg Config, sys *OS, sigs <-chan os.Signal, ls []listen.Listener, ms *m
 	if l.ctl != nil {
 		go l.ctl.serve(l.log)
 	}
+	l.leaveDir()
 	status := l.run()
 	if l.exited {
 		l.finishLingering()
@@ -206,9 +208,17 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 			l.ignored = append(l.ignored, syscall.Signal(s))
 		}
 		// The previous image blocked SIGUSR1/SIGUSR2 for the exec; now that
-		// signal.Notify is in place, give this thread (and so every worker
-		// it forks) the mask of the first start again.
-		if err := sys.SigMask(unix.SIG_SETMASK, &l.mask, nil); err != nil {
+		// signal.Notify is in place, give this thread the mask of the first
+		// start again, less what the runtime has unblocked (spawn gives the
+		// whole of it to the workers).
+		var cur unix.Sigset_t
+		if err := sys.SigMask(unix.SIG_BLOCK, nil, &cur); err != nil {
+			return nil, errorf("read the signal mask after re-exec: %w", err)
+		}
+		for i := range cur.Val {
+			cur.Val[i] &= l.mask.Val[i]
+		}
+		if err := sys.SigMask(unix.SIG_SETMASK, &cur, nil); err != nil {
 			return nil, errorf("restore the signal mask after re-exec: %w", err)
 		}
 		if v, ok := lookupEnv(env, envLogDropped); ok {
@@ -246,7 +256,21 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 		if err := sys.SigMask(unix.SIG_BLOCK, nil, &l.mask); err != nil {
 			return nil, errorf("read the signal mask: %w", err)
 		}
-		l.ignored = startIgnored
+		l.ignored = slices.Clone(startIgnored)
+		// What the runtime changed before this package could look.
+		if sys.StartSignals != nil {
+			mask, ignored, err := sys.StartSignals()
+			if err != nil {
+				l.logf(slog.LevelDebug, "cannot read the signal mask and dispositions mworker was started with: workers inherit only those the Go runtime left alone", "err", err.Error())
+			}
+			l.mask.Val[0] |= mask
+			for _, s := range ignored {
+				if !slices.Contains(l.ignored, s) {
+					l.ignored = append(l.ignored, s)
+				}
+			}
+			slices.Sort(l.ignored)
+		}
 	}
 	l.resumeStatus(l.resumed)
 	l.version = cfg.Version
@@ -348,6 +372,7 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 		l.met.lastOK, l.met.lastFailed = l.resumed.Handover.Reloads, l.resumed.Handover.FailedReloads
 	}
 
+	l.useDir(l.resumed, &cfg.Control, &l.pidFile)
 	l.requests = make(chan control.Request)
 	if cfg.Control != "" {
 		if l.ctl, err = openControl(cfg.Control, logger); err != nil {

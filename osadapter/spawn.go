@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // spawn starts one worker: its own process group, the master's stdin,
@@ -36,10 +38,10 @@ func (l *loop) spawn(gen, slot int) (int, error) {
 				env = append(env, e.expand(len(listeners)))
 			}
 		}
-		if l.sys.Shell != "" {
+		if l.sys.Shell != "" && shellCanIgnore(l.ignored) {
 			argv0, argv = shellTrampoline(l.sys.Shell, l.command, l.ignored, len(listeners) > 0, l.watchdogPid)
 		} else {
-			env = append(env, envTrampoline+"="+trampolineSpec(argv0, l.ignored))
+			env = append(env, envTrampoline+"="+trampolineSpec(argv0, l.ignored, l.mask.Val[0]))
 			argv0 = l.sys.SelfExe
 		}
 	}
@@ -62,11 +64,26 @@ func (l *loop) spawn(gen, slot int) (int, error) {
 		}
 		env = append(env, "NOTIFY_SOCKET="+rs.s.Addr())
 	}
+	// The child of ForkExec starts with the mask of the thread that forks
+	// it: the mask of mworker's start, of which the runtime unblocked part
+	// in this thread, is given back to it for the fork only.
+	var threadMask unix.Sigset_t
+	forkMask := l.mask != unix.Sigset_t{}
+	if forkMask {
+		if err := l.sys.SigMask(unix.SIG_SETMASK, &l.mask, &threadMask); err != nil {
+			forkMask = false
+			l.logf(slog.LevelWarn, "cannot give a worker the signal mask mworker was started with", "err", err.Error())
+		}
+	}
 	pid, err := l.sys.ForkExec(argv0, argv, &syscall.ProcAttr{
+		Dir:   l.dir,
 		Env:   env,
 		Files: files,
 		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSignal, Credential: l.cred},
 	})
+	if forkMask {
+		l.sys.SigMask(unix.SIG_SETMASK, &threadMask, nil)
+	}
 	if pipes != nil {
 		l.wout.started(pipes, pid, gen, slot, err)
 	}

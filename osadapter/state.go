@@ -45,6 +45,9 @@ type execState struct {
 	Mask [16]uint64
 	// Ignored are the signals that were SIG_IGN at the first start.
 	Ignored []int
+	// Dir is the working directory of the first start, which workers
+	// start in (workdir.go).
+	Dir string `json:",omitempty"`
 	// Spawned is the CLOCK_MONOTONIC start (ns) of each live worker, by
 	// pid: status reports uptimes across re-execs.
 	Spawned map[int]int64

@@ -3,10 +3,11 @@ package osadapter
 import (
 	"fmt"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mworker/mworker/fsm"
 )
@@ -23,11 +24,11 @@ import (
 // fraction of the cost: a shell starts in about 1 ms, the mworker binary in
 // 4 to 5 (docs/performance.md).
 //
-// envTrampoline holds "ign=<sig>,<sig>;path=<command path>"; path comes last
-// because it may contain any byte but NUL.
+// envTrampoline holds "ign=<sig>,<sig>;mask=<hex>;path=<command path>";
+// path comes last because it may contain any byte but NUL.
 const envTrampoline = "MWORKER_TRAMPOLINE"
 
-func trampolineSpec(path string, ignored []syscall.Signal) string {
+func trampolineSpec(path string, ignored []syscall.Signal, mask uint64) string {
 	var b strings.Builder
 	b.WriteString("ign=")
 	for i, s := range ignored {
@@ -36,26 +37,33 @@ func trampolineSpec(path string, ignored []syscall.Signal) string {
 		}
 		b.WriteString(strconv.Itoa(int(s)))
 	}
+	b.WriteString(";mask=")
+	b.WriteString(strconv.FormatUint(mask, 16))
 	b.WriteString(";path=")
 	b.WriteString(path)
 	return b.String()
 }
 
-func parseTrampolineSpec(spec string) (path string, ignored []syscall.Signal, err error) {
-	ign, path, ok := strings.Cut(spec, ";path=")
-	if !ok || !strings.HasPrefix(ign, "ign=") || path == "" {
-		return "", nil, fmt.Errorf("osadapter: malformed %s %q", envTrampoline, spec)
+func parseTrampolineSpec(spec string) (path string, ignored []syscall.Signal, mask uint64, err error) {
+	bad := fmt.Errorf("osadapter: malformed %s %q", envTrampoline, spec)
+	head, path, ok := strings.Cut(spec, ";path=")
+	ign, m, ok2 := strings.Cut(head, ";mask=")
+	if !ok || !ok2 || !strings.HasPrefix(ign, "ign=") || path == "" {
+		return "", nil, 0, bad
+	}
+	if mask, err = strconv.ParseUint(m, 16, 64); err != nil {
+		return "", nil, 0, bad
 	}
 	if ign = strings.TrimPrefix(ign, "ign="); ign != "" {
 		for _, f := range strings.Split(ign, ",") {
 			n, err := strconv.Atoi(f)
 			if err != nil || n < 1 || n > 64 {
-				return "", nil, fmt.Errorf("osadapter: malformed %s %q", envTrampoline, spec)
+				return "", nil, 0, bad
 			}
 			ignored = append(ignored, syscall.Signal(n))
 		}
 	}
-	return path, ignored, nil
+	return path, ignored, mask, nil
 }
 
 // runTrampoline executes the worker's command when this process is a
@@ -65,14 +73,24 @@ func runTrampoline() {
 	if !ok {
 		return
 	}
-	path, ignored, err := parseTrampolineSpec(spec)
+	path, ignored, mask, err := parseTrampolineSpec(spec)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	env := trampolineEnv(syscall.Environ(), os.Getpid())
-	for _, s := range ignored {
-		signal.Ignore(s)
+	// This image's runtime has unblocked the signals it needs and set its
+	// handlers: the start mask and SIG_IGN go back on the thread that
+	// executes (package initialization runs on the main thread, locked to
+	// it), last.
+	if err := setIgnored(ignored); err != nil {
+		fmt.Fprintf(os.Stderr, "osadapter: %v\n", err)
+		os.Exit(126)
+	}
+	set := unix.Sigset_t{Val: [16]uint64{mask}}
+	if err := unix.PthreadSigmask(unix.SIG_SETMASK, &set, nil); err != nil {
+		fmt.Fprintf(os.Stderr, "osadapter: set the signal mask: %v\n", err)
+		os.Exit(126)
 	}
 	err = syscall.Exec(path, os.Args, env)
 	fmt.Fprintf(os.Stderr, "osadapter: cannot execute worker %s: %v\n", path, err)
@@ -110,6 +128,18 @@ func trampolineEnv(env []string, pid int) []string {
 	return out
 }
 
+// shellCanIgnore says whether the shell can set each of sigs to SIG_IGN
+// (trap with an empty action): dash refuses SIGSEGV, SIGCHLD, 32 and 33 without a word.
+func shellCanIgnore(sigs []syscall.Signal) bool {
+	for _, s := range sigs {
+		switch s {
+		case syscall.SIGSEGV, syscall.SIGCHLD, 32, 33:
+			return false
+		}
+	}
+	return true
+}
+
 // shellTrampoline returns the argv that makes shell start the worker: give
 // back the inherited SIG_IGN dispositions (a trap of ” is inherited across
 // exec as SIG_IGN), set LISTEN_PID to its own pid ($$, which the command
@@ -121,7 +151,11 @@ func shellTrampoline(shell string, command []string, ignored []syscall.Signal, l
 	if len(ignored) > 0 {
 		b.WriteString("trap ''")
 		for _, s := range ignored {
-			b.WriteString(" " + fsm.Signal(s).String())
+			if s >= 32 {
+				b.WriteString(" " + strconv.Itoa(int(s)))
+			} else {
+				b.WriteString(" " + fsm.Signal(s).String())
+			}
 		}
 		b.WriteString("; ")
 	}

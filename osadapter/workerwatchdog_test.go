@@ -43,7 +43,7 @@ func TestWorkerWatchdogEnvironment(t *testing.T) {
 			}
 			continue
 		}
-		if s.argv0 != "/proc/self/exe" || !slices.Contains(s.attr.Env, "MWORKER_TRAMPOLINE=ign=;path=/bin/worker") {
+		if s.argv0 != "/proc/self/exe" || !slices.Contains(s.attr.Env, "MWORKER_TRAMPOLINE=ign=;mask=0;path=/bin/worker") {
 			t.Errorf("spawned %q with env %q, want the self-exec trampoline", s.argv0, s.attr.Env)
 		}
 		env := trampolineEnv(s.attr.Env, 12345)
