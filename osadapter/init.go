@@ -35,7 +35,7 @@ func isMasterCommand() bool {
 // subscribed returns the signal channel, subscribing now if init did not.
 func subscribed() chan os.Signal {
 	if signals == nil {
-		signals = notifySignals()
+		signals = notifySignals(make(chan os.Signal, 1024))
 	}
 	return signals
 }
@@ -79,7 +79,9 @@ func installSignals() chan os.Signal {
 	if !isMasterCommand() {
 		return nil
 	}
-	return notifySignals()
+	ch := make(chan os.Signal, 1024)
+	catchEarly(ch) // earlysig.go: nothing lost before signal.Notify
+	return notifySignals(ch)
 }
 
 // notifySignals subscribes to every catchable signal. The subscriptions run
@@ -88,14 +90,13 @@ func installSignals() chan os.Signal {
 // the locked main thread each round trip costs more thread switches (7.6
 // against 4.3 ms for 60 signals, measured in docs/performance.md). The
 // window stays as protected: nothing returns before every signal is caught.
-func notifySignals() chan os.Signal {
+func notifySignals(ch chan os.Signal) chan os.Signal {
 	done := make(chan chan os.Signal)
-	go func() { done <- subscribeAll() }()
+	go func() { done <- subscribeAll(ch) }()
 	return <-done
 }
 
-func subscribeAll() chan os.Signal {
-	ch := make(chan os.Signal, 1024)
+func subscribeAll(ch chan os.Signal) chan os.Signal {
 	// Each signal costs the runtime a round trip to its signal thread, so
 	// the ones that would end or stop a freshly exec'd image go first.
 	signal.Notify(ch, urgentSignals...)
@@ -105,6 +106,7 @@ func subscribeAll() chan os.Signal {
 	// Caught (not ignored, which workers would inherit): a write to a closed
 	// stderr then fails with EPIPE instead of killing the master.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	endEarly()
 	allNotifiedAt = monotonicNow()
 	return ch
 }

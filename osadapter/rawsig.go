@@ -65,6 +65,22 @@ func catchRaw(ch chan<- os.Signal) error {
 		// which ends the master on these signals.
 		return errors.New("no raw signal handler for " + runtime.GOARCH)
 	}
+	if rawSigFd == 0 {
+		if err := startRawPipe(ch); err != nil {
+			return err
+		}
+	}
+	for _, s := range rawSignals {
+		if err := setRawAction(s, rawSigHandlerPC, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startRawPipe makes the pipe the raw handlers write to and the goroutine
+// that queues what it reads on ch.
+func startRawPipe(ch chan<- os.Signal) error {
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return err
@@ -91,8 +107,14 @@ func catchRaw(ch chan<- os.Signal) error {
 			}
 		}
 	}()
+	return nil
+}
+
+// setRawAction installs handler, one of this package's raw handlers, for
+// s, and stores the action it replaces in old (if not nil).
+func setRawAction(s syscall.Signal, handler uintptr, old *sigaction) error {
 	sa := sigaction{
-		handler: rawSigHandlerPC,
+		handler: handler,
 		// On the signal stack the runtime gives every thread: the
 		// goroutine stack the signal interrupts may be too small for
 		// the kernel's signal frame.
@@ -100,11 +122,9 @@ func catchRaw(ch chan<- os.Signal) error {
 		restorer: rawSigReturnPC,
 		mask:     ^uint64(0), // nothing nests in the handler
 	}
-	for _, s := range rawSignals {
-		_, _, errno := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(s), uintptr(unsafe.Pointer(&sa)), 0, 8, 0, 0)
-		if errno != 0 {
-			return errno
-		}
+	_, _, errno := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(s), uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(old)), 8, 0, 0)
+	if errno != 0 {
+		return errno
 	}
 	return nil
 }
