@@ -279,9 +279,16 @@ func (l *loop) reap() {
 			return
 		}
 		l.ready.drop(pid)
-		if _, worker := l.spawned[pid]; worker {
+		if at, worker := l.spawned[pid]; worker {
 			l.met.noteExit(exitStatus(ws))
 			l.workerGone(pid)
+			if st := exitStatus(ws); l.cred != nil && st.Code == 126 && time.Duration(l.sys.Now()-at) < time.Second {
+				// Through a trampoline (the worker inherits an ignored
+				// signal) the exec fails in the child, not in ForkExec:
+				// the same hint as for a spawn that fails with EACCES.
+				l.logf(slog.LevelWarn, "worker could not execute its command: workers run as uid "+strconv.Itoa(int(l.cred.Uid))+
+					" (--user): the command, and every directory on its path, must be executable by that user", "pid", pid)
+			}
 		}
 		delete(l.spawned, pid)
 		l.step(fsm.ChildExited{Pid: pid, Status: exitStatus(ws)})
