@@ -72,7 +72,15 @@ func startSignals() (mask uint64, ignored []syscall.Signal, err error) {
 		return 0, nil, fmt.Errorf("read %s: %w", symInitSigmask, err)
 	}
 	for sig := 1; sig <= 64; sig++ {
-		switch h := binary.LittleEndian.Uint64(buf[sig*8:]); h {
+		h := binary.LittleEndian.Uint64(buf[sig*8:])
+		if h != 0 && h == uint64(rawEarlyHandlerPC) {
+			// signal.Notify of a signal the runtime had left alone (the
+			// stop signals, SIGCONT) records the handler it finds, the
+			// early catch's (earlysig.go): what was there before it is
+			// the start's.
+			h = uint64(earlyOld[sig].handler)
+		}
+		switch h {
 		case 0: // SIG_DFL
 		case 1: // SIG_IGN
 			ignored = append(ignored, syscall.Signal(sig))
