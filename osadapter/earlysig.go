@@ -3,65 +3,60 @@ package osadapter
 import (
 	"os"
 	"syscall"
-	"unsafe"
 
-	"golang.org/x/sys/unix"
+	"github.com/mworker/mworker/internal/earlysig"
 )
 
-// The start window. signal.Notify costs the runtime a round trip to its
-// signal thread per signal, a few milliseconds for all of them; until a
-// signal is subscribed, the runtime's handler kills the master on SIGHUP,
-// dumps its stacks on SIGQUIT or one of the synchronous signals, and drops
-// most others (SIGUSR1, SIGALRM, the real-time ones...). So a master first
+// The start window. Until a signal is subscribed with signal.Notify, the
+// runtime's handler kills the master on SIGHUP, dumps its stacks on SIGQUIT
+// or one of the synchronous signals, and drops most others (SIGUSR1,
+// SIGALRM, the real-time ones...); and signal.Notify costs the runtime a
+// round trip to its signal thread per signal, a few milliseconds for all
+// of them. So the package internal/earlysig, which imports nothing and is
+// initialized before the packages that take time (crypto, net, protobuf),
 // catches every signal the runtime would handle that way with a raw
-// handler of this package's own (rawsig_*.s), in a few microseconds, which
-// writes each one to the pipe rawSignals use; subscribeAll then subscribes
-// as before and endEarly gives each signal back to the runtime's handler.
-// Nothing sent with kill(2) in between is lost: it is read from the pipe
-// or from signal.Notify's channel. A signal the kernel raises (a real fault,
-// si_code > 0) is passed on at once to the handler that was there before
-// (rawEarlyFwd), so a real fault of the master still crashes it as the
-// runtime crashes it.
+// handler of its own that writes each one to a pipe (docs/signals.md, "The
+// master's first milliseconds"). A master adopts that pipe as the one
+// rawSignals use (catchEarly), subscribeAll then subscribes as before, and
+// endEarly gives each signal back to the runtime's handler. Nothing sent
+// with kill(2) in between is lost: it is read from the pipe or from
+// signal.Notify's channel. A signal the kernel raises (a real fault,
+// si_code > 0) is passed on at once to the handler that was there before,
+// so a real fault of the master still crashes it as the runtime crashes
+// it. Any other image (a client command, a trampoline, a test) gives every
+// signal back at once (releaseEarly).
 
-// Defined in rawsig_*.s: the early handler.
-var rawEarlyHandlerPC uintptr
+// rawEarlyHandlerPC is the early handler (0: none here).
+var rawEarlyHandlerPC = earlysig.HandlerPC
 
-// rawEarlyFwd[n] is the handler signal n had before the early one, for a
-// signal the kernel raises (0: treat it as one sent with kill(2)).
-var rawEarlyFwd [65]uintptr
+// earlyOld returns the action signal n had before the early handler.
+func earlyOld(n int) sigaction {
+	o := earlysig.Old[n]
+	return sigaction{handler: o.Handler, flags: o.Flags, restorer: o.Restorer, mask: o.Mask}
+}
 
-// earlyOld[n] is the action signal n had before catchEarly.
-var earlyOld [65]sigaction
+// startIgnoredSig says whether signal s was at SIG_IGN when this image
+// started: what the early handler replaced, or what is there now.
+func startIgnoredSig(s syscall.Signal) bool {
+	if earlysig.IsCaught(int(s)) {
+		return earlysig.Old[s].Handler == 1
+	}
+	return isIgnored(s)
+}
 
-// earlyCaught are the signals catchEarly installed the early handler for.
-var earlyCaught []syscall.Signal
+// releaseEarly gives back every signal the early handler holds, for an
+// image that is not a master.
+func releaseEarly() { earlysig.Release() }
 
-// catchEarly starts the raw pipe to ch and installs the early handler for
-// every catchable signal but SIGURG (the runtime's preemption) and 33 (the
-// runtime's per-thread system calls). It does nothing where there is no
-// raw handler.
+// catchEarly adopts the early handler's pipe as the raw signals' pipe to
+// ch. Without an early handler (no raw handler on this architecture) it
+// does nothing.
 func catchEarly(ch chan<- os.Signal) {
-	if rawSigHandlerPC == 0 || rawEarlyHandlerPC == 0 {
+	if rawSigHandlerPC == 0 || earlysig.HandlerPC == 0 || earlysig.ReadFd < 0 {
+		earlysig.Release()
 		return
 	}
-	if err := startRawPipe(ch); err != nil {
-		rawSigErr = err
-		return
-	}
-	for n := 1; n <= 64; n++ {
-		s := syscall.Signal(n)
-		switch s {
-		case syscall.SIGKILL, syscall.SIGSTOP, syscall.SIGURG, 33:
-			continue
-		}
-		var old sigaction
-		if unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(s), 0, uintptr(unsafe.Pointer(&old)), 8, 0, 0); old.handler > 1 {
-			rawEarlyFwd[n] = old.handler
-		}
-		if setRawAction(s, rawEarlyHandlerPC, &earlyOld[n]) == nil {
-			earlyCaught = append(earlyCaught, s)
-		}
-	}
+	readRawPipe(int(earlysig.ReadFd), int(earlysig.WriteFd), ch)
 }
 
 // endEarly, once every signal is subscribed, gives the signals still on the
@@ -70,17 +65,17 @@ func catchEarly(ch chan<- os.Signal) {
 // SIG_IGN of SIGHUP or SIGINT) was given the runtime's handler by
 // signal.Notify already; rawSignals have their own.
 func endEarly() {
-	for _, s := range earlyCaught {
-		var cur sigaction
-		unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(s), 0, uintptr(unsafe.Pointer(&cur)), 8, 0, 0)
-		if cur.handler != rawEarlyHandlerPC {
+	for n := 1; n <= 64; n++ {
+		if !earlysig.IsCaught(n) {
 			continue
 		}
-		if old := earlyOld[s]; old.handler > 1 {
-			unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(s), uintptr(unsafe.Pointer(&old)), 0, 8, 0, 0)
-		} else {
-			setRawAction(s, rawSigHandlerPC, nil)
+		if earlysig.Old[n].Handler > 1 {
+			earlysig.Restore(n)
+			continue
 		}
+		if cur, ok := earlysig.Current(n); ok && cur.Handler == earlysig.HandlerPC {
+			setRawAction(syscall.Signal(n), rawSigHandlerPC, nil)
+		}
+		earlysig.Caught &^= 1 << (n - 1)
 	}
-	earlyCaught = nil
 }

@@ -62,6 +62,11 @@ var (
 
 func installSignals() chan os.Signal {
 	initAt = monotonicNow()
+	master := isMasterCommand()
+	if _, trampoline := syscall.Getenv(envTrampoline); !master || trampoline {
+		// The early catch (internal/earlysig) is a master's only.
+		releaseEarly()
+	}
 	// A worker being started through the trampoline never gets further.
 	runTrampoline()
 
@@ -72,11 +77,11 @@ func installSignals() chan os.Signal {
 	runtime.LockOSThread()
 
 	for s := syscall.Signal(1); s <= 64; s++ {
-		if isIgnored(s) {
+		if startIgnoredSig(s) {
 			startIgnored = append(startIgnored, s)
 		}
 	}
-	if !isMasterCommand() {
+	if !master {
 		return nil
 	}
 	ch := make(chan os.Signal, 1024)

@@ -85,15 +85,22 @@ func startRawPipe(ch chan<- os.Signal) error {
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return err
 	}
+	readRawPipe(p[0], p[1], ch)
+	return nil
+}
+
+// readRawPipe points the raw handlers at the pipe w and starts the
+// goroutine that queues what it reads from r on ch.
+func readRawPipe(r, w int, ch chan<- os.Signal) {
 	for i := range rawSigBytes {
 		rawSigBytes[i] = byte(i)
 	}
-	rawSigFd = int32(p[1])
-	r := os.NewFile(uintptr(p[0]), "raw signals")
+	rawSigFd = int32(w)
+	f := os.NewFile(uintptr(r), "raw signals")
 	go func() {
 		buf := make([]byte, 64)
 		for {
-			n, err := r.Read(buf)
+			n, err := f.Read(buf)
 			if err != nil {
 				return
 			}
@@ -107,7 +114,6 @@ func startRawPipe(ch chan<- os.Signal) error {
 			}
 		}
 	}()
-	return nil
 }
 
 // setRawAction installs handler, one of this package's raw handlers, for

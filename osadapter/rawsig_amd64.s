@@ -15,22 +15,6 @@ TEXT rawSigHandler<>(SB), NOSPLIT|NOFRAME, $0
 	SYSCALL
 	RET
 
-// rawEarlyHandler is the handler of earlysig.go: a signal the kernel
-// raised (si_code, at offset 8 of the siginfo SI points to, above 0) goes
-// on to the handler rawEarlyFwd keeps for it, as if the kernel had called
-// that one; any other is rawSigHandler's.
-TEXT rawEarlyHandler<>(SB), NOSPLIT|NOFRAME, $0
-	MOVL  8(SI), AX
-	CMPL  AX, $0
-	JLE   user
-	LEAQ  ·rawEarlyFwd(SB), AX
-	MOVQ  (AX)(DI*8), AX
-	TESTQ AX, AX
-	JZ    user
-	JMP   AX
-user:
-	JMP rawSigHandler<>(SB)
-
 // rawSigReturn is the sigaction's restorer.
 TEXT rawSigReturn<>(SB), NOSPLIT|NOFRAME, $0
 	MOVQ $15, AX // rt_sigreturn
@@ -61,7 +45,5 @@ DATA ·rawMaskHandlerPC+0(SB)/8, $rawMaskHandler<>(SB)
 GLOBL ·rawMaskHandlerPC(SB), RODATA, $8
 DATA ·rawSigHandlerPC+0(SB)/8, $rawSigHandler<>(SB)
 GLOBL ·rawSigHandlerPC(SB), RODATA, $8
-DATA ·rawEarlyHandlerPC+0(SB)/8, $rawEarlyHandler<>(SB)
-GLOBL ·rawEarlyHandlerPC(SB), RODATA, $8
 DATA ·rawSigReturnPC+0(SB)/8, $rawSigReturn<>(SB)
 GLOBL ·rawSigReturnPC(SB), RODATA, $8

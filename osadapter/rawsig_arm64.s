@@ -15,21 +15,6 @@ TEXT rawSigHandler<>(SB), NOSPLIT|NOFRAME, $0
 	SVC
 	RET
 
-// rawEarlyHandler is the handler of earlysig.go: a signal the kernel
-// raised (si_code, at offset 8 of the siginfo R1 points to, above 0) goes
-// on to the handler rawEarlyFwd keeps for it, as if the kernel had called
-// that one; any other is rawSigHandler's.
-TEXT rawEarlyHandler<>(SB), NOSPLIT|NOFRAME, $0
-	MOVW 8(R1), R3
-	CMPW $0, R3
-	BLE  user
-	MOVD $·rawEarlyFwd(SB), R4
-	MOVD (R4)(R0<<3), R4
-	CBZ  R4, user
-	JMP  (R4)
-user:
-	JMP rawSigHandler<>(SB)
-
 // rawSigReturn is the sigaction's restorer.
 TEXT rawSigReturn<>(SB), NOSPLIT|NOFRAME, $0
 	MOVD $139, R8 // rt_sigreturn
@@ -64,7 +49,5 @@ DATA ·rawMaskHandlerPC+0(SB)/8, $rawMaskHandler<>(SB)
 GLOBL ·rawMaskHandlerPC(SB), RODATA, $8
 DATA ·rawSigHandlerPC+0(SB)/8, $rawSigHandler<>(SB)
 GLOBL ·rawSigHandlerPC(SB), RODATA, $8
-DATA ·rawEarlyHandlerPC+0(SB)/8, $rawEarlyHandler<>(SB)
-GLOBL ·rawEarlyHandlerPC(SB), RODATA, $8
 DATA ·rawSigReturnPC+0(SB)/8, $rawSigReturn<>(SB)
 GLOBL ·rawSigReturnPC(SB), RODATA, $8

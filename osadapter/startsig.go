@@ -76,9 +76,9 @@ func startSignals() (mask uint64, ignored []syscall.Signal, err error) {
 		if h != 0 && h == uint64(rawEarlyHandlerPC) {
 			// signal.Notify of a signal the runtime had left alone (the
 			// stop signals, SIGCONT) records the handler it finds, the
-			// early catch's (earlysig.go): what was there before it is
-			// the start's.
-			h = uint64(earlyOld[sig].handler)
+			// early catch's (internal/earlysig): what was there before it
+			// is the start's.
+			h = uint64(earlyOld(sig).handler)
 		}
 		switch h {
 		case 0: // SIG_DFL

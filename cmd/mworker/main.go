@@ -229,6 +229,10 @@
 package main
 
 import (
+	// First: its init catches every signal before the packages below
+	// initialize (docs/signals.md, "The master's first milliseconds").
+	_ "github.com/mworker/mworker/internal/earlysig"
+
 	"fmt"
 	"io"
 	"os"
