@@ -79,3 +79,7 @@ func endEarly() {
 		earlysig.Caught &^= 1 << (n - 1)
 	}
 }
+
+// earlyAt is CLOCK_MONOTONIC when the early handler was in place for every
+// signal (0: never).
+func earlyAt() int64 { return earlysig.DoneAt }

@@ -263,11 +263,13 @@ func TestRealWorkersSurviveRepeatedReexecs(t *testing.T) {
 			t.Errorf("worker %d: alive=%v, log:\n%s", pid, alive(pid), l)
 		}
 	}
-	var windows []string
-	for _, mm := range regexp.MustCompile(`window_us=(\d+)`).FindAllStringSubmatch(m.log(), -1) {
-		windows = append(windows, mm[1])
+	var windows, early, inits []string
+	for _, mm := range regexp.MustCompile(`window_us=(\d+) early_us=(\d+) init_us=(\d+)`).FindAllStringSubmatch(m.log(), -1) {
+		windows, early, inits = append(windows, mm[1]), append(early, mm[2]), append(inits, mm[3])
 	}
 	t.Logf("execve to signal.Notify, µs, %d re-execs: %s", len(windows), strings.Join(windows, " "))
+	t.Logf("execve to the early catch (internal/earlysig), µs: %s", strings.Join(early, " "))
+	t.Logf("execve to osadapter's init, µs: %s", strings.Join(inits, " "))
 	if len(windows) != reloads {
 		t.Errorf("%d exec windows logged, want %d", len(windows), reloads)
 	}

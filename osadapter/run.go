@@ -248,7 +248,8 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 			l.carried = sigs
 			if notifiedAt > 0 {
 				l.logf(slog.LevelDebug, "re-exec window: execve to signal.Notify",
-					"window_us", (notifiedAt-execAt)/1000, "init_us", (initAt-execAt)/1000,
+					"window_us", (notifiedAt-execAt)/1000, "early_us", (earlyAt()-execAt)/1000,
+					"init_us", (initAt-execAt)/1000,
 					"all_us", (allNotifiedAt-execAt)/1000)
 			}
 		}

@@ -9,9 +9,11 @@ var handlerPC, returnPC uintptr
 
 //go:noescape
 func rawSigaction(sig uintptr, act, old unsafe.Pointer) uintptr
+
 //go:noescape
 func rawPipe2(p *[2]int32, flags uintptr) uintptr
 func rawClose(fd uintptr) uintptr
+
 //go:noescape
 func rawClockGettime(clock uintptr, ts *[2]int64) uintptr
 
