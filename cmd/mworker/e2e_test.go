@@ -901,3 +901,36 @@ func TestListenFailures(t *testing.T) {
 		})
 	}
 }
+
+// The early catch (internal/earlysig) must initialize before the packages
+// that take time, or the master's first milliseconds are the runtime's
+// again (docs/signals.md). GODEBUG=inittrace=1 prints each package's init
+// in order.
+func TestEarlyCatchInitializesFirst(t *testing.T) {
+	cmd := exec.Command(mworkerBinary(t), "version")
+	cmd.Env = append(os.Environ(), "GODEBUG=inittrace=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("mworker version: %v\n%s", err, out)
+	}
+	var order []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) > 2 && f[0] == "init" {
+			order = append(order, f[1])
+		}
+	}
+	early := slices.Index(order, "github.com/mworker/mworker/internal/earlysig")
+	if early < 0 {
+		t.Fatalf("internal/earlysig never initialized:\n%s", out)
+	}
+	for _, p := range order[:early] {
+		if p != "runtime" && !strings.HasPrefix(p, "internal/") && !strings.HasPrefix(p, "crypto/internal/fips140deps/") {
+			t.Errorf("%s initialized before internal/earlysig (order: %v)", p, order[:early+1])
+		}
+	}
+	for _, heavy := range []string{"crypto/tls", "net", "google.golang.org/protobuf/reflect/protoregistry", "github.com/mworker/mworker/osadapter"} {
+		if i := slices.Index(order, heavy); i >= 0 && i < early {
+			t.Errorf("%s initialized before internal/earlysig", heavy)
+		}
+	}
+}

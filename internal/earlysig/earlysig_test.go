@@ -1,0 +1,61 @@
+//go:build linux && (amd64 || arm64)
+
+package earlysig
+
+import (
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestCaughtAtInit(t *testing.T) {
+	if HandlerPC == 0 || ReadFd < 0 {
+		t.Fatalf("no early catch: HandlerPC %#x, ReadFd %d", HandlerPC, ReadFd)
+	}
+	for n := 1; n <= 64; n++ {
+		want := n != 9 && n != 19 && n != 23 && n != 33
+		if IsCaught(n) != want {
+			t.Errorf("signal %d: caught %v, want %v", n, IsCaught(n), want)
+		}
+	}
+	if InitAt <= 0 || DoneAt < InitAt || Monotonic() < DoneAt {
+		t.Errorf("clock: InitAt %d, DoneAt %d, now %d", InitAt, DoneAt, Monotonic())
+	}
+}
+
+// A signal sent with kill(2) is written to the pipe, and Restore gives the
+// signal back the runtime's handler.
+func TestKillWritesPipeThenRestore(t *testing.T) {
+	const sig = syscall.SIGUSR1
+	if cur, ok := Current(int(sig)); !ok || cur.Handler != HandlerPC {
+		t.Fatalf("SIGUSR1's handler is %#x, want the early one %#x", cur.Handler, HandlerPC)
+	}
+	if Old[sig].Handler <= 1 {
+		t.Fatalf("SIGUSR1 had %#x before: not the runtime's handler", Old[sig].Handler)
+	}
+	if err := syscall.Kill(os.Getpid(), sig); err != nil {
+		t.Fatal(err)
+	}
+	var b [64]byte
+	deadline := time.Now().Add(5 * time.Second)
+	got := false
+	for !got && time.Now().Before(deadline) {
+		n, err := syscall.Read(int(ReadFd), b[:])
+		for _, c := range b[:max(n, 0)] {
+			got = got || c == byte(sig)
+		}
+		if err == syscall.EAGAIN {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if !got {
+		t.Fatal("SIGUSR1 was not written to the pipe")
+	}
+	if !Restore(int(sig)) {
+		t.Fatal("Restore(SIGUSR1) did nothing")
+	}
+	if cur, _ := Current(int(sig)); cur.Handler != Old[sig].Handler || IsCaught(int(sig)) {
+		t.Fatalf("after Restore SIGUSR1's handler is %#x, want %#x (caught %v)", cur.Handler, Old[sig].Handler, IsCaught(int(sig)))
+	}
+}
