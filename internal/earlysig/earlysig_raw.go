@@ -50,20 +50,34 @@ func init() {
 		Restorer: returnPC,
 		Mask:     ^uint64(0), // nothing nests in the handler
 	}
-	for n := 1; n <= 64; n++ {
-		switch n {
-		case 9, 19, 23, 33: // SIGKILL, SIGSTOP, SIGURG, the runtime's
+	// Signal 34 last: nothing before this package catches it (the
+	// runtime leaves it at SIG_DFL), so SigCgt in /proc/PID/status tells
+	// from outside when every signal is caught.
+	for i := 1; i <= 64; i++ {
+		n := i
+		switch {
+		case n == 9 || n == 19 || n == 23 || n == 33: // KILL, STOP, URG, the runtime's
 			continue
-		}
-		if !sigaction(n, nil, &Old[n]) {
+		case n == 34:
 			continue
+		case n == 64:
+			catch(n, &sa)
+			n = 34
 		}
-		if Old[n].Handler > 1 {
-			Fwd[n] = Old[n].Handler
-		}
-		if sigaction(n, &sa, &Old[n]) {
-			Caught |= 1 << (n - 1)
-		}
+		catch(n, &sa)
 	}
 	DoneAt = Monotonic()
+}
+
+// catch installs sa for signal n, keeping what was there in Old and Fwd.
+func catch(n int, sa *Action) {
+	if !sigaction(n, nil, &Old[n]) {
+		return
+	}
+	if Old[n].Handler > 1 {
+		Fwd[n] = Old[n].Handler
+	}
+	if sigaction(n, sa, &Old[n]) {
+		Caught |= 1 << (n - 1)
+	}
 }
