@@ -698,7 +698,12 @@ func workerExitedWhileExiting(m *Machine, e ChildExited) {
 func exitMaster(ctx context.Context, _ ...any) error {
 	m := machineOf(ctx)
 	m.log(LevelInfo, "all workers gone; exiting", "status", m.exitStatus)
-	m.emit(Exit{Status: m.exitStatus})
+	st := m.exitStatus
+	if st != 0 && slices.Contains(m.cfg.SuccessExit, st) {
+		m.log(LevelInfo, "exit status counts as success (--success-exit)", "status", st)
+		st = 0
+	}
+	m.emit(Exit{Status: st})
 	return nil
 }
 

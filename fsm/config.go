@@ -85,6 +85,10 @@ type Config struct {
 	// then tells the workers; a second stop meanwhile is carried out at
 	// once. 0, the zero value, tells them at once.
 	ShutdownDelay time.Duration
+	// SuccessExit is --success-exit: an exit status of the master (a
+	// worker's: its code, or 128+N when signal N killed it) that is one of
+	// these becomes 0, as systemd's SuccessExitStatus= and tini -e do.
+	SuccessExit []int
 }
 
 // NoOldGenerations is the MaxOldGenerations that lets no generation drain
@@ -369,6 +373,11 @@ func (c *Config) validate() error {
 		return bad("max old generations %d: use 0 for no cap, NoOldGenerations, or a positive number", c.MaxOldGenerations)
 	case c.Batch < 0 || c.Batch > MaxWorkers:
 		return bad("batch %d out of range: use 0 (the whole generation at once) or 1..%d", c.Batch, MaxWorkers)
+	}
+	for _, n := range c.SuccessExit {
+		if n < 0 || n > 255 {
+			return bad("success exit status %d out of range: use 0..255", n)
+		}
 	}
 	for _, p := range append(append([]int(nil), c.StopPids...), c.TermPids...) {
 		if p <= 0 {

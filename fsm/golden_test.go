@@ -25,6 +25,7 @@ package fsm
 //	restart-limit: 3/10s       --restart-limit N/WINDOW (default off)
 //	max-old-generations: 1     Config.MaxOldGenerations (default 0: no cap; -1: NoOldGenerations)
 //	batch: 2                   Config.Batch: rolling reloads (default 0: the whole generation)
+//	success-exit: 143 1        Config.SuccessExit: statuses that count as 0
 //	watchdog: 2s               Config.Watchdog (default 0: none)
 //	shutdown-delay: 5s         Config.ShutdownDelay (default 0: none)
 //	path: /usr/sbin/mworker    Config.Path (default /usr/bin/mworker)
@@ -280,6 +281,8 @@ func goldenConfig(header []string) (Config, error) {
 			cfg.MaxOldGenerations, err = strconv.Atoi(val)
 		case "batch":
 			cfg.Batch, err = strconv.Atoi(val)
+		case "success-exit":
+			cfg.SuccessExit, err = parseInts(val)
 		case "watchdog":
 			cfg.Watchdog, err = time.ParseDuration(val)
 		case "shutdown-delay":

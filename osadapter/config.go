@@ -33,10 +33,6 @@ type Config struct {
 	// /readyz (HOST:PORT, tcp://HOST:PORT or unix:///PATH), or "".
 	Metrics string
 
-	// SuccessExit are the --success-exit statuses: a master exit status
-	// (a worker's: its code, or 128+N when signal N killed it) that is one
-	// of them becomes 0, as systemd's SuccessExitStatus= and tini -e do.
-	SuccessExit []int
 	// Credential, when set (--user, --group), is the uid, gid and
 	// supplementary groups every worker runs with: the master keeps its
 	// own (root), its listeners and its control socket; the notify

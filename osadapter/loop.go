@@ -68,8 +68,6 @@ type loop struct {
 
 	exited bool
 	status int
-	// successExit are the statuses that count as 0 (--success-exit).
-	successExit []int
 	// cred is the workers' uid and gids (--user, --group), or nil.
 	cred    *syscall.Credential
 	replace bool // Exec returned nil: only a fake OS does that
@@ -146,10 +144,6 @@ func (l *loop) perform(a fsm.Action) fsm.Event {
 		l.exec(a)
 	case fsm.Exit:
 		l.exited, l.status = true, a.Status
-		if a.Status != 0 && slices.Contains(l.successExit, a.Status) {
-			l.logf(slog.LevelInfo, "exit status counts as success (--success-exit)", "status", a.Status)
-			l.status = 0
-		}
 	case fsm.SetTimer:
 		l.timers[a.Timer] = l.sys.Now() + int64(a.After)
 	case fsm.CancelTimer:

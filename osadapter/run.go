@@ -183,8 +183,7 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 		pidFile:   cfg.PidFile,
 		met:       &metrics{},
 
-		successExit: cfg.SuccessExit,
-		cred:        cfg.Credential,
+		cred: cfg.Credential,
 
 		prepareExec: cfg.PrepareExec,
 		check:       cfg.CheckTakeover,

@@ -48,6 +48,10 @@ func drawConfig(t *rapid.T) fsm.Config {
 	if rapid.IntRange(0, 2).Draw(t, "capDrains") == 0 {
 		cfg.MaxOldGenerations = rapid.IntRange(fsm.NoOldGenerations, 2).Draw(t, "maxOldGenerations")
 	}
+	// Sometimes statuses that count as success (--success-exit).
+	if rapid.IntRange(0, 3).Draw(t, "successExit") == 0 {
+		cfg.SuccessExit = []int{143, 1}
+	}
 	// Sometimes a shutdown delay: the first stop is held (--shutdown-delay).
 	if rapid.IntRange(0, 3).Draw(t, "shutdownDelay") == 0 {
 		cfg.ShutdownDelay = 5 * time.Second

@@ -935,6 +935,9 @@ func (m *model) settle(x *expectation) {
 		case m.phase == phExiting && len(m.workers) == 0 && len(m.spawns) == 0:
 			m.phase = phExited
 			x.exit, x.exitStatus = true, m.exitStatus
+			if slices.Contains(m.cfg.SuccessExit, m.exitStatus) {
+				x.exitStatus = 0 // --success-exit
+			}
 		default:
 			return
 		}

@@ -208,7 +208,7 @@ var runOptions = []option{
 			if err != nil || n < 0 || n > 255 {
 				return usagef("bad --success-exit %q: use an exit status from 0 to 255, such as 143 (killed by SIGTERM)", v)
 			}
-			c.SuccessExit = append(c.SuccessExit, n)
+			c.Machine.SuccessExit = append(c.Machine.SuccessExit, n)
 			return nil
 		}},
 	{long: "--user", arg: "NAME|UID",

@@ -55,7 +55,7 @@ func TestResolveCredential(t *testing.T) {
 func TestKubernetesOptions(t *testing.T) {
 	t.Parallel()
 	cfg, err := parseRunArgs([]string{"--shutdown-delay", "5s", "--success-exit", "143", "--success-exit=0", "--", "srv"})
-	if err != nil || cfg.Machine.ShutdownDelay.String() != "5s" || len(cfg.SuccessExit) != 2 || cfg.SuccessExit[0] != 143 {
+	if err != nil || cfg.Machine.ShutdownDelay.String() != "5s" || len(cfg.Machine.SuccessExit) != 2 || cfg.Machine.SuccessExit[0] != 143 {
 		t.Errorf("parse: %+v %v", cfg, err)
 	}
 	for _, bad := range [][]string{
