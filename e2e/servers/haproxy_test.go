@@ -13,7 +13,7 @@ func TestHAProxy(t *testing.T) {
 	t.Parallel()
 	haproxy := nativeNeed(t, "haproxy", "haproxy")
 	dir := t.TempDir()
-	port := nativeFreePort(t)
+	port := freePort(t)
 	conf := filepath.Join(dir, "haproxy.cfg")
 	nativeWrite(t, conf, fmt.Sprintf(`global
 	log stderr format short local0 notice

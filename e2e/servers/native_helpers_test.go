@@ -36,17 +36,6 @@ func nativeNeed(t *testing.T, cmd, pkg string) string {
 	return path
 }
 
-// nativeFreePort is a TCP port of 127.0.0.1 that nothing listens on now.
-func nativeFreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // nativeWrite writes a file the test needs (a configuration, a script).
 func nativeWrite(t *testing.T, path, content string) {
 	t.Helper()
@@ -66,15 +55,13 @@ type nativeMaster struct {
 	started time.Time
 }
 
-// nativeStartMaster builds mworker into dir and runs "mworker run
+// nativeStartMaster runs "mworker run
 // --listen 127.0.0.1:PORT --control DIR/ctl.sock OPTIONS -- COMMAND"; the
 // master is stopped (SIGTERM, then SIGKILL) when the test ends.
 func nativeStartMaster(t *testing.T, dir string, port int, options []string, command ...string) *nativeMaster {
 	t.Helper()
-	bin, err := e2etest.Build(dir, "mworker", "./cmd/mworker")
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := mworkerPath // built once by TestMain (helpers_test.go)
+	var err error
 	m := &nativeMaster{t: t, bin: bin, addr: "127.0.0.1:" + strconv.Itoa(port),
 		ctl: filepath.Join(dir, "ctl.sock"), log: filepath.Join(dir, "master.log")}
 	args := append([]string{"run", "--listen", m.addr, "--control", m.ctl}, options...)

@@ -13,7 +13,7 @@ func TestNginx(t *testing.T) {
 	t.Parallel()
 	nginx := nativeNeed(t, "nginx", "nginx-light")
 	dir := t.TempDir()
-	port := nativeFreePort(t)
+	port := freePort(t)
 	conf := filepath.Join(dir, "nginx.conf")
 	// master_process on: nginx 1.22 crashes (SIGSEGV) at its first request
 	// with master_process off and inherited sockets. The pid file is shared

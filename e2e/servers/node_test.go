@@ -25,7 +25,7 @@ func TestNode(t *testing.T) {
 	t.Parallel()
 	node := nativeNeed(t, "node", "nodejs")
 	dir := t.TempDir()
-	port := nativeFreePort(t)
+	port := freePort(t)
 	script := filepath.Join(dir, "server.js")
 	nativeWrite(t, script, nodeServer)
 	nativeRecipe{

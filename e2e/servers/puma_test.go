@@ -18,7 +18,7 @@ func TestPuma(t *testing.T) {
 		t.Skip("the sd_notify gem is missing: install the Debian package ruby-sd-notify (sh scripts/test-deps.sh does)")
 	}
 	dir := t.TempDir()
-	port := nativeFreePort(t)
+	port := freePort(t)
 	app := filepath.Join(dir, "config.ru")
 	nativeWrite(t, app, `run ->(env) { [200, {"content-type" => "text/plain"}, ["pid #{Process.pid}\n"]] }`+"\n")
 	// queue_requests false: without it, a connection puma has accepted
