@@ -64,6 +64,17 @@ type Config struct {
 	// stderr through pipes and writes each line, tagged, to Stdout and
 	// Stderr; workerout.go).
 	WorkerOutput string
+	// Terminal is --tty: TerminalAuto ("" too), TerminalOn or TerminalOff
+	// (terminal.go). In terminal mode the worker is the terminal's
+	// foreground process group, and, unless RestartGiven, Machine.Restart
+	// becomes fsm.RestartNo: an interactive program that exits is done,
+	// as under tini.
+	Terminal string
+	// RestartGiven says that Machine.Restart was set on purpose (--restart).
+	RestartGiven bool
+	// listeners is how many listeners Run took (--listen, activation).
+	listeners int
+
 	// Stdout receives the workers' stdout lines with WorkerOutput prefix
 	// or json; os.Stdout when nil.
 	Stdout io.Writer

@@ -41,6 +41,13 @@ type fakeOS struct {
 	onKill  func(pid int, sig syscall.Signal)
 
 	mask unix.Sigset_t
+	// The terminal: tty says stdin is the controlling terminal, fg is its
+	// foreground process group, pgrp the master's, orphan whether that
+	// group is orphaned; termOS sets them in the OS.
+	tty    bool
+	fg     int
+	pgrp   int
+	orphan bool
 	// inodes are what fstat reports as each fd's inode; an fd missing
 	// here is closed (EBADF). fakeListeners fills it.
 	inodes map[int]uint64
@@ -78,6 +85,17 @@ func (f *fakeOS) record(format string, a ...any) {
 
 func (f *fakeOS) os() *OS {
 	sys := f.kernel()
+	if f.pgrp != 0 {
+		sys.Getpgrp = func() int { return f.pgrp }
+		sys.Tcgetpgrp = func() (int, error) {
+			if !f.tty {
+				return 0, &errNoTerminal{"stdin is not a terminal"}
+			}
+			return f.fg, nil
+		}
+		sys.Tcsetpgrp = func(pgrp int) error { f.fg = pgrp; f.record("tcsetpgrp %d", pgrp); return nil }
+		sys.Orphaned = func() (bool, error) { return f.orphan, nil }
+	}
 	if f.cwd != "" {
 		sys.Getwd = func() (string, error) { return f.cwd, nil }
 		sys.Chdir = func(dir string) error { f.cwd = dir; f.record("chdir %s", dir); return nil }
@@ -97,6 +115,10 @@ func (f *fakeOS) kernel() *OS {
 			f.spawns = append(f.spawns, fakeSpawn{argv0, argv, attr, pid})
 			f.live[pid] = true
 			f.record("forkexec %s", argv0)
+			if attr.Sys.Foreground {
+				f.fg = pid
+				f.record("foreground %d", pid)
+			}
 			if f.onSpawn != nil {
 				f.onSpawn(pid)
 			}
@@ -125,7 +147,9 @@ func (f *fakeOS) kernel() *OS {
 			}
 			w := f.waits[0]
 			f.waits = f.waits[1:]
-			delete(f.live, w.pid)
+			if !w.ws.Stopped() {
+				delete(f.live, w.pid)
+			}
 			*ws = w.ws
 			return w.pid, nil
 		},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -208,6 +209,14 @@ func (q *logQueue) add(p []byte, worker bool) (lost int64) {
 // run writes what is queued until nothing is, then reports the lines
 // dropped meanwhile, if any.
 func (q *logQueue) run() {
+	// Written from the background to a terminal with TOSTOP set (stty
+	// tostop), the kernel would send SIGTTOU to the master's group and
+	// restart the write after the handler, for ever, each SIGTTOU being
+	// forwarded to the workers; blocked in the writing thread, it lets
+	// the write through (terminal.go).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer blockTTOU()()
 	ok := true
 	for {
 		q.mu.Lock()

@@ -68,6 +68,8 @@ type loop struct {
 
 	exited bool
 	status int
+	// term is the terminal mode (--tty, terminal.go).
+	term terminal
 	// cred is the workers' uid and gids (--user, --group), or nil.
 	cred    *syscall.Credential
 	replace bool // Exec returned nil: only a fake OS does that
@@ -232,7 +234,18 @@ func (l *loop) onSignal(sig syscall.Signal) {
 	if fsm.RouteOf(fsm.Signal(sig)) == fsm.RouteReload {
 		l.noteImage()
 	}
+	if sig == syscall.SIGCONT {
+		l.continued()
+	}
 	l.step(fsm.SignalReceived{Signal: fsm.Signal(sig)})
+	if l.done() {
+		return
+	}
+	switch sig {
+	case syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU:
+		// Forwarded; now the master stops as a shell job (terminal.go).
+		l.suspend("the master got "+sigName(sig), "signal", sigName(sig))
+	}
 }
 
 // noteImage tells the machine, before a reload request, whether the binary
@@ -257,9 +270,13 @@ func (l *loop) noteImage() {
 // reap collects every child that has exited. SIGCHLD coalesces, so one
 // signal may stand for many exits: loop until wait4 has nothing more.
 func (l *loop) reap() {
+	opts := syscall.WNOHANG
+	if l.term.on {
+		opts |= syscall.WUNTRACED // the terminal's worker stopping stops the master
+	}
 	for !l.done() {
 		var ws syscall.WaitStatus
-		pid, err := l.sys.Wait4(-1, &ws, syscall.WNOHANG)
+		pid, err := l.sys.Wait4(-1, &ws, opts)
 		switch {
 		case errors.Is(err, syscall.EINTR):
 			continue
@@ -272,6 +289,11 @@ func (l *loop) reap() {
 		case pid <= 0:
 			return
 		}
+		if ws.Stopped() {
+			l.workerStopped(pid, ws.StopSignal())
+			continue
+		}
+		l.workerExited(pid)
 		l.ready.drop(pid)
 		if at, worker := l.spawned[pid]; worker {
 			l.met.noteExit(exitStatus(ws))

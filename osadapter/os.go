@@ -71,6 +71,16 @@ type OS struct {
 	Getwd func() (string, error)
 	Chdir func(dir string) error
 
+	// Getpgrp is the master's process group. Tcgetpgrp and Tcsetpgrp
+	// read and set the foreground process group of the terminal on stdin
+	// (Tcsetpgrp with SIGTTOU blocked in the calling thread); Orphaned
+	// says whether the master's process group is orphaned (terminal.go).
+	// Nil: no terminal mode, and the master never stops itself.
+	Getpgrp   func() int
+	Tcgetpgrp func() (int, error)
+	Tcsetpgrp func(pgrp int) error
+	Orphaned  func() (bool, error)
+
 	// SelfExe is a path that executes the running image: the trampoline
 	// (trampoline.go) runs from it.
 	SelfExe string
@@ -121,6 +131,10 @@ func realOS() *OS {
 		Subreaper: func() error { return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
 		Getwd:     os.Getwd,
 		Chdir:     os.Chdir,
+		Getpgrp:   unix.Getpgrp,
+		Tcgetpgrp: tcgetpgrp,
+		Tcsetpgrp: tcsetpgrp,
+		Orphaned:  orphaned,
 		SelfExe:   "/proc/self/exe",
 		Shell:     findShell(),
 	}

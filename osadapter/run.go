@@ -66,6 +66,7 @@ func Run(cfg Config) int {
 		fmt.Fprintf(stderrOf(cfg), "mworker: %v\n", err)
 		return 1
 	}
+	cfg.listeners = len(ls)
 	return run(cfg, realOS(), subscribed(), ls, ms)
 }
 
@@ -282,6 +283,27 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 	}
 
 	mc := cfg.Machine
+	if l.resumed != nil {
+		if t := l.resumed.Terminal; t != nil {
+			l.term = terminal{on: true, fg: t.Fg}
+		}
+	} else {
+		on, why, err := resolveTerminal(sys, cfg.Terminal, mc.Workers, cfg.listeners, cfg.WorkerOutput)
+		if err != nil {
+			return nil, err
+		}
+		if why != "" {
+			l.logf(slog.LevelDebug, "no terminal mode: "+why)
+		}
+		l.term.on = on
+	}
+	if l.term.on && !cfg.RestartGiven {
+		mc.Restart = fsm.RestartNo
+	}
+	if l.term.on && l.resumed == nil {
+		l.logf(slog.LevelInfo, "terminal mode: the worker runs in the terminal's foreground; it is not restarted unless --restart says so (--tty off for a server)",
+			"restart", mc.Restart.String())
+	}
 	if mc.Path == "" {
 		mc.Path = l.path
 	}

@@ -75,12 +75,27 @@ func (l *loop) spawn(gen, slot int) (int, error) {
 			l.logf(slog.LevelWarn, "cannot give a worker the signal mask mworker was started with", "err", err.Error())
 		}
 	}
-	pid, err := l.sys.ForkExec(argv0, argv, &syscall.ProcAttr{
+	attr := &syscall.ProcAttr{
 		Dir:   l.dir,
 		Env:   env,
 		Files: files,
 		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSignal, Credential: l.cred},
-	})
+	}
+	// Terminal mode: the child makes its new group the terminal's
+	// foreground before execve (terminal.go).
+	fg := l.foreground()
+	attr.Sys.Foreground = fg
+	pid, err := l.sys.ForkExec(argv0, argv, attr)
+	if err != nil && fg {
+		// The terminal went away or changed hands since the check: the
+		// worker starts in the background rather than not at all.
+		l.logf(slog.LevelWarn, "cannot give the terminal to the worker: it starts in the background", "err", err.Error())
+		attr.Sys.Foreground, fg = false, false
+		pid, err = l.sys.ForkExec(argv0, argv, attr)
+	}
+	if err == nil && fg {
+		l.term.fg = pid
+	}
 	if forkMask {
 		l.sys.SigMask(unix.SIG_SETMASK, &threadMask, nil)
 	}

@@ -63,7 +63,12 @@ type execState struct {
 	// for their SIGKILL, by pgid, with its CLOCK_MONOTONIC deadline
 	// (lingering.go).
 	Lingering map[int]int64
+	// Terminal is the terminal mode, decided at the first start, and
+	// the worker given the terminal (terminal.go); nil when off.
+	Terminal *terminalState `json:",omitempty"`
 }
+
+type terminalState struct{ Fg int }
 
 // envCarried carries what is known only in the last microseconds before
 // execve, so that it costs no encoding there: "<CLOCK_MONOTONIC ns>" then

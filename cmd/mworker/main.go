@@ -126,6 +126,17 @@
 //	                       are cut and marked, a stalled reader drops
 //	                       lines (counted in status) and never blocks
 //	                       (default inherit)
+//	--tty MODE             on: the worker is the foreground process group
+//	                       of the terminal on stdin, so that an
+//	                       interactive program (a shell, a REPL) reads
+//	                       it and has job control; Ctrl-C and Ctrl-Z
+//	                       reach the worker, and its Ctrl-Z stops the
+//	                       master as a shell job; --restart defaults to
+//	                       no; auto: on when stdin is mworker's terminal
+//	                       and it runs in the foreground, with one
+//	                       worker, no listeners and --worker-output
+//	                       inherit; off: the terminal's signals reach
+//	                       the master (default auto)
 //	--log-level LEVEL      debug, info, warn or error: the lowest level
 //	                       logged (default info)
 //	-sf PID...             once the first generation is ready, send

@@ -153,6 +153,7 @@ var runOptions = []option{
 				return usagef("%s", trimPackage(err))
 			}
 			c.Machine.Restart = p
+			c.RestartGiven = true
 			return nil
 		}},
 	{long: "--backoff", arg: "MIN..MAX", def: fsm.DefaultBackoff.String(),
@@ -286,6 +287,16 @@ var runOptions = []option{
 			}
 			return usagef("bad --worker-output %q: use inherit, prefix or json", v)
 		}},
+	{long: "--tty", arg: "MODE", def: osadapter.TerminalAuto,
+		help: "on: the worker is the foreground process group of the terminal on stdin, so an interactive program (a shell, a REPL) can read it and use job control; Ctrl-C and Ctrl-Z reach it, and its Ctrl-Z stops the master as a shell job; --restart defaults to no; auto: on when stdin is mworker's terminal, it runs in the foreground, with one worker, no listeners and --worker-output inherit; off: the worker is a background group and the terminal's signals reach the master",
+		set: func(c *osadapter.Config, v string) error {
+			switch v {
+			case osadapter.TerminalAuto, osadapter.TerminalOn, osadapter.TerminalOff:
+				c.Terminal = v
+				return nil
+			}
+			return usagef("bad --tty %q: use auto, on or off", v)
+		}},
 	{long: "--log-level", arg: "LEVEL", def: "info",
 		help: "debug, info, warn or error: the lowest level logged",
 		set: func(c *osadapter.Config, v string) error {
@@ -390,6 +401,13 @@ func parseRunArgs(args []string) (osadapter.Config, error) {
 	}
 	if err := resolveCredential(&cfg, geteuid()); err != nil {
 		return cfg, err
+	}
+	// A re-exec'd image (and its takeover check) keeps the first image's
+	// decision, whatever its stdin.
+	if cfg.Terminal == osadapter.TerminalOn && !osadapter.Resumed() {
+		if err := osadapter.CheckTerminal(); err != nil {
+			return cfg, usagef("--tty on: %v: run mworker from a terminal, or use --tty auto", err)
+		}
 	}
 	// The machine checks its own configuration again; a value the parser
 	// let through but the core refuses is still bad input, not a crash.

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -76,9 +77,17 @@ type master struct {
 // and kills its process group when the test ends.
 func startMaster(t *testing.T, args ...string) *master {
 	t.Helper()
+	return startMasterAttr(t, &syscall.SysProcAttr{Setpgid: true}, args...)
+}
+
+// startMasterAttr is startMaster with sys as the master's process
+// attributes (Setsid: a session of its own, whose process group is
+// orphaned).
+func startMasterAttr(t *testing.T, sys *syscall.SysProcAttr, args ...string) *master {
+	t.Helper()
 	dir := t.TempDir()
 	m := &master{t: t, dir: dir, ctl: filepath.Join(dir, "ctl.sock"), log: filepath.Join(dir, "master.log")}
-	p, err := e2etest.StartLogged(m.log, mworkerPath, append([]string{"run", "--control", m.ctl}, args...)...)
+	p, err := e2etest.StartLoggedAttr(m.log, nil, sys, mworkerPath, append([]string{"run", "--control", m.ctl}, args...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,8 +53,13 @@ type sig64 struct {
 
 func startSig64(t *testing.T, worker string, args ...string) *sig64 {
 	t.Helper()
+	return startSig64Attr(t, &syscall.SysProcAttr{Setpgid: true}, worker, args...)
+}
+
+func startSig64Attr(t *testing.T, sys *syscall.SysProcAttr, worker string, args ...string) *sig64 {
+	t.Helper()
 	wdir := t.TempDir()
-	m := startMaster(t, append(args, "--", "/bin/sh", "-c", `exec "$0" "$1.$$" "$2.$$"`, worker,
+	m := startMasterAttr(t, sys, append(args, "--", "/bin/sh", "-c", `exec "$0" "$1.$$" "$2.$$"`, worker,
 		filepath.Join(wdir, "GOT"), filepath.Join(wdir, "READY"))...)
 	s := &sig64{master: m, wdir: wdir}
 	t.Cleanup(s.killWorkers)
@@ -85,9 +90,23 @@ func (s *sig64) killWorkers() {
 	}
 }
 
+// writeRecorder writes recorderWorker to a file of the test's.
+func writeRecorder(t *testing.T) string {
+	worker := filepath.Join(t.TempDir(), "recorder.sh")
+	if err := e2etest.WriteExecutable(worker, recorderWorker); err != nil {
+		t.Fatal(err)
+	}
+	return worker
+}
+
+// gotFile is where worker pid records its signals.
+func (s *sig64) gotFile(pid int) string {
+	return filepath.Join(s.wdir, "GOT."+strconv.Itoa(pid))
+}
+
 // received are the signals worker pid recorded.
 func (s *sig64) received(pid int) map[int]bool {
-	b, _ := os.ReadFile(filepath.Join(s.wdir, "GOT."+strconv.Itoa(pid)))
+	b, _ := os.ReadFile(s.gotFile(pid))
 	out := map[int]bool{}
 	for _, l := range strings.Fields(string(b)) {
 		if n, err := strconv.Atoi(l); err == nil {
@@ -150,10 +169,7 @@ func forwarded() []int {
 // shell cannot trap, ends the worker with status 160).
 func TestSignalsAll64(t *testing.T) {
 	t.Parallel()
-	worker := filepath.Join(t.TempDir(), "recorder.sh")
-	if err := e2etest.WriteExecutable(worker, recorderWorker); err != nil {
-		t.Fatal(err)
-	}
+	worker := writeRecorder(t)
 	t.Run("rest", func(t *testing.T) { t.Parallel(); sig64Rest(t, worker) })
 	t.Run("reload", func(t *testing.T) { t.Parallel(); sig64Reload(t, worker) })
 	t.Run("commands", func(t *testing.T) { t.Parallel(); sig64Commands(t, worker) })
@@ -169,16 +185,22 @@ func sig64Rest(t *testing.T, worker string) {
 	s.checkAlive(t, "start")
 	pids := s.workerPids()
 	fw := forwarded()
-	// SIGCONT last and alone: the kernel discards a pending SIGCONT of the
-	// worker when a stop signal (TSTP, TTIN, TTOU) is sent after it.
-	burst := slices.DeleteFunc(slices.Clone(fw), func(n int) bool { return n == 18 })
+	// The stop signals (TSTP, TTIN, TTOU) stop the master once forwarded
+	// (its group is not orphaned: the test is its parent), each followed
+	// by SIGCONT; the rest in a burst.
+	burst := slices.DeleteFunc(slices.Clone(fw), func(n int) bool { return n >= 18 && n <= 22 })
+	for _, n := range []int{20, 21, 22} {
+		syscall.Kill(s.p.Pid, syscall.Signal(n))
+		e2etest.WaitFor(t, 30*time.Second, fmt.Sprintf("signal %d forwarded and the master stopped", n), func() bool {
+			return s.received(pids[0])[n] && s.received(pids[1])[n] && procState(s.p.Pid) == 'T' || s.exited()
+		})
+		syscall.Kill(s.p.Pid, syscall.SIGCONT)
+	}
 	for _, n := range append(burst, 13, 17, 23, 33) {
 		if err := syscall.Kill(s.p.Pid, syscall.Signal(n)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	e2etest.Poll(30*time.Second, func() bool { return s.received(pids[0])[22] && s.received(pids[1])[22] })
-	syscall.Kill(s.p.Pid, syscall.SIGCONT)
 	for _, pid := range pids {
 		ok := e2etest.Poll(30*time.Second, func() bool {
 			got := s.received(pid)
@@ -239,6 +261,11 @@ func sig64Reload(t *testing.T, worker string) {
 			}
 			return false
 		})
+		if n >= 20 && n <= 22 {
+			// Forwarded, then the master stopped itself: continue it.
+			e2etest.WaitFor(t, 30*time.Second, "the master stopped", func() bool { return procState(s.p.Pid) == 'T' || s.exited() })
+			syscall.Kill(s.p.Pid, syscall.SIGCONT)
+		}
 		s.checkAlive(t, fmt.Sprintf("signal %d during reload %d", n, i+1))
 		if !ok {
 			t.Fatalf("signal %d during a reload reached no worker; log:\n%s", n, lastLines(s.logText(), 30))
@@ -374,6 +401,11 @@ func sig64Start(t *testing.T, worker string) {
 					})
 					if !ok {
 						t.Fatalf("signal %d neither forwarded nor reached the worker; log:\n%s", n, s.logText())
+					}
+					if n >= 20 && n <= 22 {
+						// Forwarded, then the master stopped itself.
+						e2etest.WaitFor(t, 30*time.Second, "the master stopped", func() bool { return procState(s.p.Pid) == 'T' || s.exited() })
+						syscall.Kill(s.p.Pid, syscall.SIGCONT)
 					}
 					if n == 32 {
 						// The shell cannot trap it: it ends the worker,

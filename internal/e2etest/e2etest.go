@@ -85,6 +85,13 @@ func StartLogged(log, binary string, args ...string) (*Process, error) {
 // StartLoggedEnv is StartLogged with env as the process's environment
 // (nil: the test's own).
 func StartLoggedEnv(log string, env []string, binary string, args ...string) (*Process, error) {
+	return StartLoggedAttr(log, env, &syscall.SysProcAttr{Setpgid: true}, binary, args...)
+}
+
+// StartLoggedAttr is StartLoggedEnv with sys as the process's attributes
+// (Setsid for a session of its own) in place of a process group of its
+// own.
+func StartLoggedAttr(log string, env []string, sys *syscall.SysProcAttr, binary string, args ...string) (*Process, error) {
 	f, err := os.Create(log)
 	if err != nil {
 		return nil, err
@@ -93,7 +100,7 @@ func StartLoggedEnv(log string, env []string, binary string, args ...string) (*P
 	cmd := exec.Command(binary, args...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = sys
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,85 @@
+package chaos
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mworker/mworker/internal/e2etest"
+)
+
+// procState is pid's state letter in /proc/PID/stat (R, S, T...), or 0.
+func procState(pid int) byte {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) == 0 {
+		return 0
+	}
+	return f[0][0]
+}
+
+// TestStopSignalsSuspendTheMaster ports dumb-init's
+// test_shell_background_support_without_setsid: SIGTSTP, SIGTTIN and
+// SIGTTOU sent to the master reach the workers, and then the master stops
+// itself, as the kernel stops any process that leaves them at their
+// default and as a shell expects of a job; SIGCONT continues it and
+// reaches the workers. The test is the master's parent, in the same
+// session and another process group: the master's group is not orphaned.
+func TestStopSignalsSuspendTheMaster(t *testing.T) {
+	t.Parallel()
+	worker := writeRecorder(t)
+	s := startSig64(t, worker, "-n", "2")
+	e2etest.WaitFor(t, 30*time.Second, "two workers' traps", func() bool { return len(s.workerPids()) == 2 || s.exited() })
+	s.checkAlive(t, "start")
+	pids := s.workerPids()
+	for _, n := range []int{20, 21, 22} {
+		syscall.Kill(s.p.Pid, syscall.Signal(n))
+		e2etest.WaitFor(t, 30*time.Second, "the workers got signal "+strconv.Itoa(n)+" and the master stopped", func() bool {
+			return s.received(pids[0])[n] && s.received(pids[1])[n] && procState(s.p.Pid) == 'T' || s.exited()
+		})
+		s.checkAlive(t, "signal "+strconv.Itoa(n))
+		os.Remove(s.gotFile(pids[0]))
+		os.Remove(s.gotFile(pids[1]))
+		syscall.Kill(s.p.Pid, syscall.SIGCONT)
+		e2etest.WaitFor(t, 30*time.Second, "the master continued and forwarded SIGCONT", func() bool {
+			return s.received(pids[0])[18] && s.received(pids[1])[18] && procState(s.p.Pid) != 'T' || s.exited()
+		})
+		if _, err := s.status(5 * time.Second); err != nil {
+			t.Fatalf("the master does not answer after SIGCONT: %v; log:\n%s", err, lastLines(s.logText(), 20))
+		}
+	}
+	syscall.Kill(s.p.Pid, syscall.SIGTERM)
+	s.waitExit(t, "SIGTERM")
+}
+
+// TestStopSignalsOrphanedMasterRuns: a master whose process group is
+// orphaned (a session of its own, as PID 1 of a container or a service:
+// no shell could continue it) forwards SIGTSTP, SIGTTIN and SIGTTOU and
+// goes on running, as the kernel would have it discard them; dumb-init
+// would stop itself there for good.
+func TestStopSignalsOrphanedMasterRuns(t *testing.T) {
+	t.Parallel()
+	worker := writeRecorder(t)
+	s := startSig64Attr(t, &syscall.SysProcAttr{Setsid: true}, worker, "-n", "1")
+	e2etest.WaitFor(t, 30*time.Second, "the worker's traps", func() bool { return len(s.workerPids()) == 1 || s.exited() })
+	pid := s.workerPids()[0]
+	for _, n := range []int{20, 21, 22} {
+		syscall.Kill(s.p.Pid, syscall.Signal(n))
+		e2etest.WaitFor(t, 30*time.Second, "the worker got signal "+strconv.Itoa(n), func() bool { return s.received(pid)[n] || s.exited() })
+		s.checkAlive(t, "signal "+strconv.Itoa(n))
+		// The master answers: it did not stop (a stopped master would
+		// leave the request unanswered).
+		if _, err := s.status(5 * time.Second); err != nil {
+			t.Fatalf("signal %d: the master does not answer (state %c): %v; log:\n%s", n, procState(s.p.Pid), err, lastLines(s.logText(), 20))
+		}
+	}
+	syscall.Kill(s.p.Pid, syscall.SIGTERM)
+	s.waitExit(t, "SIGTERM")
+}

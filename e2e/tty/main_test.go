@@ -1,0 +1,255 @@
+// Package tty tests mworker in a terminal: the real binary in a session of
+// its own on a pseudo-terminal, as a shell or "docker run -it" starts it,
+// driven by what a user types (Ctrl-C, Ctrl-Z, EOF) and by a job-control
+// shell (bash) that runs it as a job. It ports the terminal cases of
+// dumb-init's tests/tty_test.py and tests/shell_background_test.py, and
+// checks tini's behaviour for Ctrl-C (the worker, in the foreground, gets
+// it; the master does not).
+package tty
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+
+	"github.com/mworker/mworker/internal/e2etest"
+)
+
+// mworkerPath is the binary under test, built by TestMain.
+var mworkerPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "mworker-tty-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tty:", err)
+		os.Exit(1)
+	}
+	mworkerPath, err = e2etest.Build(dir, "mworker", "./cmd/mworker")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tty:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// term is a command running as the leader of a new session whose
+// controlling terminal is a pseudo-terminal the test types into and reads.
+type term struct {
+	t    *testing.T
+	ptm  *os.File // the terminal's master side
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  bytes.Buffer // everything the session wrote to the terminal
+	done chan struct{}
+	// status is the leader's exit status as a shell reports it; read it
+	// after done is closed.
+	status int
+}
+
+// termOpts are a terminal's settings and the environment of its session.
+type termOpts struct {
+	echo   bool     // the terminal echoes what is typed
+	tostop bool     // stty tostop: background writes stop the writer (SIGTTOU)
+	env    []string // nil: the test's
+}
+
+// startTerm starts argv as a session leader on a new terminal, with echo
+// and output processing off unless echo is set (so that what a test reads
+// is what the programs wrote, as dumb-init's tests set it).
+func startTerm(t *testing.T, o termOpts, argv ...string) *term {
+	t.Helper()
+	ptm, pts, err := pty.Open()
+	if err != nil {
+		t.Fatalf("open a pseudo-terminal: %v", err)
+	}
+	tio, err := unix.IoctlGetTermios(int(pts.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tio.Oflag &^= unix.OPOST
+	if !o.echo {
+		tio.Lflag &^= unix.ECHO
+	}
+	if o.tostop {
+		tio.Lflag |= unix.TOSTOP
+	}
+	if err := unix.IoctlSetTermios(int(pts.Fd()), unix.TCSETS, tio); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = o.env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pts.Close()
+	tm := &term{t: t, ptm: ptm, cmd: cmd, done: make(chan struct{})}
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		buf := make([]byte, 4096)
+		for {
+			n, err := ptm.Read(buf)
+			tm.mu.Lock()
+			tm.out.Write(buf[:n])
+			tm.mu.Unlock()
+			if err != nil { // EIO once no process has the terminal open
+				return
+			}
+		}
+	}()
+	go func() {
+		cmd.Wait()
+		ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		tm.status = ws.ExitStatus()
+		if ws.Signaled() {
+			tm.status = 128 + int(ws.Signal())
+		}
+		close(tm.done)
+	}()
+	t.Cleanup(func() {
+		killSession(cmd.Process.Pid)
+		<-tm.done
+		ptm.Close()
+		<-read
+	})
+	return tm
+}
+
+// write types s.
+func (tm *term) write(s string) {
+	tm.t.Helper()
+	if _, err := tm.ptm.Write([]byte(s)); err != nil {
+		tm.t.Fatalf("type %q: %v", s, err)
+	}
+}
+
+func (tm *term) text() string {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	return tm.out.String()
+}
+
+// waitFor waits for what to appear on the terminal, after from bytes.
+func (tm *term) waitFor(what string, from int) int {
+	tm.t.Helper()
+	var at int
+	ok := e2etest.Poll(30*time.Second, func() bool {
+		i := strings.Index(tm.text()[min(from, len(tm.text())):], what)
+		at = from + i + len(what)
+		return i >= 0
+	})
+	if !ok {
+		tm.t.Fatalf("%q never appeared on the terminal; it shows:\n%s\nprocesses:\n%s", what, tm.text(), sessionPs(tm.cmd.Process.Pid))
+	}
+	return at
+}
+
+// wait waits for the session leader's exit and returns its status.
+func (tm *term) wait() int {
+	tm.t.Helper()
+	select {
+	case <-tm.done:
+		return tm.status
+	case <-time.After(30 * time.Second):
+		tm.t.Fatalf("still running after 30 s; the terminal shows:\n%s\nprocesses:\n%s", tm.text(), sessionPs(tm.cmd.Process.Pid))
+		return 0
+	}
+}
+
+// proc is what /proc/PID/stat says of a process.
+type proc struct {
+	pid, ppid, pgrp, session int
+	state                    byte
+	comm                     string
+}
+
+func readProc(pid int) (proc, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return proc{}, false
+	}
+	s := string(b)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	f := strings.Fields(s[end+1:])
+	if open < 0 || end < open || len(f) < 4 {
+		return proc{}, false
+	}
+	p := proc{pid: pid, state: f[0][0], comm: s[open+1 : end]}
+	p.ppid, _ = strconv.Atoi(f[1])
+	p.pgrp, _ = strconv.Atoi(f[2])
+	p.session, _ = strconv.Atoi(f[3])
+	return p, true
+}
+
+// procs are the processes for which keep is true.
+func procs(keep func(proc) bool) []proc {
+	ents, _ := os.ReadDir("/proc")
+	var out []proc
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if p, ok := readProc(pid); ok && keep(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// killSession kills every process of session sid.
+func killSession(sid int) {
+	for _, p := range procs(func(p proc) bool { return p.session == sid }) {
+		syscall.Kill(p.pid, syscall.SIGKILL)
+	}
+}
+
+func sessionPs(sid int) string {
+	var b strings.Builder
+	for _, p := range procs(func(p proc) bool { return p.session == sid }) {
+		fmt.Fprintf(&b, "  pid %d ppid %d pgrp %d state %c %s\n", p.pid, p.ppid, p.pgrp, p.state, p.comm)
+	}
+	return b.String()
+}
+
+// children are the processes whose parent is pid.
+func children(pid int) []proc {
+	return procs(func(p proc) bool { return p.ppid == pid })
+}
+
+// state is pid's state letter (R, S, T...), or 0 once it is gone.
+func state(pid int) byte {
+	p, _ := readProc(pid)
+	return p.state
+}
+
+// foreground is the foreground process group of the terminal whose
+// session sid leads, as the kernel reports it for the session leader.
+func foreground(sid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(sid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 6 {
+		return 0
+	}
+	fg, _ := strconv.Atoi(f[5]) // tpgid
+	return fg
+}

@@ -1,0 +1,149 @@
+package tty
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mworker/mworker/internal/e2etest"
+)
+
+// quiet is the start of every mworker command line here: the master's own
+// info lines would mix with what the worker writes to the terminal.
+func quiet(args ...string) []string {
+	return append([]string{mworkerPath, "run", "--log-level", "warn"}, args...)
+}
+
+// TestTerminalWorkerReadsAndWrites is dumb-init's test_tty: a program under
+// mworker, on a terminal, reads what is typed and writes back. The worker
+// is the terminal's foreground process group (terminal mode, on by
+// default for one worker on a terminal); in the background it would stop
+// on its first read (SIGTTIN) and never answer. The worker's exit ends
+// the run (terminal mode: --restart no unless given) with its status.
+func TestTerminalWorkerReadsAndWrites(t *testing.T) {
+	t.Parallel()
+	tm := startTerm(t, termOpts{}, quiet("--", "tac")...)
+	tm.write("1\n2\n3\n")
+	tm.write("\x04\x04") // EOF
+	tm.waitFor("3\n2\n1\n", 0)
+	if st := tm.wait(); st != 0 {
+		t.Fatalf("mworker exited %d after tac's end, want 0; terminal:\n%s", st, tm.text())
+	}
+}
+
+// TestTerminalShellHasJobControl is dumb-init's
+// test_child_gets_controlling_tty_if_we_had_one: bash under mworker on a
+// terminal has job control ("m" in $-): it is in the terminal's
+// foreground process group of its own session's terminal.
+func TestTerminalShellHasJobControl(t *testing.T) {
+	t.Parallel()
+	tm := startTerm(t, termOpts{env: []string{"PATH=" + os.Getenv("PATH"), "TERM=dumb", "HOME=/"}},
+		quiet("--", "bash", "--norc", "--noprofile", "--noediting", "-m")...)
+	tm.write(`echo "flags are: [[$-]]"` + "\n")
+	tm.write("exit 0\n")
+	at := tm.waitFor("flags are: [[", 0)
+	end := strings.Index(tm.text()[at:], "]]")
+	if end < 0 {
+		t.Fatalf("no flags on the terminal:\n%s", tm.text())
+	}
+	if flags := tm.text()[at : at+end]; !strings.Contains(flags, "m") {
+		t.Errorf("bash under mworker has no job control: $- is %q; terminal:\n%s", flags, tm.text())
+	}
+	if st := tm.wait(); st != 0 {
+		t.Fatalf("mworker exited %d after bash's exit 0; terminal:\n%s", st, tm.text())
+	}
+}
+
+// TestTerminalCtrlCReachesTheWorker: Ctrl-C goes to the foreground process
+// group, the worker's, as under tini: a worker that handles SIGINT decides
+// what it means (here: say so and go on reading), and the master is not
+// asked to stop (which would forward SIGINT and stop the worker after
+// --stop-timeout). Without the terminal mode the master gets Ctrl-C.
+func TestTerminalCtrlCReachesTheWorker(t *testing.T) {
+	t.Parallel()
+	tm := startTerm(t, termOpts{}, mworkerPath, "run", "--stop-timeout", "1s", "--", "/bin/sh", "-c",
+		`trap 'echo got-int' INT; echo ready; while :; do l=; read l; [ -n "$l" ] && echo "line:$l"; [ "$l" = end ] && exit 0; done`)
+	at := tm.waitFor("ready\n", 0)
+	tm.write("\x03")
+	at = tm.waitFor("got-int\n", at)
+	tm.write("x\n")
+	at = tm.waitFor("line:x\n", at)
+	tm.write("end\n")
+	if st := tm.wait(); st != 0 {
+		t.Fatalf("mworker exited %d after the worker handled Ctrl-C and exited 0, want 0; terminal:\n%s", st, tm.text())
+	}
+	if n := strings.Count(tm.text(), "got-int"); n != 1 {
+		t.Errorf("the worker got SIGINT %d times, want once; terminal:\n%s", n, tm.text())
+	}
+	if strings.Contains(tm.text(), "signal=INT") {
+		t.Errorf("the master got Ctrl-C, which is the worker's in terminal mode; terminal:\n%s", tm.text())
+	}
+}
+
+// TestTerminalCtrlCEndsAWorkerThatDoesNotCatchIt: Ctrl-C kills a worker
+// that leaves SIGINT at its default; the master exits as the worker did,
+// 128+2, as tini does.
+func TestTerminalCtrlCEndsAWorkerThatDoesNotCatchIt(t *testing.T) {
+	t.Parallel()
+	tm := startTerm(t, termOpts{}, quiet("--", "cat")...)
+	tm.write("first\n")
+	tm.waitFor("first\n", 0)
+	tm.write("\x03")
+	if st := tm.wait(); st != 130 {
+		t.Fatalf("mworker exited %d after Ctrl-C killed cat, want 130; terminal:\n%s", st, tm.text())
+	}
+}
+
+// TestTerminalCtrlZStopsTheJob runs mworker as a job of an interactive
+// bash on a terminal, as a user does. The worker reads the terminal (it
+// is the foreground group); Ctrl-Z stops it, and the master stops itself
+// so that bash sees its job stopped and takes the terminal back (dumb-init
+// suspends itself the same way); "fg" continues the master, which gives
+// the terminal back to the worker before it continues, so the worker
+// reads again. EOF ends the worker, and the job, with status 0.
+func TestTerminalCtrlZStopsTheJob(t *testing.T) {
+	t.Parallel()
+	tm := startTerm(t, termOpts{echo: true, env: []string{"PATH=" + os.Getenv("PATH"), "TERM=dumb", "HOME=/", "PS1=$ "}},
+		"bash", "--norc", "--noprofile", "--noediting", "-i")
+	shell := tm.cmd.Process.Pid
+	tm.write(strings.Join(quiet("--", "tr", "a-z", "A-Z"), " ") + "\n")
+	tm.write("hello\n")
+	at := tm.waitFor("HELLO", 0)
+	var master, worker proc
+	e2etest.WaitFor(t, 10*time.Second, "the master and its worker", func() bool {
+		for _, p := range children(shell) {
+			if p.comm == "mworker" {
+				master = p
+			}
+		}
+		if ws := children(master.pid); master.pid != 0 && len(ws) == 1 {
+			worker = ws[0]
+		}
+		return worker.pid != 0
+	})
+	if fg := foreground(shell); fg != worker.pgrp {
+		t.Fatalf("the terminal's foreground group is %d, want the worker's %d (master's %d)", fg, worker.pgrp, master.pgrp)
+	}
+	tm.write("\x1a") // Ctrl-Z
+	at = tm.waitFor("Stopped", at)
+	if s := state(master.pid); s != 'T' {
+		t.Errorf("the master's state is %c after Ctrl-Z, want T (stopped)", s)
+	}
+	if s := state(worker.pid); s != 'T' {
+		t.Errorf("the worker's state is %c after Ctrl-Z, want T (stopped)", s)
+	}
+	tm.write("echo shell-back\n")
+	at = tm.waitFor("shell-back\n", at)
+	tm.write("fg\n")
+	e2etest.WaitFor(t, 10*time.Second, "the worker in the terminal's foreground again", func() bool {
+		return foreground(shell) == worker.pgrp && state(master.pid) != 'T' && state(worker.pid) != 'T'
+	})
+	tm.write("again\n")
+	at = tm.waitFor("AGAIN", at)
+	tm.write("\x04") // EOF: tr exits 0, the job ends
+	tm.write("echo status=$?\n")
+	tm.waitFor("status=0", at)
+	tm.write("exit\n")
+	tm.wait()
+}
