@@ -237,6 +237,9 @@ func (l *loop) onSignal(sig syscall.Signal) {
 	if sig == syscall.SIGCONT {
 		l.continued()
 	}
+	if sig == syscall.SIGHUP && l.hungUp() {
+		sig = syscall.SIGTERM
+	}
 	l.step(fsm.SignalReceived{Signal: fsm.Signal(sig)})
 	if l.done() {
 		return

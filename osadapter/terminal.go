@@ -133,7 +133,12 @@ func (l *loop) workerStopped(pid int, sig syscall.Signal) {
 	}
 	switch sig {
 	case syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU:
-		l.suspend("the worker that holds the terminal stopped", "pid", pid, "signal", sigName(sig))
+		if !l.suspend("the worker that holds the terminal stopped", "pid", pid, "signal", sigName(sig)) {
+			// Nothing could continue the master, nor the worker: as the
+			// kernel discards these signals in an orphaned group, the
+			// worker continues at once (Ctrl-Z in "docker run -it").
+			l.killGroup(pid, syscall.SIGCONT)
+		}
 	}
 }
 
@@ -169,13 +174,29 @@ func (l *loop) continued() {
 	}
 }
 
+// hungUp says, in terminal mode, whether the terminal is gone: then a
+// SIGHUP is the kernel's (or the shell's) news of the hangup, not an
+// operator's reload, and the run ends as on SIGTERM (the worker got the
+// hangup's SIGHUP from the kernel itself).
+func (l *loop) hungUp() bool {
+	if !l.term.on {
+		return false
+	}
+	if _, err := l.sys.Tcgetpgrp(); err != nil {
+		l.logf(slog.LevelInfo, "the terminal hung up: stopping as on SIGTERM", "err", err.Error())
+		return true
+	}
+	return false
+}
+
 // suspend stops the master, as the kernel stops a process on a job-control
 // signal left at its default: unless its process group is orphaned, where
 // nothing could continue it (the kernel discards those signals there).
 // The master's timers, reaping and control socket wait until SIGCONT.
-func (l *loop) suspend(why string, args ...any) {
+// It reports whether the master stopped (and has been continued since).
+func (l *loop) suspend(why string, args ...any) bool {
 	if l.sys.Orphaned == nil {
-		return
+		return false
 	}
 	if orphaned, err := l.sys.Orphaned(); err != nil || orphaned {
 		reason := "its process group is orphaned: no shell could continue it"
@@ -183,12 +204,14 @@ func (l *loop) suspend(why string, args ...any) {
 			reason = err.Error()
 		}
 		l.logf(slog.LevelDebug, "not stopping the master: "+reason, args...)
-		return
+		return false
 	}
 	l.logf(slog.LevelDebug, why+": the master stops until SIGCONT", args...)
 	if err := l.sys.Kill(l.sys.Getpid(), syscall.SIGSTOP); err != nil {
 		l.logf(slog.LevelWarn, "cannot stop the master", "err", err.Error())
+		return false
 	}
+	return true
 }
 
 func sigName(sig syscall.Signal) string {

@@ -125,6 +125,11 @@ func TestTerminalModeStopsOnlyAsAJob(t *testing.T) {
 	if slices.Contains(f.kills, fakeKill{4242, syscall.SIGSTOP}) {
 		t.Fatalf("the master stopped itself: kills %v", f.kills)
 	}
+	// The orphaned worker's Ctrl-Z is undone (as the kernel discards it
+	// in an orphaned group); its SIGSTOP was left alone.
+	if n := slices.Index(f.kills, fakeKill{-100, syscall.SIGCONT}); n < 0 || slices.Index(f.kills, fakeKill{-100, syscall.SIGTSTP}) < n {
+		t.Fatalf("the worker stopped by Ctrl-Z in an orphaned master was not continued at once: kills %v", f.kills)
+	}
 	if !slices.Contains(f.kills, fakeKill{-100, syscall.SIGTSTP}) {
 		t.Fatalf("SIGTSTP not forwarded to the worker: kills %v", f.kills)
 	}
@@ -210,5 +215,26 @@ func TestOrphanedProcessGroup(t *testing.T) {
 		if err != nil || !strings.Contains(string(out), tc.want) {
 			t.Errorf("%+v: %v, output %q, want %s", tc.sys, err, out, tc.want)
 		}
+	}
+}
+
+// In terminal mode a SIGHUP that comes with the terminal gone (hung up)
+// ends the run as SIGTERM does; an operator's SIGHUP, with the terminal
+// still there, reloads.
+func TestTerminalHangupStops(t *testing.T) {
+	f := terminalFake()
+	l, _ := fakeLoop(t, f, Config{Terminal: TerminalOn, Machine: fsm.Config{Workers: 1}}, nil)
+	l.start()
+	f.tty = false
+	l.onSignal(syscall.SIGHUP)
+	if len(f.execs) != 0 || !slices.Contains(f.kills, fakeKill{-100, syscall.SIGTERM}) {
+		t.Fatalf("SIGHUP after a hangup: execs %d, kills %v; want no reload and SIGTERM to the worker", len(f.execs), f.kills)
+	}
+	g := terminalFake()
+	m, _ := fakeLoop(t, g, Config{Terminal: TerminalOn, Machine: fsm.Config{Workers: 1}}, nil)
+	m.start()
+	m.onSignal(syscall.SIGHUP)
+	if len(g.execs) != 1 {
+		t.Fatalf("SIGHUP with the terminal there: %d execs, want a reload", len(g.execs))
 	}
 }

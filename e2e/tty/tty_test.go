@@ -147,3 +147,38 @@ func TestTerminalCtrlZStopsTheJob(t *testing.T) {
 	tm.write("exit\n")
 	tm.wait()
 }
+
+// TestTerminalCtrlZWithoutAShell: mworker leads the terminal's session (as
+// PID 1 of "docker run -it" does): nothing could continue a stopped job,
+// so Ctrl-Z is undone at once, as the kernel discards it in an orphaned
+// process group; the worker goes on reading. (Under tini the worker stays
+// stopped and the terminal hangs.)
+func TestTerminalCtrlZWithoutAShell(t *testing.T) {
+	t.Parallel()
+	tm := startTerm(t, termOpts{}, quiet("--", "tr", "a-z", "A-Z")...)
+	tm.write("one\n")
+	at := tm.waitFor("ONE\n", 0)
+	tm.write("\x1a")
+	tm.write("two\n")
+	at = tm.waitFor("TWO\n", at)
+	tm.write("\x04")
+	if st := tm.wait(); st != 0 {
+		t.Fatalf("mworker exited %d, want tr's 0; terminal:\n%s", st, tm.text())
+	}
+}
+
+// TestTerminalHangupEndsTheRun: the terminal goes away (the pseudo-
+// terminal's master side closed, as when an ssh session or a terminal
+// window ends) under a worker that ignores SIGHUP. The master, which gets
+// SIGHUP as the session's leader, stops the run as on SIGTERM instead of
+// reloading (an operator's SIGHUP still reloads): the worker gets SIGTERM
+// and the master exits 143.
+func TestTerminalHangupEndsTheRun(t *testing.T) {
+	t.Parallel()
+	tm := startTerm(t, termOpts{}, mworkerPath, "run", "--", "/bin/sh", "-c", `trap "" HUP; echo ready; exec sleep 1000`)
+	tm.waitFor("ready\n", 0)
+	tm.ptm.Close()
+	if st := tm.wait(); st != 128+15 {
+		t.Fatalf("mworker exited %d after the hangup, want 143 (its worker stopped by SIGTERM)", st)
+	}
+}
