@@ -51,7 +51,7 @@ func (l *loop) exec(a fsm.Exec) {
 	st.Status = l.handStatus(a.Handover.Workers)
 	st.Lingering = l.linger.groups
 	if l.term.on {
-		st.Terminal = &terminalState{Fg: l.term.fg}
+		st.Terminal = &terminalState{Fg: l.term.fg, Slot: l.term.slot}
 	}
 	st.Spawned = make(map[int]int64, len(a.Handover.Workers))
 	for _, w := range a.Handover.Workers {

@@ -285,7 +285,7 @@ func newLoop(cfg Config, sys *OS, sigs <-chan os.Signal, stderr io.Writer) (_ *l
 	mc := cfg.Machine
 	if l.resumed != nil {
 		if t := l.resumed.Terminal; t != nil {
-			l.term = terminal{on: true, fg: t.Fg}
+			l.term = terminal{on: true, fg: t.Fg, slot: t.Slot}
 		}
 	} else {
 		on, why, err := resolveTerminal(sys, cfg.Terminal, mc.Workers, cfg.listeners, cfg.WorkerOutput)

@@ -83,7 +83,7 @@ func (l *loop) spawn(gen, slot int) (int, error) {
 	}
 	// Terminal mode: the child makes its new group the terminal's
 	// foreground before execve (terminal.go).
-	fg := l.foreground()
+	fg := l.foreground(slot)
 	attr.Sys.Foreground = fg
 	pid, err := l.sys.ForkExec(argv0, argv, attr)
 	if err != nil && fg {
@@ -94,7 +94,7 @@ func (l *loop) spawn(gen, slot int) (int, error) {
 		pid, err = l.sys.ForkExec(argv0, argv, attr)
 	}
 	if err == nil && fg {
-		l.term.fg = pid
+		l.term.fg, l.term.slot = pid, slot
 	}
 	if forkMask {
 		l.sys.SigMask(unix.SIG_SETMASK, &threadMask, nil)

@@ -68,7 +68,7 @@ type execState struct {
 	Terminal *terminalState `json:",omitempty"`
 }
 
-type terminalState struct{ Fg int }
+type terminalState struct{ Fg, Slot int }
 
 // envCarried carries what is known only in the last microseconds before
 // execve, so that it costs no encoding there: "<CLOCK_MONOTONIC ns>" then

@@ -45,8 +45,8 @@ const (
 type terminal struct {
 	on bool
 	// fg is the worker that was given the terminal (its pid, which is its
-	// process group), while it lives; 0 when none.
-	fg int
+	// process group), while it lives; 0 when none. slot is its slot.
+	fg, slot int
 }
 
 // errNoTerminal says why the master's stdin cannot be given to a worker.
@@ -108,11 +108,13 @@ func resolveTerminal(sys *OS, mode string, workers, listeners int, wout string) 
 	return true, "", nil
 }
 
-// foreground says whether the worker about to start should be given the
-// terminal: only while the master holds it, or the worker it gave it to
-// does (a reload's new generation takes it over). A master started or put
-// in the background never takes the terminal from its shell.
-func (l *loop) foreground() bool {
+// foreground says whether the worker about to start in slot should be
+// given the terminal: only while the master holds it, or while the worker
+// it gave it to does and the new one takes that one's slot (a reload's
+// new generation, a restart SLOT); not a worker that scale adds beside
+// it. A master started or put in the background never takes the terminal
+// from its shell.
+func (l *loop) foreground(slot int) bool {
 	if !l.term.on {
 		return false
 	}
@@ -120,7 +122,7 @@ func (l *loop) foreground() bool {
 	if err != nil {
 		return false
 	}
-	return fg == l.sys.Getpgrp() || (l.term.fg != 0 && fg == l.term.fg)
+	return fg == l.sys.Getpgrp() || (l.term.fg != 0 && fg == l.term.fg && slot == l.term.slot)
 }
 
 // workerStopped is a worker that wait4 reported stopped (terminal mode

@@ -238,3 +238,28 @@ func TestTerminalHangupStops(t *testing.T) {
 		t.Fatalf("SIGHUP with the terminal there: %d execs, want a reload", len(g.execs))
 	}
 }
+
+// With --tty on and more workers, the terminal goes to one worker: the
+// first started, then the worker that takes its slot (a reload's new
+// generation), never one that starts beside it.
+func TestTerminalModeOneWorkerHoldsTheTerminal(t *testing.T) {
+	f := terminalFake()
+	l, _ := fakeLoop(t, f, Config{Terminal: TerminalOn, Machine: fsm.Config{Workers: 2, Reexec: fsm.ReexecNever}}, nil)
+	l.start()
+	if len(f.spawns) != 2 || !f.spawns[0].attr.Sys.Foreground || f.spawns[1].attr.Sys.Foreground || f.fg != 100 {
+		t.Fatalf("want only the first worker (100) in the foreground: fg %d, spawns %+v", f.fg, f.spawns)
+	}
+	l.onSignal(syscall.SIGUSR2)
+	if len(f.spawns) != 4 {
+		t.Fatalf("%d spawns after a reload, want 4", len(f.spawns))
+	}
+	var fg []int
+	for _, s := range f.spawns[2:] {
+		if s.attr.Sys.Foreground {
+			fg = append(fg, s.pid)
+		}
+	}
+	if len(fg) != 1 || f.fg != fg[0] || l.term.slot != 0 {
+		t.Fatalf("after the reload: foreground workers %v, terminal's %d, slot %d; want the new slot 0 alone", fg, f.fg, l.term.slot)
+	}
+}
