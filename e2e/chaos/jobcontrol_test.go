@@ -83,3 +83,35 @@ func TestStopSignalsOrphanedMasterRuns(t *testing.T) {
 	syscall.Kill(s.p.Pid, syscall.SIGTERM)
 	s.waitExit(t, "SIGTERM")
 }
+
+// TestStopSignalsStopTheWorkers ports dumb-init's
+// test_shell_background_support_setsid: a worker that leaves SIGTSTP,
+// SIGTTIN and SIGTTOU at their default stops with the master, and both
+// continue on SIGCONT. (dumb-init sends SIGSTOP to a child that leads a
+// session of its own, whose group is orphaned; a worker's group is not,
+// so the signal itself stops it.)
+func TestStopSignalsStopTheWorkers(t *testing.T) {
+	t.Parallel()
+	m := startMaster(t, "-n", "1", "--", "sleep", "1000")
+	var worker int
+	e2etest.WaitFor(t, 30*time.Second, "the worker", func() bool {
+		a, err := m.status(2 * time.Second)
+		if err == nil && len(a.Workers) == 1 {
+			worker = a.Workers[0].Pid
+		}
+		return worker != 0 || m.exited()
+	})
+	for _, n := range []syscall.Signal{syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU} {
+		syscall.Kill(m.p.Pid, n)
+		e2etest.WaitFor(t, 30*time.Second, n.String()+": the master and the worker stopped", func() bool {
+			return procState(m.p.Pid) == 'T' && procState(worker) == 'T' || m.exited()
+		})
+		syscall.Kill(m.p.Pid, syscall.SIGCONT)
+		e2etest.WaitFor(t, 30*time.Second, n.String()+": both continued", func() bool {
+			return procState(m.p.Pid) != 'T' && procState(worker) != 'T' || m.exited()
+		})
+		if m.exited() {
+			t.Fatalf("the master exited; log:\n%s", lastLines(m.logText(), 20))
+		}
+	}
+}
