@@ -42,7 +42,11 @@ func peersTable() string {
 		if c.design != "" {
 			mw, why = "design choice", c.design
 		}
-		fmt.Fprintf(&b, "| %d | %s (`%s`) | %s | %s | %s | %s | %s |\n", i+1, c.source, c.name, c.checks, na(c.tini), na(c.dumb), mw, why)
+		cells := []string{fmt.Sprint(i + 1), c.source + " (`" + c.name + "`)", c.checks, na(c.tini), na(c.dumb), mw, why}
+		for j, s := range cells {
+			cells[j] = strings.ReplaceAll(s, "|", `\|`)
+		}
+		fmt.Fprintf(&b, "| %s |\n", strings.Join(cells, " | "))
 	}
 	return b.String()
 }
