@@ -320,8 +320,9 @@ func groupTerm(t *testing.T, r *run, argv func(cmd ...string) []string, live int
 // orphanSigs is dumb-init's child_processes_test "dies with children": the
 // child starts the recorder in the background (detached with setsid when
 // detach), waits for its traps, and exits 0. The init exits 0; term says
-// whether the recorder got SIGTERM; it then gets 1, 2, 3 sent to it alone.
-func orphanSigs(t *testing.T, r *run, argv func(cmd ...string) []string, detach, term bool) {
+// whether the recorder got SIGTERM, killed whether SIGKILL ended it after;
+// else it then gets 1, 2, 3 sent to it alone.
+func orphanSigs(t *testing.T, r *run, argv func(cmd ...string) []string, detach, term, killed bool) {
 	rec := r.writeRecorder()
 	gotf := r.path("got")
 	// A background job of a shell starts with SIGINT and SIGQUIT ignored,
@@ -340,12 +341,21 @@ func orphanSigs(t *testing.T, r *run, argv func(cmd ...string) []string, detach,
 		want = []int{15}
 		waitGot(t, gotf, want...)
 	}
+	if killed {
+		// mworker sends it SIGKILL --stop-timeout after the SIGTERM, and
+		// exits once it has sent it (the SIGKILL may still be on its way).
+		e2etest.WaitFor(t, 10*time.Second, "the recorder's end by SIGKILL", func() bool { return !alive(pid) })
+		return
+	}
 	if !alive(pid) {
-		if term {
-			return // ended by the SIGKILL that follows
-		}
 		t.Fatalf("the recorder %d is gone", pid)
 	}
+	defer func() {
+		if t.Failed() {
+			s, _ := statOf(pid)
+			t.Logf("recorder %d: %+v; init's stderr:\n%s", pid, s, p.stderr())
+		}
+	}()
 	for _, s := range []syscall.Signal{1, 2, 3} {
 		syscall.Kill(pid, s)
 		want = append(want, int(s))

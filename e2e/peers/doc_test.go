@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/mworker/mworker/internal/e2etest"
 )
 
 var update = flag.Bool("update", false, "rewrite the generated part of docs/peers.md from the table of cases")
@@ -54,11 +52,7 @@ func peersTable() string {
 // TestPeersDoc fails when docs/peers.md's table is not the one the cases
 // give (-update rewrites it).
 func TestPeersDoc(t *testing.T) {
-	root, err := e2etest.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(root, "docs", "peers.md")
+	path := filepath.Join(moduleRoot, "docs", "peers.md")
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

@@ -89,7 +89,13 @@ func (r *run) exec(argv []string, env ...string) *proc {
 	cmd.Dir = r.dir
 	cmd.Stdout, cmd.Stderr = fo, fe
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	startMu.RLock()
+	err = cmd.Start()
+	if err == nil {
+		started.Store(cmd.Process.Pid, true)
+	}
+	startMu.RUnlock()
+	if err != nil {
 		r.t.Fatal(err)
 	}
 	p.pid = cmd.Process.Pid
@@ -101,6 +107,7 @@ func (r *run) exec(argv []string, env ...string) *proc {
 		if ws.Signaled() {
 			p.status = 128 + int(ws.Signal())
 		}
+		started.Delete(p.pid)
 		close(p.done)
 	}()
 	return p
@@ -288,15 +295,8 @@ echo "ready $$" >> "$got"
 while :; do sleep 1000 & wait $!; done
 `
 
-// writeRecorder installs the recorder in the run's directory.
-func (r *run) writeRecorder() string {
-	r.t.Helper()
-	path := r.path("recorder")
-	if err := e2etest.WriteExecutable(path, "#!/bin/sh\n"+recorder); err != nil {
-		r.t.Fatal(err)
-	}
-	return path
-}
+// writeRecorder returns the recorder's path (TestMain wrote it).
+func (r *run) writeRecorder() string { return recorderPath }
 
 // got reads a recorder's file: its pid (0 before it is ready) and the
 // signals it recorded since.

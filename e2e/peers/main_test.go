@@ -19,8 +19,10 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -30,6 +32,16 @@ import (
 
 // mworkerPath is the binary under test, built by TestMain as a release is.
 var mworkerPath string
+
+// moduleRoot is the module's directory, found by TestMain before the
+// orphan reaper runs (the reaper may take any child not started by exec
+// in this package: no test may run "go env" then).
+var moduleRoot string
+
+// recorderPath is the recorder script, written once before any test runs
+// (a file written while a parallel test forks could be executed with
+// ETXTBSY).
+var recorderPath string
 
 // selfPath is this test binary, which doubles as the launcher (see init).
 var selfPath string
@@ -128,6 +140,17 @@ func TestMain(m *testing.M) {
 	if !given {
 		flag.Set("test.parallel", "8")
 	}
+	if err := adoptOrphans(); err != nil {
+		fmt.Fprintln(os.Stderr, "peers:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	recorderPath = filepath.Join(dir, "recorder")
+	if err := os.WriteFile(recorderPath, []byte("#!/bin/sh\n"+recorder), 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "peers:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -139,6 +162,7 @@ func buildRelease(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	moduleRoot = root
 	path := filepath.Join(dir, "mworker")
 	cmd := exec.Command("go", "build", "-trimpath", "-o", path, "./cmd/mworker")
 	cmd.Dir = root
@@ -147,4 +171,41 @@ func buildRelease(dir string) (string, error) {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}
 	return path, nil
+}
+
+// The test process is a subreaper: what tini and dumb-init (not PID 1
+// here, and not subreapers by default) orphan, and what is left of a
+// killed master, comes to it instead of to the machine's init, which may
+// not reap (a zombie would stay). started holds the pids this process
+// started itself, which their exec.Cmd reaps; the reaper reaps every
+// other zombie child. exec holds startMu for reading from Start to the
+// registration, so that the reaper never takes a child whose Wait is due.
+var (
+	startMu sync.RWMutex
+	started sync.Map // pid → true
+)
+
+func adoptOrphans() error {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("PR_SET_CHILD_SUBREAPER: %w", err)
+	}
+	go func() {
+		for {
+			time.Sleep(50 * time.Millisecond)
+			reapAdopted()
+		}
+	}()
+	return nil
+}
+
+func reapAdopted() {
+	startMu.Lock()
+	defer startMu.Unlock()
+	self := os.Getpid()
+	for pid, s := range allStats() {
+		if _, ours := started.Load(pid); s.ppid == self && s.state == 'Z' && !ours {
+			var ws unix.WaitStatus
+			unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		}
+	}
 }
