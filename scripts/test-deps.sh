@@ -7,7 +7,8 @@
 # datagrams with it, cmd/mworker) and prometheus (its promtool checks what
 # /metrics serves: `promtool check metrics`, cmd/mworker), and the servers of
 # e2e/servers (gunicorn, python3-uvicorn, nginx-light, haproxy, nodejs, puma,
-# ruby-sd-notify for puma's READY=1). Run as root on Debian; elsewhere it says what is missing and the
+# ruby-sd-notify for puma's READY=1), and tini and dumb-init (e2e/peers runs
+# their own suites' cases against them beside mworker). Run as root on Debian; elsewhere it says what is missing and the
 # tests that need it skip with that reason.
 #
 # The suites with real service managers run only when asked, and so are
@@ -30,6 +31,9 @@ need haproxy haproxy
 need node nodejs
 need puma puma
 command -v ruby >/dev/null 2>&1 && ruby -e "require 'sd_notify'" 2>/dev/null || need ruby-sd-notify-missing ruby-sd-notify
+# e2e/peers: the peers whose test suites it ports.
+need tini tini
+need dumb-init dumb-init
 if [ "${MWORKER_E2E_SYSTEMD:-}" = 1 ]; then
 	need debootstrap debootstrap
 	need systemd-nspawn systemd-container
