@@ -316,6 +316,12 @@ func (m *Machine) settle() {
 			m.fireDerived(trigBatchReady)
 		case m.state == stateAwaitingReady && m.rolling() && m.batchDrained():
 			m.fireDerived(trigBatchDrained)
+		case m.state == stateRunning && m.culprit == nil && m.cfg.Restart == RestartOnFailure && m.repl == nil && m.servingGenDone():
+			// Every serving worker exited 0 and nothing is coming back (a
+			// slot scaled away while its spawn was under way has just
+			// failed to start, or left): the run is over, as when the
+			// last exit itself leaves the generation empty.
+			m.culprit = &ExitStatus{}
 		case (m.state == stateRunning || m.state == stateAwaitingReady) && m.culprit != nil:
 			m.fireDerived(trigRunEnded)
 		case m.state == stateRunning && !m.announced && m.genReady(m.cur):

@@ -917,6 +917,11 @@ func (m *model) settle(x *expectation) {
 			m.retireBatch(x)
 		case m.phase == phAwaiting && m.roll && m.batchDrained():
 			m.spawnBatch(x)
+		case m.phase == phRunning && m.culprit == nil && m.cfg.Restart == fsm.RestartOnFailure && m.repl == nil &&
+			len(m.genPids(m.cur)) == 0 && !m.restartArmed() && !m.spawning(m.cur):
+			// Nothing serves and nothing will (every serving worker exited
+			// 0, the last spawn was of a slot scaled away): the run is over.
+			m.culprit = &fsm.ExitStatus{}
 		case (m.phase == phRunning || m.phase == phAwaiting) && m.culprit != nil:
 			st := *m.culprit
 			m.culprit = nil

@@ -214,3 +214,34 @@ func TestRegressionScaleDownToCleanlyExitedSlotsEndsTheRun(t *testing.T) {
 		t.Fatalf("state %s once every worker is gone, want exited", m.State())
 	}
 }
+
+// Under --restart on-failure, a scale up whose spawn was still under way
+// when a scale down removed its slot, and the only other worker exited 0:
+// the removed slot's spawn failed (or its worker started and left), and
+// the master kept running with nothing to serve and nothing to start
+// (found by TestMachine, seed 1371729013760229003).
+func TestRegressionScaledAwaySpawnAfterCleanExitEndsTheRun(t *testing.T) {
+	for _, started := range []bool{false, true} {
+		cfg := baseConfig(1)
+		cfg.Restart = fsm.RestartOnFailure
+		m := mustNew(t, cfg)
+		m.Step(fsm.Start{})
+		m.Step(fsm.WorkerStarted{Generation: 1, Slot: 0, Pid: 1001})
+		m.Step(fsm.ControlRequest{ID: 3, Command: fsm.CmdScale, Arg: "2"})
+		m.Step(fsm.ControlRequest{ID: 4, Command: fsm.CmdScale, Arg: "1"})
+		var acts []fsm.Action
+		acts = append(acts, m.Step(fsm.ChildExited{Pid: 1001, Status: fsm.ExitStatus{Code: 0}})...)
+		if started {
+			acts = append(acts, m.Step(fsm.WorkerStarted{Generation: 1, Slot: 1, Pid: 1002})...)
+			acts = append(acts, m.Step(fsm.ChildExited{Pid: 1002, Status: fsm.ExitStatus{Signal: fsm.SIGTERM}})...)
+		} else {
+			acts = append(acts, m.Step(fsm.SpawnFailed{Generation: 1, Slot: 1, Status: fsm.ExitStatus{Code: 1}, Err: "cannot start"})...)
+		}
+		if m.State() != "exited" {
+			t.Fatalf("started=%v: state %s with no worker left under --restart on-failure, want exited", started, m.State())
+		}
+		if ex := only[fsm.Exit](acts); len(ex) != 1 || ex[0].Status != 0 {
+			t.Errorf("started=%v: exits %v, want one with status 0 (every serving worker exited 0)", started, ex)
+		}
+	}
+}
