@@ -140,7 +140,7 @@ var signalTable = map[Signal]Route{
 	// SIGABRT, SIGSYS) are not listed: a real fault of the master still
 	// crashes it (the Go runtime never delivers a fault to a subscriber),
 	// and one sent with kill(2) is an operator's signal like any other,
-	// forwarded as dumb-init and tini forward it.
+	// forwarded as dumb-init forwards it (tini dies of it: e2e/peers).
 	// The Go runtime runs a system call on every thread with signal 33
 	// (syscall.AllThreadsSyscall, setuid), as the C library does, and
 	// drops one sent with kill(2): it cannot be caught.

@@ -48,6 +48,25 @@ type lingering struct {
 	// sent is when the stop signal (or SIGKILL, then -1) went to each live
 	// worker's group, for the groups the core signalled.
 	sent map[int]int64
+	// killed are the groups of groups that got their SIGKILL: their
+	// deadline is then the end of killGrace, for their members to die and
+	// be reaped.
+	killed map[int]bool
+}
+
+// killGrace is how long the master waits, at its exit, for the members of
+// a group it sent SIGKILL to die and be reaped, so that it does not leave
+// them as zombies for init (a process stuck in the kernel, state D, can
+// outlive SIGKILL for as long as the kernel holds it).
+const killGrace = 2 * time.Second
+
+// killedGroup records that group pgid got SIGKILL just now.
+func (l *loop) killedGroup(pgid int) {
+	if l.linger.killed == nil {
+		l.linger.killed = make(map[int]bool)
+	}
+	l.linger.killed[pgid] = true
+	l.linger.groups[pgid] = l.sys.Now() + int64(killGrace)
 }
 
 // lingerPoll bounds how long the master waits, at its exit, before it looks
@@ -73,7 +92,10 @@ func (l *loop) workerGone(pid int) {
 	sentAt, signalled := l.linger.sent[pid]
 	delete(l.linger.sent, pid)
 	if sentAt < 0 {
-		return // the group got SIGKILL
+		// The group got SIGKILL: its members are dying, to be reaped
+		// before the master exits.
+		l.killedGroup(pid)
+		return
 	}
 	deadline := l.sys.Now() + int64(l.stopTimeout)
 	if signalled {
@@ -125,9 +147,19 @@ func (l *loop) lingerDue() {
 		if at > now {
 			continue
 		}
-		delete(l.linger.groups, pgid)
+		if l.linger.killed[pgid] {
+			delete(l.linger.groups, pgid)
+			delete(l.linger.killed, pgid)
+			if l.signalGroup(pgid, 0) == groupSignalled {
+				l.logf(slog.LevelWarn, "processes a worker left in its process group are still there after SIGKILL: left behind", "pgid", pgid, "grace", killGrace.String())
+			}
+			continue
+		}
 		if l.signalGroup(pgid, syscall.SIGKILL) == groupSignalled {
 			l.logf(slog.LevelWarn, "processes a worker left in its process group outlived --stop-timeout: SIGKILL", "pgid", pgid)
+			l.killedGroup(pgid)
+		} else {
+			delete(l.linger.groups, pgid)
 		}
 	}
 }
@@ -149,6 +181,7 @@ func (l *loop) lingerSweep() {
 	for pgid := range l.linger.groups {
 		if l.signalGroup(pgid, 0) != groupSignalled {
 			delete(l.linger.groups, pgid)
+			delete(l.linger.killed, pgid)
 		}
 	}
 }

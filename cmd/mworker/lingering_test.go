@@ -81,6 +81,27 @@ exit 3
 	}
 }
 
+// The master reaps what it SIGKILLed before it exits: the moment the
+// master has exited, the child that ignored the stop signal is gone, not
+// alive (dying) nor a zombie left for init to reap.
+func TestLeftoverChildReapedBeforeExit(t *testing.T) {
+	t.Parallel()
+	m := startRun(t, "", `sh -c 'trap "" TERM; echo $$ > "$1/bg"; exec sleep 1000' bg "$d" &
+while [ ! -s "$d/bg" ]; do sleep 0.01; done
+exit 0
+`, "--restart", "no", "--stop-timeout", "300ms")
+	if got := m.wait(20 * time.Second); got != 0 {
+		t.Errorf("master exited %d, want 0 (the worker's status)", got)
+	}
+	bg := readPids(filepath.Join(m.dir, "bg"))
+	if len(bg) != 1 {
+		t.Fatalf("background child pids %v, want one", bg)
+	}
+	if p, ok := readStat(bg[0]); ok {
+		t.Errorf("the SIGKILLed child %d is still there (state %c, parent %d) after the master exited: not reaped", bg[0], p.state, p.ppid)
+	}
+}
+
 // Under --restart always, a worker that crashes leaving a child behind
 // leaks nothing: each crashed worker's child is stopped while the next
 // worker runs.
