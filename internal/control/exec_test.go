@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -149,7 +150,7 @@ func TestReloadClientSurvivesExec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
+	var stderr lockedBuffer // read while the child may still write it
 	cmd := exec.Command(exe, "-test.run=^$")
 	cmd.Env = withEnv(withEnv(os.Environ(), envPhase, "before"), envSock, path)
 	cmd.Stderr = &stderr
@@ -163,10 +164,17 @@ func TestReloadClientSurvivesExec(t *testing.T) {
 		<-exited
 	}()
 	waitFor(t, 10*time.Second, func() bool {
-		c, err := net.Dial("unix", path) // an empty request: the server just closes it
-		if err == nil {
-			c.Close()
+		// An empty request, which the server closes: read to the end, so
+		// that the server is done with it before the partial client
+		// below (else Pause may find it still unread).
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			return false
 		}
+		defer c.Close()
+		c.(*net.UnixConn).CloseWrite()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.ReadAll(c)
 		return err == nil
 	})
 
@@ -327,4 +335,23 @@ func fcntlGetFD(fd int) (int, error) {
 		return 0, e
 	}
 	return int(r), nil
+}
+
+// lockedBuffer is a bytes.Buffer that a child's output copier writes while
+// the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
