@@ -267,6 +267,11 @@ func orphaned() (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	// The usual case, in two reads: the master's parent (a shell, a test)
+	// is in the same session and another group.
+	if parent, err := procStat(strconv.Itoa(self.ppid)); err == nil && parent.pgrp != self.pgrp && parent.session == self.session {
+		return false, nil
+	}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return false, err

@@ -263,3 +263,14 @@ func TestTerminalModeOneWorkerHoldsTheTerminal(t *testing.T) {
 		t.Fatalf("after the reload: foreground workers %v, terminal's %d, slot %d; want the new slot 0 alone", fg, f.fg, l.term.slot)
 	}
 }
+
+// BenchmarkOrphaned is the cost of the orphaned-group check, paid once per
+// SIGTSTP, SIGTTIN or SIGTTOU the master gets: a read of every process's
+// /proc stat.
+func BenchmarkOrphaned(b *testing.B) {
+	for b.Loop() {
+		if _, err := orphaned(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
