@@ -64,7 +64,8 @@ type Config struct {
 	// stderr through pipes and writes each line, tagged, to Stdout and
 	// Stderr; workerout.go).
 	WorkerOutput string
-	// Terminal is --tty: TerminalAuto ("" too), TerminalOn or TerminalOff
+	// Terminal is --tty: TerminalAuto, TerminalOn, or TerminalOff ("" too:
+	// an embedder opts in; the command line defaults to auto)
 	// (terminal.go). In terminal mode the worker is the terminal's
 	// foreground process group, and, unless RestartGiven, Machine.Restart
 	// becomes fsm.RestartNo: an interactive program that exits is done,

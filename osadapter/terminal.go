@@ -79,14 +79,14 @@ func checkTerminal(sys *OS) error {
 // terminal, why (for a debug line).
 func resolveTerminal(sys *OS, mode string, workers, listeners int, wout string) (bool, string, error) {
 	switch mode {
-	case TerminalOff:
+	case "", TerminalOff:
 		return false, "", nil
 	case TerminalOn:
 		if err := checkTerminal(sys); err != nil {
 			return false, "", errorf("--tty on: %v: run mworker from a terminal, or use --tty auto", err)
 		}
 		return true, "", nil
-	case "", TerminalAuto:
+	case TerminalAuto:
 	default:
 		return false, "", errorf("bad terminal mode %q: use auto, on or off", mode)
 	}

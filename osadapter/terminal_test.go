@@ -31,12 +31,13 @@ func TestTerminalModeDecision(t *testing.T) {
 		on        bool
 		err       string
 	}{
-		{name: "auto, interactive", tty: true, fg: 4242, workers: 1, on: true},
-		{name: "auto, no terminal", tty: false, workers: 1},
-		{name: "auto, background job", tty: true, fg: 77, workers: 1},
-		{name: "auto, two workers", tty: true, fg: 4242, workers: 2},
-		{name: "auto, a server", tty: true, fg: 4242, workers: 1, listeners: 1},
-		{name: "auto, prefixed output", tty: true, fg: 4242, workers: 1, wout: WorkerOutputPrefix},
+		{name: "auto, interactive", mode: TerminalAuto, tty: true, fg: 4242, workers: 1, on: true},
+		{name: "unset (an embedder): off", tty: true, fg: 4242, workers: 1},
+		{name: "auto, no terminal", mode: TerminalAuto, tty: false, workers: 1},
+		{name: "auto, background job", mode: TerminalAuto, tty: true, fg: 77, workers: 1},
+		{name: "auto, two workers", mode: TerminalAuto, tty: true, fg: 4242, workers: 2},
+		{name: "auto, a server", mode: TerminalAuto, tty: true, fg: 4242, workers: 1, listeners: 1},
+		{name: "auto, prefixed output", mode: TerminalAuto, tty: true, fg: 4242, workers: 1, wout: WorkerOutputPrefix},
 		{name: "on, a server in the background", mode: TerminalOn, tty: true, fg: 77, workers: 4, listeners: 2, on: true},
 		{name: "on, no terminal", mode: TerminalOn, tty: false, workers: 1, err: "--tty on: stdin is not a terminal"},
 		{name: "off", mode: TerminalOff, tty: true, fg: 4242, workers: 1},
@@ -54,7 +55,7 @@ func TestTerminalModeDecision(t *testing.T) {
 			if err != nil || on != tc.on {
 				t.Fatalf("on=%v err=%v, want on=%v", on, err, tc.on)
 			}
-			if !on && tc.tty && tc.mode == "" && why == "" {
+			if !on && tc.tty && tc.mode == TerminalAuto && why == "" {
 				t.Errorf("auto turned the terminal mode off without saying why")
 			}
 		})

@@ -325,6 +325,7 @@ func defaultConfig() osadapter.Config {
 			MaxOldGenerations: fsm.DefaultMaxOldGenerations,
 		},
 		LogFormat: "text",
+		Terminal:  osadapter.TerminalAuto,
 	}
 }
 
