@@ -3,6 +3,7 @@ package tty
 import (
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -180,5 +181,38 @@ func TestTerminalHangupEndsTheRun(t *testing.T) {
 	tm.ptm.Close()
 	if st := tm.wait(); st != 128+15 {
 		t.Fatalf("mworker exited %d after the hangup, want 143 (its worker stopped by SIGTERM)", st)
+	}
+}
+
+// TestTerminalReloadHandsTheTerminalOver: a reload in terminal mode, with
+// the re-exec an upgrade does (--reexec always): the new generation's
+// worker takes the terminal over from the old one, which is stopped, and
+// reads what is typed next.
+func TestTerminalReloadHandsTheTerminalOver(t *testing.T) {
+	t.Parallel()
+	tm := startTerm(t, termOpts{}, quiet("--reexec", "always", "--ready", "200ms", "--", "/bin/sh", "-c",
+		`echo "ready:$MWORKER_GENERATION"; while read l; do echo "$MWORKER_GENERATION:$l"; done`)...)
+	master := tm.cmd.Process.Pid
+	at := tm.waitFor("ready:1\n", 0)
+	tm.write("one\n")
+	at = tm.waitFor("1:one\n", at)
+	syscall.Kill(master, syscall.SIGUSR2)
+	at = tm.waitFor("ready:2\n", at)
+	var worker proc
+	e2etest.WaitFor(t, 10*time.Second, "the old worker gone and the new one in the foreground", func() bool {
+		ws := children(master)
+		if len(ws) == 1 {
+			worker = ws[0]
+		}
+		return len(ws) == 1 && foreground(master) == worker.pgrp
+	})
+	tm.write("two\n")
+	tm.waitFor("2:two\n", at)
+	if p, _ := readProc(master); p.comm != "mworker" {
+		t.Fatalf("the master's process is %q after the reload", p.comm)
+	}
+	syscall.Kill(master, syscall.SIGTERM)
+	if st := tm.wait(); st != 0 && st != 143 {
+		t.Fatalf("mworker exited %d after SIGTERM; terminal:\n%s", st, tm.text())
 	}
 }
