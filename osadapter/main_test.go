@@ -48,6 +48,7 @@ type testMaster struct {
 	Ready        string   // --ready; "" is immediate
 	ReadyTimeout time.Duration
 	Control      string   // --control path
+	Metrics      string   // --metrics address
 	Env          []string // added to the master's environment
 	// ExtraFiles are passed to the master as fds 3.. (socket activation).
 	ExtraFiles []*os.File `json:"-"`
@@ -90,6 +91,7 @@ func runTestMaster(spec string) int {
 	cfg := Config{
 		Listen:  c.Listen,
 		Control: c.Control,
+		Metrics: c.Metrics,
 		Machine: fsm.Config{
 			Workers: c.Workers, Restart: restart, StopPids: sf, Ready: ready,
 			ReadyTimeout: c.ReadyTimeout, StopTimeout: c.StopTimeout, StopSignal: fsm.Signal(c.StopSignal),

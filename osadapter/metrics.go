@@ -1,7 +1,6 @@
 package osadapter
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -264,6 +264,9 @@ type metricsServer struct {
 	// re-exec begins, so that a /healthz waiting for the loop, which is
 	// busy with it, answers at once.
 	served, execing chan struct{}
+	// conns counts the connections the current server accepted and has
+	// not closed yet (its ConnState hook): a re-exec waits for them.
+	conns *sync.WaitGroup
 }
 
 // openMetrics binds --metrics (spec as the command line checked it), or
@@ -330,6 +333,8 @@ func (s *metricsServer) start(log *slog.Logger) {
 	}
 	s.served, s.execing = make(chan struct{}), make(chan struct{})
 	execing := s.execing
+	conns := new(sync.WaitGroup)
+	s.conns = conns
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) { s.serveMetrics(w, r, execing) })
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { s.serveHealth(w, r, execing) })
@@ -341,6 +346,16 @@ func (s *metricsServer) start(log *slog.Logger) {
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    8 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// Serve reports StateNew before it returns: once it has returned,
+		// every connection it accepted is counted.
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				conns.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				conns.Done()
+			}
+		},
 	}
 	go func(ln net.Listener, done chan struct{}) {
 		defer close(done)
@@ -350,14 +365,25 @@ func (s *metricsServer) start(log *slog.Logger) {
 	}(s.ln, s.served)
 }
 
-// handoverWait bounds how long a re-exec waits for the requests the
-// server is answering; they take microseconds.
+// handoverWait bounds how long a re-exec waits for the connections the
+// server accepted to be answered; the requests take microseconds, but a
+// connection's goroutine may not have run yet on a loaded machine.
 const handoverWait = 200 * time.Millisecond
 
 // prepareExec hands the socket to the next image: the server stops
 // accepting (a duplicate keeps the socket and its queue), answers the
-// requests under way and closes its idle connections, and the duplicate
+// connections it accepted and closes its idle ones, and the duplicate
 // stays open across execve. undo serves again.
+//
+// Not http.Server.Shutdown: a connection it accepted whose request it
+// has not read yet (StateNew: its goroutine had not run, or the request
+// was still on its way) is closed without an answer once Shutdown has
+// begun (net/http's conn.serve returns when it finds the server shutting
+// down after reading a request), and that was the probe in a few hundred
+// lost during a re-exec. Instead keep-alives end, which closes the idle
+// connections and makes every answer from now on "Connection: close", and
+// the server waits for the connections it accepted to close after their
+// answer.
 func (s *metricsServer) prepareExec() (env []string, undo func(), err error) {
 	f, err := dupListener(s.ln)
 	if err != nil {
@@ -367,16 +393,25 @@ func (s *metricsServer) prepareExec() (env []string, undo func(), err error) {
 		// Not serving yet (a re-exec within Start): only the socket.
 		s.ln.Close()
 	} else {
-		// Accepting ends first, and Serve returns once every connection
-		// it accepted is tracked: Shutdown then waits for them all.
 		close(s.execing)
+		s.srv.SetKeepAlivesEnabled(false)
 		s.ln.Close()
 		<-s.served
-		ctx, cancel := context.WithTimeout(context.Background(), handoverWait)
-		if err := s.srv.Shutdown(ctx); err != nil {
-			s.log.Debug("metrics: requests still under way at the re-exec are cut", "err", err.Error())
+		drained := make(chan struct{})
+		go func(conns *sync.WaitGroup) {
+			conns.Wait()
+			close(drained)
+		}(s.conns)
+		t := time.NewTimer(handoverWait)
+		select {
+		case <-drained:
+		case <-t.C:
+			s.log.Debug("metrics: connections still open at the re-exec are cut", "wait", handoverWait.String())
 		}
-		cancel()
+		t.Stop()
+		// What is left (a client that connected and sent nothing) is
+		// closed, as execve would; this also ends the waiting goroutine.
+		s.srv.Close()
 	}
 	resume := func() {
 		ln, err := net.FileListener(f)
@@ -436,9 +471,18 @@ func (s *metricsServer) current(r *http.Request, execing <-chan struct{}) *metri
 	return s.snap.Load()
 }
 
+// A probe's connection is closed after its answer ("Connection: close"),
+// as the kubelet asks anyway: a prober that would keep it open for the
+// next probe, seconds later, gains nothing, and would lose that probe if
+// it crossed the server closing the idle connection at a re-exec.
+func probeHeaders(w http.ResponseWriter) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Connection", "close")
+}
+
 func (s *metricsServer) serveReady(w http.ResponseWriter, r *http.Request, execing <-chan struct{}) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
+	probeHeaders(w)
 	snap := s.current(r, execing)
 	switch {
 	case snap == nil:
@@ -459,7 +503,7 @@ func (s *metricsServer) serveReady(w http.ResponseWriter, r *http.Request, execi
 }
 
 func (s *metricsServer) serveHealth(w http.ResponseWriter, r *http.Request, execing <-chan struct{}) {
-	w.Header().Set("Cache-Control", "no-store")
+	probeHeaders(w)
 	c := make(chan healthAnswer, 1)
 	t := time.NewTimer(healthWait)
 	defer t.Stop()
