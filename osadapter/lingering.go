@@ -191,6 +191,10 @@ func (l *loop) lingerSweep() {
 // most (then SIGKILL), reaping the orphans meanwhile. Nothing else is
 // served then: signals are read and dropped (the stop signal was sent).
 func (l *loop) finishLingering() {
+	// What died before now may have no SIGCHLD left to come (it was
+	// merged with the worker's): reap before each look, or a zombie of
+	// the master's own would count as a member for ever.
+	l.reapOrphans()
 	l.lingerSweep()
 	if len(l.linger.groups) == 0 {
 		return
@@ -210,6 +214,7 @@ func (l *loop) finishLingering() {
 		}
 		timer.Stop()
 		l.lingerDue()
+		l.reapOrphans()
 		l.lingerSweep()
 	}
 	l.reapOrphans()

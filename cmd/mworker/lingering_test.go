@@ -102,6 +102,29 @@ exit 0
 	}
 }
 
+// A stop whose --stop-timeout passes: the worker traps the stop signal, its
+// sleeps die of it, the SIGKILL takes the worker and the sleep of the
+// moment. The master reaps the lot before it exits, at once: no "still
+// there after SIGKILL" wait for a zombie it had not reaped, and no zombie
+// of its left behind.
+func TestStopTimeoutLeavesNoZombie(t *testing.T) {
+	t.Parallel()
+	m := startRun(t, "", `trap 'echo TERM >> "$d/sig"' TERM
+echo $$ > "$d/bg"
+while :; do sleep 0.1; done
+`, "--restart", "no", "--stop-timeout", "1s")
+	e2etest.WaitFor(t, 10*time.Second, "the worker", func() bool { return len(readPids(filepath.Join(m.dir, "bg"))) == 1 })
+	start := time.Now()
+	m.signal(syscall.SIGTERM)
+	m.wait(20 * time.Second)
+	if d := time.Since(start); d > 2500*time.Millisecond {
+		t.Errorf("the master took %v to exit after SIGTERM with a 1s stop timeout: it waited for a zombie it had not reaped", d)
+	}
+	if log := readFile(m.log); strings.Contains(log, "still there after SIGKILL") {
+		t.Errorf("the master says what it SIGKILLed survived; log:\n%s", log)
+	}
+}
+
 // Under --restart always, a worker that crashes leaving a child behind
 // leaks nothing: each crashed worker's child is stopped while the next
 // worker runs.
