@@ -21,7 +21,7 @@ dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 cd "$root"
 CGO_ENABLED=0 GOARCH=arm64 go test -c -o "$dir/earlysig.test" ./internal/earlysig
-CGO_ENABLED=0 GOARCH=arm64 go test -c -o "$dir/osadapter.test" ./osadapter
+CGO_ENABLED=0 GOARCH=arm64 go test -c -tags startsigcheck -o "$dir/osadapter.test" ./osadapter
 
 # The tests start with every signal at its default. TestStartSignalsReadsTheRuntime
 # runs again from a known start, which it compares with what startSignals
