@@ -319,13 +319,13 @@ func (m *master) generationOf(pid int) int {
 		return 0
 	}
 	ppid := parentOf(pid)
+	m.genOf[pid] = 0 // asked once: pid is gone, or answered for nobody
 	for _, w := range s.Workers {
 		if w.Pid == pid || w.Pid == ppid {
 			m.genOf[pid] = w.Generation
-			return w.Generation
 		}
 	}
-	return 0
+	return m.genOf[pid]
 }
 
 // parentOf is pid's parent according to /proc/PID/stat, 0 once pid is
