@@ -21,6 +21,7 @@ func TestGoExample(t *testing.T) {
 		options:         []string{"--ready", "notify"},
 		command:         []string{bin},
 		reloads:         10,
+		keepAlive:       10,
 		clients:         8,
 		strictKeepAlive: true,
 	}.run(t)

@@ -2,7 +2,6 @@ package servers
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -22,14 +21,9 @@ def app(environ, start_response):
 // docs/servers.md, "gunicorn".
 func TestGunicorn(t *testing.T) {
 	t.Parallel()
-	gunicorn, err := exec.LookPath("gunicorn")
-	if err != nil {
-		t.Skip("gunicorn is not installed: apt-get install gunicorn (scripts/test-deps.sh does)")
-	}
+	gunicorn := need(t, "gunicorn", "gunicorn")
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "app.py"), []byte(wsgiApp), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, filepath.Join(dir, "app.py"), wsgiApp)
 	// MWORKER_GUNICORN_READY=1s compares a duration with notify, as
 	// docs/servers.md reports.
 	ready := os.Getenv("MWORKER_GUNICORN_READY")

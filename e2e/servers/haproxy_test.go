@@ -11,11 +11,14 @@ import (
 // TERM is its fast one).
 func TestHAProxy(t *testing.T) {
 	t.Parallel()
-	haproxy := nativeNeed(t, "haproxy", "haproxy")
-	dir := t.TempDir()
-	port := freePort(t)
-	conf := filepath.Join(dir, "haproxy.cfg")
-	nativeWrite(t, conf, fmt.Sprintf(`global
+	haproxy := need(t, "haproxy", "haproxy")
+	conf := filepath.Join(t.TempDir(), "haproxy.cfg")
+	recipe{
+		workers: 2,
+		options: []string{"--stop-signal", "USR1", "--ready", "1s"},
+		command: []string{haproxy, "-db", "-f", conf},
+		config: func(port int) {
+			writeFile(t, conf, fmt.Sprintf(`global
 	log stderr format short local0 notice
 defaults
 	mode http
@@ -25,11 +28,11 @@ defaults
 	timeout connect 5s
 frontend web
 	bind fd@3
-	http-request return status 200 content-type text/plain lf-string "pid %%pid port %d\n"
+	http-request return status 200 content-type text/plain lf-string "generation=%%[env(MWORKER_GENERATION)] pid %%pid port %d\n"
 `, port))
-	nativeRecipe{
-		workers: 2,
-		options: []string{"-n", "2", "--stop-signal", "USR1", "--ready", "1s"},
-		command: []string{haproxy, "-db", "-f", conf},
-	}.run(t, dir, port)
+		},
+		reloads:   10,
+		keepAlive: 4,
+		clients:   4,
+	}.run(t)
 }

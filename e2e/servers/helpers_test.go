@@ -1,9 +1,11 @@
 // Package servers runs real servers behind "mworker run", as their users
 // run them, with the recipes of docs/servers.md: each one reloaded at
-// least ten times under fresh-connection load (no request may fail) and
-// once under keep-alive load (what fails is reported). A server whose
-// Debian package is missing is skipped with the package to install
-// (scripts/test-deps.sh installs them all).
+// least ten times under fresh-connection load (no request may fail),
+// then under keep-alive load (what fails is reported, or failed on for a
+// server that drains keep-alive connections cleanly), then stopped with
+// "mworker stop --wait". A server whose Debian package is missing is
+// skipped with the package to install (scripts/test-deps.sh installs
+// them all).
 //
 // This file holds what the recipes share: the mworker binary (built once
 // by TestMain), a master on a TCP port of loopback, its control socket,
@@ -38,16 +40,12 @@ import (
 // mworkerPath is the binary under test, built by TestMain.
 var mworkerPath string
 
-// binDir holds the binaries TestMain builds; tests may build more there.
-var binDir string
-
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "mworker-servers-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e/servers:", err)
 		os.Exit(1)
 	}
-	binDir = dir
 	mworkerPath, err = e2etest.Build(dir, "mworker", "./cmd/mworker")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e/servers:", err)
@@ -59,15 +57,25 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// master is one "mworker run" started by a test, serving on a TCP port of
-// 127.0.0.1 and answering on a control socket in the test's directory.
-type master struct {
-	t       *testing.T
-	workers int
-	addr    string // 127.0.0.1:PORT
-	ctl     string
-	log     string
-	proc    *e2etest.Process
+// need skips the test when cmd is not installed, naming the Debian
+// package that brings it (scripts/test-deps.sh installs it), and returns
+// its path.
+func need(t *testing.T, cmd, pkg string) string {
+	t.Helper()
+	path, err := exec.LookPath(cmd)
+	if err != nil {
+		t.Skipf("%s not found: install the Debian package %s (sh scripts/test-deps.sh does)", cmd, pkg)
+	}
+	return path
+}
+
+// writeFile writes a file the server reads (a configuration, an
+// application).
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // freePort asks the kernel for a free TCP port of 127.0.0.1. Another
@@ -83,42 +91,69 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// startMaster runs "mworker run -n WORKERS --listen 127.0.0.1:PORT
-// --control DIR/ctl.sock OPTIONS -- COMMAND...", with env added to the
-// test's environment, waits until its first generation is ready (status
-// says so), and stops it when the test ends.
-func startMaster(t *testing.T, workers int, options, env []string, command ...string) *master {
+// master is one "mworker run" started by a test, serving on a TCP port of
+// 127.0.0.1 and answering on a control socket in the test's directory.
+type master struct {
+	t       *testing.T
+	workers int
+	addr    string // 127.0.0.1:PORT
+	ctl     string
+	log     string
+	proc    *e2etest.Process
+
+	mu    sync.Mutex
+	genOf map[int]int // generationOf's answers
+}
+
+// startMaster writes the recipe's configuration for a free port and runs
+// "mworker run -n WORKERS --listen 127.0.0.1:PORT --control DIR/ctl.sock
+// OPTIONS -- COMMAND...", with the recipe's env added to the test's
+// environment; it returns once the server has answered a first request
+// and the first generation is settled (status says so), with the time
+// from the master's start to that first answer. The master is stopped
+// when the test ends.
+func startMaster(t *testing.T, rc recipe) (*master, time.Duration) {
 	t.Helper()
 	dir := t.TempDir()
 	for attempt := 1; ; attempt++ {
+		port := freePort(t)
+		if rc.config != nil {
+			rc.config(port)
+		}
 		m := &master{
 			t:       t,
-			workers: workers,
-			addr:    "127.0.0.1:" + strconv.Itoa(freePort(t)),
+			workers: rc.workers,
+			addr:    "127.0.0.1:" + strconv.Itoa(port),
 			ctl:     filepath.Join(dir, "ctl.sock"),
 			log:     filepath.Join(dir, fmt.Sprintf("master.%d.log", attempt)),
+			genOf:   make(map[int]int),
 		}
-		args := []string{"run", "-n", strconv.Itoa(workers), "--listen", m.addr, "--control", m.ctl}
-		args = append(append(append(args, options...), "--"), command...)
-		var fullEnv []string
-		if len(env) > 0 {
-			fullEnv = append(os.Environ(), env...)
+		args := []string{"run", "-n", strconv.Itoa(rc.workers), "--listen", m.addr, "--control", m.ctl}
+		args = append(append(append(args, rc.options...), "--"), rc.command...)
+		var env []string
+		if len(rc.env) > 0 {
+			env = append(os.Environ(), rc.env...)
 		}
-		p, err := e2etest.StartLoggedEnv(m.log, fullEnv, mworkerPath, args...)
+		started := time.Now()
+		p, err := e2etest.StartLoggedEnv(m.log, env, mworkerPath, args...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		m.proc = p
-		if !e2etest.Poll(60*time.Second, func() bool {
+		var firstErr error
+		answered := e2etest.Poll(60*time.Second, func() bool {
 			if m.exited() {
 				return true
 			}
-			s, err := m.status()
-			return err == nil && s.settled(workers)
-		}) {
-			m.stop()
-			t.Fatalf("%s: %d workers not ready within 60s; log:\n%s", strings.Join(command, " "), workers, m.lastLog(40))
-		}
+			c, err := net.DialTimeout("tcp", m.addr, time.Second)
+			if err == nil {
+				_, _, err = request(c, bufio.NewReader(c), m.addr, false)
+				c.Close()
+			}
+			firstErr = err
+			return err == nil
+		})
+		first := time.Since(started)
 		if m.exited() {
 			if b, _ := os.ReadFile(m.log); bytes.Contains(b, []byte("address already in use")) && attempt < 3 {
 				continue // another process took the port: try another
@@ -127,13 +162,18 @@ func startMaster(t *testing.T, workers int, options, env []string, command ...st
 				strings.Join(args, " "), m.proc.Status, m.lastLog(40))
 		}
 		t.Cleanup(m.stop)
-		return m
+		if !answered {
+			t.Fatalf("%s: no answer within 60s: %v", m.addr, firstErr)
+		}
+		m.waitSettled(60 * time.Second)
+		return m, first
 	}
 }
 
-// stop ends the master: SIGTERM (its workers drain), SIGKILL to its
-// process group if it is still there after 20s (its workers stop with it:
-// PR_SET_PDEATHSIG). On a failed test it logs the master's last lines.
+// stop ends the master if it still runs: SIGTERM (its workers drain),
+// SIGKILL to its process group if it is still there after 20s (its
+// workers stop with it: PR_SET_PDEATHSIG). On a failed test it logs the
+// master's last lines.
 func (m *master) stop() {
 	if !m.exited() {
 		m.proc.Cmd.Process.Signal(syscall.SIGTERM)
@@ -148,6 +188,29 @@ func (m *master) stop() {
 	if m.t.Failed() {
 		m.t.Logf("master log (last lines):\n%s", m.lastLog(60))
 	}
+}
+
+// stopWait runs "mworker stop --wait", which returns once the master has
+// exited, and returns the master's exit status; the command's own exit
+// status must be the same.
+func (m *master) stopWait() int {
+	m.t.Helper()
+	out, err := exec.Command(mworkerPath, "stop", "--wait", "--control", m.ctl).CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		m.t.Fatalf("mworker stop --wait: %v", err)
+	}
+	select {
+	case <-m.proc.Done:
+	case <-time.After(20 * time.Second):
+		m.t.Fatalf("master still running 20s after mworker stop --wait answered: %s", out)
+	}
+	if code != m.proc.Status {
+		m.t.Errorf("mworker stop --wait exited %d (%s) but the master exited %d", code, out, m.proc.Status)
+	}
+	return m.proc.Status
 }
 
 func (m *master) exited() bool {
@@ -171,8 +234,13 @@ func (m *master) lastLog(n int) string {
 // status is the control socket's answer to "status", the fields these
 // tests read.
 type status struct {
-	OK      bool   `json:"ok"`
-	Error   string `json:"error"`
+	OK     bool   `json:"ok"`
+	Error  string `json:"error"`
+	Master struct {
+		Generation    int `json:"generation"`
+		Reloads       int `json:"reloads"`
+		FailedReloads int `json:"failed_reloads"`
+	} `json:"master"`
 	Workers []struct {
 		Pid        int  `json:"pid"`
 		Generation int  `json:"generation"`
@@ -181,16 +249,18 @@ type status struct {
 	} `json:"workers"`
 }
 
-// settled says whether exactly n workers run, all current and ready: no
-// generation starting, none draining.
+// settled says whether exactly n workers run, all of the master's
+// generation, current and ready: no generation starting, none draining.
 func (s status) settled(n int) bool {
-	ready := 0
+	if len(s.Workers) != n {
+		return false
+	}
 	for _, w := range s.Workers {
-		if w.Current && w.Ready {
-			ready++
+		if !w.Current || !w.Ready || w.Generation != s.Master.Generation {
+			return false
 		}
 	}
-	return len(s.Workers) == n && ready == n
+	return true
 }
 
 // status asks the master for its status on the control socket.
@@ -219,8 +289,9 @@ func (m *master) status() (status, error) {
 }
 
 // waitSettled waits until the master runs its workers of one generation
-// and nothing else (the old generations have drained).
-func (m *master) waitSettled(timeout time.Duration) {
+// and nothing else (the old generations have drained), and returns that
+// status.
+func (m *master) waitSettled(timeout time.Duration) status {
 	m.t.Helper()
 	var s status
 	var err error
@@ -231,6 +302,46 @@ func (m *master) waitSettled(timeout time.Duration) {
 		m.t.Fatalf("not settled on %d ready workers within %v (master exited: %v): last status %+v, error %v",
 			m.workers, timeout, m.exited(), s, err)
 	}
+	return s
+}
+
+// generationOf is the generation of the worker that is pid or pid's
+// parent (a server whose master process is mworker's worker answers from
+// a child: nginx), 0 when the master runs no such worker (any more).
+func (m *master) generationOf(pid int) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if g, ok := m.genOf[pid]; ok {
+		return g
+	}
+	s, err := m.status()
+	if err != nil {
+		return 0
+	}
+	ppid := parentOf(pid)
+	m.genOf[pid] = 0 // asked once: pid is gone, or answered for nobody
+	for _, w := range s.Workers {
+		if w.Pid == pid || w.Pid == ppid {
+			m.genOf[pid] = w.Generation
+		}
+	}
+	return m.genOf[pid]
+}
+
+// parentOf is pid's parent according to /proc/PID/stat, 0 once pid is
+// gone.
+func parentOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
 }
 
 // reload runs "mworker reload --control CTL --json", which returns once
@@ -257,6 +368,9 @@ func (m *master) reload() (int, error) {
 // reloadRun is what a series of reloads under load measured.
 type reloadRun struct {
 	reloads int
+	// in is the time from the first reload command's start to the last
+	// one's end.
+	in time.Duration
 	// took is how long each reload command took: until the new
 	// generation counted as ready and the old one was told to stop.
 	took []time.Duration
@@ -274,10 +388,13 @@ type reloadRun struct {
 // previous one's generation has answered a request and at most one older
 // generation is still draining (old generations never pile up to
 // --max-old-generations), and returns once every old generation has
-// drained.
+// drained and the master serves generation start+n, with no failed
+// reload.
 func (m *master) reloadUnder(l *load, n int) reloadRun {
 	m.t.Helper()
 	var r reloadRun
+	s0 := m.waitSettled(30 * time.Second)
+	began := time.Now()
 	for range n {
 		start := time.Now()
 		gen, err := m.reload()
@@ -285,6 +402,7 @@ func (m *master) reloadUnder(l *load, n int) reloadRun {
 			m.t.Fatalf("reload %d of %d: %v", r.reloads+1, n, err)
 		}
 		took := time.Since(start)
+		r.in = time.Since(began)
 		r.took = append(r.took, took)
 		r.reloads++
 		var first time.Time
@@ -300,17 +418,21 @@ func (m *master) reloadUnder(l *load, n int) reloadRun {
 			return m.exited() || err == nil && len(s.Workers) <= 2*m.workers
 		})
 	}
-	m.waitSettled(30 * time.Second)
+	s := m.waitSettled(30 * time.Second)
+	if s.Master.Generation != s0.Master.Generation+n || s.Master.FailedReloads != s0.Master.FailedReloads {
+		m.t.Errorf("after %d reloads from generation %d: serving generation %d, %d failed reloads (want %d, %d)",
+			n, s0.Master.Generation, s.Master.Generation, s.Master.FailedReloads, s0.Master.Generation+n, s0.Master.FailedReloads)
+	}
 	return r
 }
 
 func (r reloadRun) String() string {
-	return fmt.Sprintf("%d reloads; reload command took %s; reload start to first answer of the new generation %s; "+
+	return fmt.Sprintf("%d reloads in %v; reload command took %s; reload start to first answer of the new generation %s; "+
 		"first answer after the old generation was told to stop %s",
-		r.reloads, spread(r.took), spread(r.toServe), spread(r.afterReady))
+		r.reloads, r.in.Round(time.Millisecond), spread(r.took), spread(r.toServe), spread(r.afterReady))
 }
 
-// spread is "median M, max X" of ds.
+// spread is "min N, median M, max X" of ds.
 func spread(ds []time.Duration) string {
 	if len(ds) == 0 {
 		return "none"
@@ -320,16 +442,51 @@ func spread(ds []time.Duration) string {
 	return fmt.Sprintf("min %v, median %v, max %v", s[0].Round(time.Millisecond), s[len(s)/2].Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond))
 }
 
+var (
+	genRE = regexp.MustCompile(`generation=(\d+)`)
+	pidRE = regexp.MustCompile(`\bpid[= ](\d+)`)
+)
+
+// request sends "GET /" on c (with "Connection: close" unless keepAlive)
+// and reads the whole answer. It returns the body and whether the
+// connection is done with: the server said "Connection: close", or the
+// client did, or the request failed. A status other than 200 is an error.
+func request(c net.Conn, br *bufio.Reader, host string, keepAlive bool) (body []byte, closing bool, err error) {
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	req := "GET / HTTP/1.1\r\nHost: " + host + "\r\n"
+	if !keepAlive {
+		req += "Connection: close\r\n"
+	}
+	if _, err := io.WriteString(c, req+"\r\n"); err != nil {
+		return nil, true, fmt.Errorf("write: %w", err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return nil, true, fmt.Errorf("read: %w", err)
+	}
+	body, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, true, fmt.Errorf("read the body: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return body, true, fmt.Errorf("status %s: %q", resp.Status, body)
+	}
+	return body, resp.Close || !keepAlive, nil
+}
+
 // load is an HTTP/1.1 load generator over TCP. Each client sends
 // "GET /" and reads the answer, again and again until stopped: with
 // fresh connections, a new connection for each request ("Connection:
 // close"); with keep-alive, one connection for as many requests as the
-// server allows (a new one once an answer says "Connection: close" or
-// the server closed it after an answer). A failed dial, write or read, a
-// status other than 200, or a body without "generation=G", counts as a
-// failed request and is never retried.
+// server allows (a new one once an answer says "Connection: close"). A
+// failed dial, write or read (a connection the server closed or reset
+// before answering included), a status other than 200, or a body that
+// says neither "generation=G" nor "pid N", counts as a failed request
+// and is never retried. The generation of an answer is G, or the one
+// whose worker is N or N's parent.
 type load struct {
-	addr      string
+	m         *master
 	keepAlive bool
 	stopping  chan struct{}
 	wg        sync.WaitGroup
@@ -343,9 +500,9 @@ type load struct {
 	maxWait  time.Duration // the longest request
 }
 
-// startLoad starts clients clients against the server at addr.
-func startLoad(addr string, clients int, keepAlive bool) *load {
-	l := &load{addr: addr, keepAlive: keepAlive, stopping: make(chan struct{}),
+// startLoad starts clients clients against m's server.
+func startLoad(m *master, clients int, keepAlive bool) *load {
+	l := &load{m: m, keepAlive: keepAlive, stopping: make(chan struct{}),
 		first: make(map[int]time.Time), byGen: make(map[int]int)}
 	for range clients {
 		l.wg.Add(1)
@@ -353,8 +510,6 @@ func startLoad(addr string, clients int, keepAlive bool) *load {
 	}
 	return l
 }
-
-var genRE = regexp.MustCompile(`generation=(\d+)`)
 
 func (l *load) client() {
 	defer l.wg.Done()
@@ -366,11 +521,6 @@ func (l *load) client() {
 			c.Close()
 		}
 	}()
-	req := "GET / HTTP/1.1\r\nHost: " + l.addr + "\r\n"
-	if !l.keepAlive {
-		req += "Connection: close\r\n"
-	}
-	req += "\r\n"
 	for {
 		select {
 		case <-l.stopping:
@@ -381,41 +531,35 @@ func (l *load) client() {
 		gen, err := func() (int, error) {
 			if c == nil {
 				var err error
-				if c, err = net.DialTimeout("tcp", l.addr, 10*time.Second); err != nil {
+				if c, err = net.DialTimeout("tcp", l.m.addr, 10*time.Second); err != nil {
 					c = nil
 					return 0, fmt.Errorf("dial: %w", err)
 				}
 				br, used = bufio.NewReader(c), 0
 			}
-			c.SetDeadline(time.Now().Add(20 * time.Second))
-			if _, err := io.WriteString(c, req); err != nil {
-				return 0, fmt.Errorf("write (request %d of its connection): %w", used+1, err)
-			}
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				return 0, fmt.Errorf("read (request %d of its connection): %w", used+1, err)
-			}
-			body, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err != nil {
-				return 0, fmt.Errorf("read the body (request %d of its connection): %w", used+1, err)
-			}
-			used++
-			if !l.keepAlive || resp.Close {
+			body, closing, err := request(c, br, l.m.addr, l.keepAlive)
+			if closing {
 				c.Close()
 				c = nil
 			}
-			if resp.StatusCode != http.StatusOK {
-				return 0, fmt.Errorf("status %s: %q", resp.Status, body)
+			if err != nil {
+				return 0, fmt.Errorf("request %d of its connection: %w", used+1, err)
 			}
-			m := genRE.FindSubmatch(body)
-			if m == nil {
-				return 0, fmt.Errorf("no generation=G in the body %q", body)
+			used++
+			if g := genRE.FindSubmatch(body); g != nil {
+				n, _ := strconv.Atoi(string(g[1]))
+				return n, nil
 			}
-			g, _ := strconv.Atoi(string(m[1]))
-			return g, nil
+			if p := pidRE.FindSubmatch(body); p != nil && !bytes.Contains(body, []byte("generation=")) {
+				pid, _ := strconv.Atoi(string(p[1]))
+				return -pid, nil
+			}
+			return 0, fmt.Errorf("neither generation=G nor pid N in the body %q", body)
 		}()
 		took := time.Since(start)
+		if gen < 0 {
+			gen = l.m.generationOf(-gen)
+		}
 		l.mu.Lock()
 		if err != nil {
 			l.failed++
@@ -426,16 +570,12 @@ func (l *load) client() {
 			l.ok++
 			l.byGen[gen]++
 			if l.first[gen].IsZero() {
-				l.first[gen] = time.Now()
+				l.first[gen] = start.Add(took)
 			}
 		}
 		l.maxWait = max(l.maxWait, took)
 		l.mu.Unlock()
 		if err != nil {
-			if c != nil {
-				c.Close()
-				c = nil
-			}
 			// A refused dial must not spin a core the servers need.
 			select {
 			case <-l.stopping:
@@ -470,13 +610,14 @@ type loadResult struct {
 }
 
 func (r loadResult) String() string {
-	gens := make([]int, 0, len(r.byGen))
+	gens := 0
 	for g := range r.byGen {
-		gens = append(gens, g)
+		if g != 0 {
+			gens++
+		}
 	}
-	slices.Sort(gens)
 	return fmt.Sprintf("%d requests answered, %d failed %q, longest request %v, %d generations answered",
-		r.ok, r.failed, r.failures, r.maxWait.Round(time.Millisecond), len(gens))
+		r.ok, r.failed, r.failures, r.maxWait.Round(time.Millisecond), gens)
 }
 
 // stop stops the clients, waits for their last requests and returns what
@@ -489,48 +630,53 @@ func (l *load) stop() loadResult {
 	return loadResult{ok: l.ok, failed: l.failed, failures: l.failures, byGen: l.byGen, maxWait: l.maxWait}
 }
 
-// recipe is one server's run of the recipe: fresh connections under
-// reloads (no failure allowed), then keep-alive under reloads (failures
-// reported, or with strictKeepAlive failed on).
+// recipe is one server's run of its recipe: started, reloaded under
+// fresh-connection load (no failure allowed), under keep-alive load
+// (failures reported, or with strictKeepAlive failed on), then stopped
+// with "mworker stop --wait".
 type recipe struct {
-	workers         int
-	options         []string // mworker run's, beyond -n, --listen and --control
-	env             []string
-	command         []string
-	reloads         int // under fresh connections
-	keepAlive       int // reloads under keep-alive (0: as many; -1: no keep-alive run)
-	clients         int
+	workers int
+	options []string // mworker run's, beyond -n, --listen and --control
+	env     []string
+	command []string
+	// config, if set, writes the server's configuration for the port the
+	// master is about to listen on (nginx must listen on the same
+	// address); it is called again if a start is retried on another port.
+	config    func(port int)
+	reloads   int // under fresh connections
+	keepAlive int // reloads under keep-alive (0: no keep-alive run)
+	clients   int
+	// strictKeepAlive fails on a keep-alive request that failed, for a
+	// server that drains keep-alive connections cleanly.
 	strictKeepAlive bool
 	// knownFreshFailures reports the failures under fresh connections
 	// instead of failing on them: for a server's own flaw that a recipe
 	// documents, not for a recipe of docs/servers.md.
 	knownFreshFailures bool
+	// wantStatus is the master's exit status after mworker stop --wait.
+	wantStatus int
 }
 
 // run runs the recipe and logs what it measured.
 func (rc recipe) run(t *testing.T) {
 	t.Helper()
 	began := time.Now()
-	m := startMaster(t, rc.workers, rc.options, rc.env, rc.command...)
-	t.Logf("mworker run %s -- %s: ready in %v", strings.Join(rc.options, " "), strings.Join(rc.command, " "),
-		time.Since(began).Round(time.Millisecond))
+	m, first := startMaster(t, rc)
+	t.Logf("mworker run %s -- %s: first answer %v after the master's start, ready in %v", strings.Join(rc.options, " "),
+		strings.Join(rc.command, " "), first.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
 
 	for _, keepAlive := range []bool{false, true} {
-		if keepAlive && rc.keepAlive < 0 {
-			break
-		}
-		mode := "fresh connections"
+		n, mode := rc.reloads, "fresh connections"
 		if keepAlive {
-			mode = "keep-alive"
+			n, mode = rc.keepAlive, "keep-alive"
+		}
+		if n == 0 {
+			continue
 		}
 		start := time.Now()
-		l := startLoad(m.addr, rc.clients, keepAlive)
+		l := startLoad(m, rc.clients, keepAlive)
 		// The load reaches the server before the first reload.
 		e2etest.WaitFor(t, 30*time.Second, "the first answers", func() bool { return l.answered() >= 20 })
-		n := rc.reloads
-		if keepAlive && rc.keepAlive > 0 {
-			n = rc.keepAlive
-		}
 		rr := m.reloadUnder(l, n)
 		res := l.stop()
 		t.Logf("%s, %d clients: %v; %v; %v", mode, rc.clients, res, rr, time.Since(start).Round(time.Millisecond))
@@ -545,6 +691,9 @@ func (rc recipe) run(t *testing.T) {
 					mode, res.failed, res.ok+res.failed, rr.reloads, float64(res.failed)/float64(rr.reloads), res.failures)
 			}
 		}
+	}
+	if st := m.stopWait(); st != rc.wantStatus {
+		t.Errorf("master exited %d after mworker stop --wait, want %d", st, rc.wantStatus)
 	}
 	t.Logf("total %v", time.Since(began).Round(time.Millisecond))
 }

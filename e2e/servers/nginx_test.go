@@ -8,19 +8,25 @@ import (
 
 // TestNginx runs the nginx recipe of docs/servers.md: nginx takes the
 // listener from NGINX=3; (--fd-env), with no shell wrapper, and drains on
-// QUIT (TERM is its fast shutdown).
+// QUIT (TERM is its fast shutdown). Its answer names the pid of the nginx
+// worker process (its configuration cannot read MWORKER_GENERATION), a
+// child of mworker's worker: the load maps it to its generation.
 func TestNginx(t *testing.T) {
 	t.Parallel()
-	nginx := nativeNeed(t, "nginx", "nginx-light")
+	nginx := need(t, "nginx", "nginx-light")
 	dir := t.TempDir()
-	port := freePort(t)
 	conf := filepath.Join(dir, "nginx.conf")
 	// master_process on: nginx 1.22 crashes (SIGSEGV) at its first request
 	// with master_process off and inherited sockets. The pid file is shared
 	// by every instance: nothing reads it under mworker (it signals nginx
 	// itself), and an instance that exits after another logs an alert that
 	// it is gone.
-	nativeWrite(t, conf, fmt.Sprintf(`daemon off;
+	recipe{
+		workers: 2,
+		options: []string{"--fd-env", "NGINX={fds:;};", "--stop-signal", "QUIT", "--ready", "500ms"},
+		command: []string{nginx, "-p", dir, "-e", "stderr", "-c", conf},
+		config: func(port int) {
+			writeFile(t, conf, fmt.Sprintf(`daemon off;
 master_process on;
 worker_processes 1;
 pid %[1]s/nginx.pid;
@@ -36,9 +42,9 @@ http {
 	}
 }
 `, dir, port))
-	nativeRecipe{
-		workers: 2,
-		options: []string{"-n", "2", "--fd-env", "NGINX={fds:;};", "--stop-signal", "QUIT", "--ready", "500ms"},
-		command: []string{nginx, "-p", dir, "-e", "stderr", "-c", conf},
-	}.run(t, dir, port)
+		},
+		reloads:   10,
+		keepAlive: 4,
+		clients:   4,
+	}.run(t)
 }

@@ -12,7 +12,7 @@ import (
 // busy ones have answered.
 const nodeServer = `const http = require('http');
 const server = http.createServer((req, res) => {
-	res.end('pid ' + process.pid + '\n');
+	res.end('generation=' + process.env.MWORKER_GENERATION + ' pid ' + process.pid + '\n');
 });
 process.on('SIGTERM', () => {
 	server.close(() => process.exit(0));
@@ -23,14 +23,15 @@ server.listen({fd: 3});
 // TestNode runs the node recipe of docs/servers.md.
 func TestNode(t *testing.T) {
 	t.Parallel()
-	node := nativeNeed(t, "node", "nodejs")
-	dir := t.TempDir()
-	port := freePort(t)
-	script := filepath.Join(dir, "server.js")
-	nativeWrite(t, script, nodeServer)
-	nativeRecipe{
-		workers: 2,
-		options: []string{"-n", "2", "--ready", "1s"},
-		command: []string{node, script},
-	}.run(t, dir, port)
+	node := need(t, "node", "nodejs")
+	script := filepath.Join(t.TempDir(), "server.js")
+	writeFile(t, script, nodeServer)
+	recipe{
+		workers:   2,
+		options:   []string{"--ready", "1s"},
+		command:   []string{node, script},
+		reloads:   10,
+		keepAlive: 4,
+		clients:   4,
+	}.run(t)
 }

@@ -13,29 +13,26 @@ import (
 // reports the worker killed by TERM, 143.
 func TestPuma(t *testing.T) {
 	t.Parallel()
-	puma := nativeNeed(t, "puma", "puma")
-	if !nativeRubyHas("sd_notify") {
+	puma := need(t, "puma", "puma")
+	if exec.Command("ruby", "-e", "require 'sd_notify'").Run() != nil {
 		t.Skip("the sd_notify gem is missing: install the Debian package ruby-sd-notify (sh scripts/test-deps.sh does)")
 	}
 	dir := t.TempDir()
-	port := freePort(t)
 	app := filepath.Join(dir, "config.ru")
-	nativeWrite(t, app, `run ->(env) { [200, {"content-type" => "text/plain"}, ["pid #{Process.pid}\n"]] }`+"\n")
+	writeFile(t, app, `run ->(env) { [200, {"content-type" => "text/plain"}, ["generation=#{ENV['MWORKER_GENERATION']} pid #{Process.pid}\n"]] }`+"\n")
 	// queue_requests false: without it, a connection puma has accepted
 	// but not yet read a byte from when it stops is closed unanswered
 	// (its reactor takes it for an idle keep-alive one): 2 of 16,000
 	// fresh-connection requests failed over 10 reloads.
 	conf := filepath.Join(dir, "puma.rb")
-	nativeWrite(t, conf, "bind_to_activated_sockets 'only'\nqueue_requests false\n")
-	nativeRecipe{
+	writeFile(t, conf, "bind_to_activated_sockets 'only'\nqueue_requests false\n")
+	recipe{
 		workers:    2,
-		options:    []string{"-n", "2", "--ready", "notify"},
+		options:    []string{"--ready", "notify"},
 		command:    []string{puma, "-C", conf, "-w", "0", "-t", "4:4", "-e", "production", "--dir", dir, app},
+		reloads:    10,
+		keepAlive:  4,
+		clients:    4,
 		wantStatus: 143,
-	}.run(t, dir, port)
-}
-
-// nativeRubyHas says whether ruby can require lib.
-func nativeRubyHas(lib string) bool {
-	return exec.Command("ruby", "-e", "require '"+lib+"'").Run() == nil
+	}.run(t)
 }

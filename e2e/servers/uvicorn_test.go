@@ -84,11 +84,8 @@ func setupUvicorn(t *testing.T) (py, dir string) {
 		t.Skip("uvicorn is not installed (python3 -c 'import uvicorn' fails): apt-get install python3-uvicorn (scripts/test-deps.sh does)")
 	}
 	dir = t.TempDir()
-	for name, text := range map[string]string{"app.py": asgiApp, "serve.py": uvicornServe} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeFile(t, filepath.Join(dir, "app.py"), asgiApp)
+	writeFile(t, filepath.Join(dir, "serve.py"), uvicornServe)
 	return py, dir
 }
 
@@ -125,7 +122,6 @@ func TestUvicornPlain(t *testing.T) {
 		options:            []string{"--ready", uvicornReady},
 		command:            []string{py, "-m", "uvicorn", "--fd", "3", "--lifespan", "off", "--app-dir", dir, "app:app"},
 		reloads:            5,
-		keepAlive:          -1,
 		clients:            8,
 		knownFreshFailures: true,
 	}.run(t)
