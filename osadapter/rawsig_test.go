@@ -195,4 +195,3 @@ func TestMaskHandlerChangesTheThreadsMask(t *testing.T) {
 		t.Fatalf("after the unblock the thread's mask is %x, want %x", got, start)
 	}
 }
-

@@ -934,3 +934,25 @@ func TestEarlyCatchInitializesFirst(t *testing.T) {
 		}
 	}
 }
+
+// --tty on without a terminal on stdin is bad input: one line, status 2,
+// no worker started.
+func TestTTYOnWithoutTerminal(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cmd := exec.Command(mworkerBinary(t), "run", "--tty", "on", "--", "/bin/sh", "-c", `echo started > "$0"`, filepath.Join(dir, "started"))
+	cmd.Stdin = nil // /dev/null
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if got := cmd.ProcessState.ExitCode(); got != 2 {
+		t.Errorf("exit status %d (%v), want 2; stderr %q", got, err, stderr.String())
+	}
+	want := "mworker: --tty on: stdin is not a terminal"
+	if strings.Count(stderr.String(), "\n") != 1 || !strings.HasPrefix(stderr.String(), want) {
+		t.Errorf("stderr %q, want one line starting %q", stderr.String(), want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "started")); err == nil {
+		t.Errorf("a worker was started")
+	}
+}

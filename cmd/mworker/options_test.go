@@ -32,6 +32,7 @@ func TestParseRunArgsDefaults(t *testing.T) {
 		},
 		Command:   []string{"server", "-x"},
 		LogFormat: "text",
+		Terminal:  osadapter.TerminalAuto,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", cfg, want)
@@ -96,6 +97,8 @@ func TestParseRunArgs(t *testing.T) {
 		{"pidfile", []string{"--pidfile=/run/a.pid", "--", "x"}, func(c osadapter.Config) bool { return c.PidFile == "/run/a.pid" }},
 		{"log format json", []string{"--log-format", "json", "--", "x"}, func(c osadapter.Config) bool { return c.LogFormat == "json" }},
 		{"log level debug", []string{"--log-level", "debug", "--", "x"}, func(c osadapter.Config) bool { return c.LogLevel == slog.LevelDebug }},
+		{"tty off", []string{"--tty", "off", "--", "x"}, func(c osadapter.Config) bool { return c.Terminal == osadapter.TerminalOff }},
+		{"restart given", []string{"--restart", "always", "--", "x"}, func(c osadapter.Config) bool { return c.RestartGiven }},
 		{"log level default", []string{"--", "x"}, func(c osadapter.Config) bool { return c.LogLevel == slog.LevelInfo }},
 		{"sf list", []string{"-sf", "10", "11", "12", "--", "x"}, func(c osadapter.Config) bool {
 			return reflect.DeepEqual(c.Machine.StopPids, []int{10, 11, 12}) && c.Machine.TermPids == nil
@@ -185,6 +188,7 @@ func TestParseRunArgsErrors(t *testing.T) {
 		{[]string{"--pidfile=", "--", "x"}, `empty --pidfile: use a file path such as /run/app.pid`},
 		{[]string{"--log-format", "xml", "--", "x"}, `bad --log-format "xml": use text or json`},
 		{[]string{"--log-level", "verbose", "--", "x"}, `bad --log-level "verbose": use debug, info, warn or error`},
+		{[]string{"--tty", "yes", "--", "x"}, `bad --tty "yes": use auto, on or off`},
 		{[]string{"--max-old-generations", "-1", "--", "x"}, `bad --max-old-generations "-1": use a number of generations from 0 (none drains) to 10000`},
 		{[]string{"--max-old-generations=four", "--", "x"}, `bad --max-old-generations "four": use a number of generations from 0 (none drains) to 10000`},
 		{[]string{"--max-old-generations", "10001", "--", "x"}, `bad --max-old-generations "10001": use a number of generations from 0 (none drains) to 10000`},
