@@ -395,17 +395,24 @@ func sig64Start(t *testing.T, worker string) {
 				if route == fsm.RouteForward {
 					name := fsm.Signal(n).String()
 					forwarded := func() bool { return strings.Contains(s.logText(), "signal="+name+" ") }
+					stops := n >= 20 && n <= 22
 					ok := e2etest.Poll(10*time.Second, func() bool {
 						pids := s.workerPids()
-						return len(pids) >= 1 && s.received(pids[0])[n] || forwarded() || s.exited()
+						return len(pids) >= 1 && s.received(pids[0])[n] || forwarded() || s.exited() || stops && procState(s.p.Pid) == 'T'
 					})
 					if !ok {
 						t.Fatalf("signal %d neither forwarded nor reached the worker; log:\n%s", n, s.logText())
 					}
-					if n >= 20 && n <= 22 {
-						// Forwarded, then the master stopped itself.
+					if stops {
+						// Forwarded, then the master stopped itself (maybe
+						// before its first log line was written): continue
+						// it, and the forward shows.
 						e2etest.WaitFor(t, 30*time.Second, "the master stopped", func() bool { return procState(s.p.Pid) == 'T' || s.exited() })
 						syscall.Kill(s.p.Pid, syscall.SIGCONT)
+						e2etest.WaitFor(t, 30*time.Second, fmt.Sprintf("signal %d forwarded", n), func() bool {
+							pids := s.workerPids()
+							return len(pids) >= 1 && s.received(pids[0])[n] || forwarded() || s.exited()
+						})
 					}
 					if n == 32 {
 						// The shell cannot trap it: it ends the worker,
