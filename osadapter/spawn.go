@@ -93,7 +93,9 @@ func (l *loop) spawn(gen, slot int) (int, error) {
 		attr.Sys.Foreground, fg = false, false
 		pid, err = l.sys.ForkExec(argv0, argv, attr)
 	}
-	if err == nil && fg {
+	if err == nil && l.term.on && (fg || l.term.fg == 0 || slot == l.term.slot) {
+		// The terminal's worker, whether it could have the terminal now
+		// or not (the master in the background): fg hands it over.
 		l.term.fg, l.term.slot = pid, slot
 	}
 	if forkMask {

@@ -44,8 +44,10 @@ const (
 // terminal is the loop's terminal mode.
 type terminal struct {
 	on bool
-	// fg is the worker that was given the terminal (its pid, which is its
-	// process group), while it lives; 0 when none. slot is its slot.
+	// fg is the terminal's worker (its pid, which is its process group),
+	// while it lives: the one given the terminal, or that would have been
+	// had the master been in the foreground (it gets it on SIGCONT once the
+	// master is); 0 when none. slot is its slot.
 	fg, slot int
 }
 

@@ -216,3 +216,38 @@ func TestTerminalReloadHandsTheTerminalOver(t *testing.T) {
 		t.Fatalf("mworker exited %d after SIGTERM; terminal:\n%s", st, tm.text())
 	}
 }
+
+// TestTerminalBackgroundThenFg: mworker started as a background job
+// (`&`) does not take the terminal from the shell; its worker, reading
+// the terminal from the background, stops (SIGTTIN) and the master stops
+// with it, as a job does; `fg` then gives the worker the terminal, and it
+// reads what is typed.
+func TestTerminalBackgroundThenFg(t *testing.T) {
+	t.Parallel()
+	tm := startTerm(t, termOpts{echo: true, env: []string{"PATH=" + os.Getenv("PATH"), "TERM=dumb", "HOME=/", "PS1=$ "}},
+		"bash", "--norc", "--noprofile", "--noediting", "-i")
+	shell := tm.cmd.Process.Pid
+	tm.write(strings.Join(quiet("--tty", "on", "--", "tr", "a-z", "A-Z"), " ") + " &\n")
+	var master proc
+	e2etest.WaitFor(t, 10*time.Second, "the master stopped with its worker, as a background job that read the terminal", func() bool {
+		for _, p := range children(shell) {
+			if p.comm == "mworker" {
+				master = p
+			}
+		}
+		ws := children(master.pid)
+		return master.pid != 0 && state(master.pid) == 'T' && len(ws) == 1 && state(ws[0].pid) == 'T'
+	})
+	if fg := foreground(shell); fg != shell {
+		t.Fatalf("the terminal's foreground is %d, want the shell's %d: a background master took it", fg, shell)
+	}
+	at := len(tm.text())
+	tm.write("fg\n")
+	tm.write("hello\n")
+	at = tm.waitFor("HELLO", at)
+	tm.write("\x04")
+	tm.write("echo status=$?\n")
+	tm.waitFor("status=0", at)
+	tm.write("exit\n")
+	tm.wait()
+}
