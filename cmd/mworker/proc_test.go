@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -245,22 +244,8 @@ type proc struct {
 }
 
 func readStat(pid int) (proc, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return proc{}, false
-	}
-	// pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return proc{}, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 3 {
-		return proc{}, false
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	pgid, _ := strconv.Atoi(f[2])
-	return proc{pid: pid, ppid: ppid, pgid: pgid, state: f[0][0]}, true
+	p, ok := e2etest.ReadProc(pid)
+	return proc{pid: p.Pid, ppid: p.Ppid, pgid: p.Pgrp, state: p.State}, ok
 }
 
 // allProcs scans /proc.

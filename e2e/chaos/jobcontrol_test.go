@@ -3,27 +3,12 @@ package chaos
 import (
 	"os"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mworker/mworker/internal/e2etest"
 )
-
-// procState is pid's state letter in /proc/PID/stat (R, S, T...), or 0.
-func procState(pid int) byte {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) == 0 {
-		return 0
-	}
-	return f[0][0]
-}
 
 // TestStopSignalsSuspendTheMaster ports dumb-init's
 // test_shell_background_support_without_setsid: SIGTSTP, SIGTTIN and
@@ -42,14 +27,14 @@ func TestStopSignalsSuspendTheMaster(t *testing.T) {
 	for _, n := range []int{20, 21, 22} {
 		syscall.Kill(s.p.Pid, syscall.Signal(n))
 		e2etest.WaitFor(t, 30*time.Second, "the workers got signal "+strconv.Itoa(n)+" and the master stopped", func() bool {
-			return s.received(pids[0])[n] && s.received(pids[1])[n] && procState(s.p.Pid) == 'T' || s.exited()
+			return s.received(pids[0])[n] && s.received(pids[1])[n] && e2etest.State(s.p.Pid) == 'T' || s.exited()
 		})
 		s.checkAlive(t, "signal "+strconv.Itoa(n))
 		os.Remove(s.gotFile(pids[0]))
 		os.Remove(s.gotFile(pids[1]))
 		syscall.Kill(s.p.Pid, syscall.SIGCONT)
 		e2etest.WaitFor(t, 30*time.Second, "the master continued and forwarded SIGCONT", func() bool {
-			return s.received(pids[0])[18] && s.received(pids[1])[18] && procState(s.p.Pid) != 'T' || s.exited()
+			return s.received(pids[0])[18] && s.received(pids[1])[18] && e2etest.State(s.p.Pid) != 'T' || s.exited()
 		})
 		if _, err := s.status(5 * time.Second); err != nil {
 			t.Fatalf("the master does not answer after SIGCONT: %v; log:\n%s", err, lastLines(s.logText(), 20))
@@ -77,7 +62,7 @@ func TestStopSignalsOrphanedMasterRuns(t *testing.T) {
 		// The master answers: it did not stop (a stopped master would
 		// leave the request unanswered).
 		if _, err := s.status(5 * time.Second); err != nil {
-			t.Fatalf("signal %d: the master does not answer (state %c): %v; log:\n%s", n, procState(s.p.Pid), err, lastLines(s.logText(), 20))
+			t.Fatalf("signal %d: the master does not answer (state %c): %v; log:\n%s", n, e2etest.State(s.p.Pid), err, lastLines(s.logText(), 20))
 		}
 	}
 	syscall.Kill(s.p.Pid, syscall.SIGTERM)
@@ -104,11 +89,11 @@ func TestStopSignalsStopTheWorkers(t *testing.T) {
 	for _, n := range []syscall.Signal{syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU} {
 		syscall.Kill(m.p.Pid, n)
 		e2etest.WaitFor(t, 30*time.Second, n.String()+": the master and the worker stopped", func() bool {
-			return procState(m.p.Pid) == 'T' && procState(worker) == 'T' || m.exited()
+			return e2etest.State(m.p.Pid) == 'T' && e2etest.State(worker) == 'T' || m.exited()
 		})
 		syscall.Kill(m.p.Pid, syscall.SIGCONT)
 		e2etest.WaitFor(t, 30*time.Second, n.String()+": both continued", func() bool {
-			return procState(m.p.Pid) != 'T' && procState(worker) != 'T' || m.exited()
+			return e2etest.State(m.p.Pid) != 'T' && e2etest.State(worker) != 'T' || m.exited()
 		})
 		if m.exited() {
 			t.Fatalf("the master exited; log:\n%s", lastLines(m.logText(), 20))

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -35,7 +34,7 @@ func TestMain(m *testing.M) {
 	}
 	// Where other uids (the squatter) can reach the binary.
 	os.Chmod(dir, 0o755)
-	mworkerPath, err = buildRelease(dir)
+	mworkerPath, err = e2etest.BuildRelease(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "chaos:", err)
 		os.RemoveAll(dir)
@@ -44,22 +43,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// buildRelease builds ./cmd/mworker as docs and bench build a release.
-func buildRelease(dir string) (string, error) {
-	root, err := e2etest.ModuleRoot()
-	if err != nil {
-		return "", err
-	}
-	path := filepath.Join(dir, "mworker")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", path, "./cmd/mworker")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return path, nil
 }
 
 // master is one "mworker run" a test started, with its control socket and

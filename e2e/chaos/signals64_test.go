@@ -192,7 +192,7 @@ func sig64Rest(t *testing.T, worker string) {
 	for _, n := range []int{20, 21, 22} {
 		syscall.Kill(s.p.Pid, syscall.Signal(n))
 		e2etest.WaitFor(t, 30*time.Second, fmt.Sprintf("signal %d forwarded and the master stopped", n), func() bool {
-			return s.received(pids[0])[n] && s.received(pids[1])[n] && procState(s.p.Pid) == 'T' || s.exited()
+			return s.received(pids[0])[n] && s.received(pids[1])[n] && e2etest.State(s.p.Pid) == 'T' || s.exited()
 		})
 		syscall.Kill(s.p.Pid, syscall.SIGCONT)
 	}
@@ -263,7 +263,7 @@ func sig64Reload(t *testing.T, worker string) {
 		})
 		if n >= 20 && n <= 22 {
 			// Forwarded, then the master stopped itself: continue it.
-			e2etest.WaitFor(t, 30*time.Second, "the master stopped", func() bool { return procState(s.p.Pid) == 'T' || s.exited() })
+			e2etest.WaitFor(t, 30*time.Second, "the master stopped", func() bool { return e2etest.State(s.p.Pid) == 'T' || s.exited() })
 			syscall.Kill(s.p.Pid, syscall.SIGCONT)
 		}
 		s.checkAlive(t, fmt.Sprintf("signal %d during reload %d", n, i+1))
@@ -398,7 +398,7 @@ func sig64Start(t *testing.T, worker string) {
 					stops := n >= 20 && n <= 22
 					ok := e2etest.Poll(10*time.Second, func() bool {
 						pids := s.workerPids()
-						return len(pids) >= 1 && s.received(pids[0])[n] || forwarded() || s.exited() || stops && procState(s.p.Pid) == 'T'
+						return len(pids) >= 1 && s.received(pids[0])[n] || forwarded() || s.exited() || stops && e2etest.State(s.p.Pid) == 'T'
 					})
 					if !ok {
 						t.Fatalf("signal %d neither forwarded nor reached the worker; log:\n%s", n, s.logText())
@@ -407,7 +407,7 @@ func sig64Start(t *testing.T, worker string) {
 						// Forwarded, then the master stopped itself (maybe
 						// before its first log line was written): continue
 						// it, and the forward shows.
-						e2etest.WaitFor(t, 30*time.Second, "the master stopped", func() bool { return procState(s.p.Pid) == 'T' || s.exited() })
+						e2etest.WaitFor(t, 30*time.Second, "the master stopped", func() bool { return e2etest.State(s.p.Pid) == 'T' || s.exited() })
 						syscall.Kill(s.p.Pid, syscall.SIGCONT)
 						e2etest.WaitFor(t, 30*time.Second, fmt.Sprintf("signal %d forwarded", n), func() bool {
 							pids := s.workerPids()

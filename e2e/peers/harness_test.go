@@ -202,21 +202,8 @@ type pstat struct {
 }
 
 func statOf(pid int) (pstat, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return pstat{}, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 5 {
-		return pstat{}, false
-	}
-	var s pstat
-	s.state = f[0][0]
-	s.ppid, _ = strconv.Atoi(f[1])
-	s.pgid, _ = strconv.Atoi(f[2])
-	s.sid, _ = strconv.Atoi(f[3])
-	return s, true
+	p, ok := e2etest.ReadProc(pid)
+	return pstat{state: p.State, ppid: p.Ppid, pgid: p.Pgrp, sid: p.Session}, ok
 }
 
 // alive says whether pid exists and is not a zombie.

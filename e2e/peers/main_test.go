@@ -124,7 +124,10 @@ func TestMain(m *testing.M) {
 	}
 	selfPath, err = os.Executable()
 	if err == nil {
-		mworkerPath, err = buildRelease(dir)
+		moduleRoot, err = e2etest.ModuleRoot()
+	}
+	if err == nil {
+		mworkerPath, err = e2etest.BuildRelease(dir)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "peers:", err)
@@ -154,23 +157,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// buildRelease builds ./cmd/mworker as docs and bench build a release.
-func buildRelease(dir string) (string, error) {
-	root, err := e2etest.ModuleRoot()
-	if err != nil {
-		return "", err
-	}
-	moduleRoot = root
-	path := filepath.Join(dir, "mworker")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", path, "./cmd/mworker")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return path, nil
 }
 
 // The test process is a subreaper: what tini and dumb-init (not PID 1

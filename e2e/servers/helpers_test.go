@@ -331,17 +331,8 @@ func (m *master) generationOf(pid int) int {
 // parentOf is pid's parent according to /proc/PID/stat, 0 once pid is
 // gone.
 func parentOf(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 2 {
-		return 0
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
+	p, _ := e2etest.ReadProc(pid)
+	return p.Ppid
 }
 
 // reload runs "mworker reload --control CTL --json", which returns once

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -171,85 +170,29 @@ func (tm *term) wait() int {
 	}
 }
 
-// proc is what /proc/PID/stat says of a process.
-type proc struct {
-	pid, ppid, pgrp, session int
-	state                    byte
-	comm                     string
-}
-
-func readProc(pid int) (proc, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return proc{}, false
-	}
-	s := string(b)
-	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	f := strings.Fields(s[end+1:])
-	if open < 0 || end < open || len(f) < 4 {
-		return proc{}, false
-	}
-	p := proc{pid: pid, state: f[0][0], comm: s[open+1 : end]}
-	p.ppid, _ = strconv.Atoi(f[1])
-	p.pgrp, _ = strconv.Atoi(f[2])
-	p.session, _ = strconv.Atoi(f[3])
-	return p, true
-}
-
-// procs are the processes for which keep is true.
-func procs(keep func(proc) bool) []proc {
-	ents, _ := os.ReadDir("/proc")
-	var out []proc
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if p, ok := readProc(pid); ok && keep(p) {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 // killSession kills every process of session sid.
 func killSession(sid int) {
-	for _, p := range procs(func(p proc) bool { return p.session == sid }) {
-		syscall.Kill(p.pid, syscall.SIGKILL)
+	for _, p := range e2etest.Procs(func(p e2etest.Proc) bool { return p.Session == sid }) {
+		syscall.Kill(p.Pid, syscall.SIGKILL)
 	}
 }
 
 func sessionPs(sid int) string {
 	var b strings.Builder
-	for _, p := range procs(func(p proc) bool { return p.session == sid }) {
-		fmt.Fprintf(&b, "  pid %d ppid %d pgrp %d state %c %s\n", p.pid, p.ppid, p.pgrp, p.state, p.comm)
+	for _, p := range e2etest.Procs(func(p e2etest.Proc) bool { return p.Session == sid }) {
+		fmt.Fprintf(&b, "  pid %d ppid %d pgrp %d state %c %s\n", p.Pid, p.Ppid, p.Pgrp, p.State, p.Comm)
 	}
 	return b.String()
 }
 
 // children are the processes whose parent is pid.
-func children(pid int) []proc {
-	return procs(func(p proc) bool { return p.ppid == pid })
+func children(pid int) []e2etest.Proc {
+	return e2etest.Procs(func(p e2etest.Proc) bool { return p.Ppid == pid })
 }
 
-// state is pid's state letter (R, S, T...), or 0 once it is gone.
-func state(pid int) byte {
-	p, _ := readProc(pid)
-	return p.state
-}
-
-// foreground is the foreground process group of the terminal whose
-// session sid leads, as the kernel reports it for the session leader.
+// foreground is the foreground process group of the terminal of the
+// session that sid leads, as the kernel reports it for the leader.
 func foreground(sid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(sid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 6 {
-		return 0
-	}
-	fg, _ := strconv.Atoi(f[5]) // tpgid
-	return fg
+	p, _ := e2etest.ReadProc(sid)
+	return p.Tpgid
 }

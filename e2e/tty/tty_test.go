@@ -111,34 +111,34 @@ func TestTerminalCtrlZStopsTheJob(t *testing.T) {
 	tm.write(strings.Join(quiet("--", "tr", "a-z", "A-Z"), " ") + "\n")
 	tm.write("hello\n")
 	at := tm.waitFor("HELLO", 0)
-	var master, worker proc
+	var master, worker e2etest.Proc
 	e2etest.WaitFor(t, 10*time.Second, "the master and its worker", func() bool {
 		for _, p := range children(shell) {
-			if p.comm == "mworker" {
+			if p.Comm == "mworker" {
 				master = p
 			}
 		}
-		if ws := children(master.pid); master.pid != 0 && len(ws) == 1 {
+		if ws := children(master.Pid); master.Pid != 0 && len(ws) == 1 {
 			worker = ws[0]
 		}
-		return worker.pid != 0
+		return worker.Pid != 0
 	})
-	if fg := foreground(shell); fg != worker.pgrp {
-		t.Fatalf("the terminal's foreground group is %d, want the worker's %d (master's %d)", fg, worker.pgrp, master.pgrp)
+	if fg := foreground(shell); fg != worker.Pgrp {
+		t.Fatalf("the terminal's foreground group is %d, want the worker's %d (master's %d)", fg, worker.Pgrp, master.Pgrp)
 	}
 	tm.write("\x1a") // Ctrl-Z
 	at = tm.waitFor("Stopped", at)
-	if s := state(master.pid); s != 'T' {
+	if s := e2etest.State(master.Pid); s != 'T' {
 		t.Errorf("the master's state is %c after Ctrl-Z, want T (stopped)", s)
 	}
-	if s := state(worker.pid); s != 'T' {
+	if s := e2etest.State(worker.Pid); s != 'T' {
 		t.Errorf("the worker's state is %c after Ctrl-Z, want T (stopped)", s)
 	}
 	tm.write("echo shell-back\n")
 	at = tm.waitFor("shell-back\n", at)
 	tm.write("fg\n")
 	e2etest.WaitFor(t, 10*time.Second, "the worker in the terminal's foreground again", func() bool {
-		return foreground(shell) == worker.pgrp && state(master.pid) != 'T' && state(worker.pid) != 'T'
+		return foreground(shell) == worker.Pgrp && e2etest.State(master.Pid) != 'T' && e2etest.State(worker.Pid) != 'T'
 	})
 	tm.write("again\n")
 	at = tm.waitFor("AGAIN", at)
@@ -198,18 +198,18 @@ func TestTerminalReloadHandsTheTerminalOver(t *testing.T) {
 	at = tm.waitFor("1:one\n", at)
 	syscall.Kill(master, syscall.SIGUSR2)
 	at = tm.waitFor("ready:2\n", at)
-	var worker proc
+	var worker e2etest.Proc
 	e2etest.WaitFor(t, 10*time.Second, "the old worker gone and the new one in the foreground", func() bool {
 		ws := children(master)
 		if len(ws) == 1 {
 			worker = ws[0]
 		}
-		return len(ws) == 1 && foreground(master) == worker.pgrp
+		return len(ws) == 1 && foreground(master) == worker.Pgrp
 	})
 	tm.write("two\n")
 	tm.waitFor("2:two\n", at)
-	if p, _ := readProc(master); p.comm != "mworker" {
-		t.Fatalf("the master's process is %q after the reload", p.comm)
+	if p, _ := e2etest.ReadProc(master); p.Comm != "mworker" {
+		t.Fatalf("the master's process is %q after the reload", p.Comm)
 	}
 	syscall.Kill(master, syscall.SIGTERM)
 	if st := tm.wait(); st != 0 && st != 143 {
@@ -228,15 +228,15 @@ func TestTerminalBackgroundThenFg(t *testing.T) {
 		"bash", "--norc", "--noprofile", "--noediting", "-i")
 	shell := tm.cmd.Process.Pid
 	tm.write(strings.Join(quiet("--tty", "on", "--", "tr", "a-z", "A-Z"), " ") + " &\n")
-	var master proc
+	var master e2etest.Proc
 	e2etest.WaitFor(t, 10*time.Second, "the master stopped with its worker, as a background job that read the terminal", func() bool {
 		for _, p := range children(shell) {
-			if p.comm == "mworker" {
+			if p.Comm == "mworker" {
 				master = p
 			}
 		}
-		ws := children(master.pid)
-		return master.pid != 0 && state(master.pid) == 'T' && len(ws) == 1 && state(ws[0].pid) == 'T'
+		ws := children(master.Pid)
+		return master.Pid != 0 && e2etest.State(master.Pid) == 'T' && len(ws) == 1 && e2etest.State(ws[0].Pid) == 'T'
 	})
 	if fg := foreground(shell); fg != shell {
 		t.Fatalf("the terminal's foreground is %d, want the shell's %d: a background master took it", fg, shell)

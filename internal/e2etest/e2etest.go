@@ -65,6 +65,23 @@ func Build(dir, name, pkg string) (string, error) {
 	return path, nil
 }
 
+// BuildRelease builds ./cmd/mworker into dir/mworker as docs and bench
+// build a release (CGO_ENABLED=0, -trimpath) and returns its path.
+func BuildRelease(dir string) (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "mworker")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", path, "./cmd/mworker")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("e2etest: go build ./cmd/mworker: %v\n%s", err, out)
+	}
+	return path, nil
+}
+
 // Process is a command a test started with StartLogged.
 type Process struct {
 	Cmd  *exec.Cmd

@@ -3,6 +3,7 @@ package e2etest
 import (
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -72,5 +73,18 @@ func TestDocUnits(t *testing.T) {
 	}
 	if _, err := DocUnits(root, "no-such.service"); err == nil || !strings.Contains(err.Error(), "no-such.service") {
 		t.Errorf("a missing unit: err %v, want one naming it", err)
+	}
+}
+
+func TestReadProcReadsItself(t *testing.T) {
+	p, ok := ReadProc(os.Getpid())
+	if !ok || p.Pid != os.Getpid() || p.Ppid != os.Getppid() || p.Pgrp != syscall.Getpgrp() || p.State == 0 || p.Comm == "" {
+		t.Fatalf("ReadProc(self) = %+v, %v", p, ok)
+	}
+	if _, ok := ReadProc(1 << 30); ok {
+		t.Fatalf("ReadProc of no process said ok")
+	}
+	if len(Procs(func(q Proc) bool { return q.Pid == os.Getpid() })) != 1 {
+		t.Fatalf("Procs does not find this process")
 	}
 }
