@@ -61,6 +61,15 @@ type CancelTimer struct{ Timer Timer }
 // nobody accepts from. It comes once, as the master enters Exiting.
 type StopListening struct{}
 
+// Suspend stops the master itself, as a shell job stops on Signal (SIGTSTP,
+// SIGTTIN or SIGTTOU), once the signal has been forwarded: the shell that
+// runs the master as a job sees it stop, and SIGCONT continues it. The
+// caller does it as the kernel would for a process that leaves Signal at
+// its default: not when the master's process group is orphaned (nothing
+// could continue it: PID 1, a service), where the kernel discards these
+// signals.
+type Suspend struct{ Signal Signal }
+
 // Notify tells the service manager (sd_notify) about the master's state.
 type Notify struct {
 	State  NotifyState
@@ -212,6 +221,7 @@ func (SetTimer) isAction()      {}
 func (CancelTimer) isAction()   {}
 func (Notify) isAction()        {}
 func (StopListening) isAction() {}
+func (Suspend) isAction()       {}
 func (Reply) isAction()         {}
 func (Log) isAction()           {}
 
@@ -233,6 +243,7 @@ func (a CancelTimer) String() string {
 	return "cancel-timer " + a.Timer.String()
 }
 func (StopListening) String() string { return "stop-listening" }
+func (a Suspend) String() string     { return "suspend " + a.Signal.String() }
 
 func (a Notify) String() string {
 	s := "notify " + a.State.String()

@@ -348,6 +348,10 @@ func forwardToCurrent(m *Machine, ev SignalReceived) {
 	pids := m.livePids(m.isCurrent)
 	m.log(LevelInfo, "forwarding signal to current workers", "signal", sig, "pids", pids)
 	m.kill(pids, sig)
+	if sig.jobControl() {
+		// The master stops too, as a job: the shell it runs under sees it.
+		m.emit(Suspend{Signal: sig})
+	}
 }
 
 func forwardToAll(m *Machine, ev SignalReceived) {

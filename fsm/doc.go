@@ -58,6 +58,12 @@ From then on the caller has a few responsibilities.
     listening sockets the workers share (not theirs), so that new
     connections are refused once the workers stop accepting.
 
+    Suspend{Signal}: a job-control signal (SIGTSTP, SIGTTIN, SIGTTOU) was
+    forwarded; stop your own process (SIGSTOP to yourself), as the kernel
+    stops a shell job, unless your process group is orphaned (no process
+    in it has a parent in another group of your session), where nothing
+    could continue you. SIGCONT, which you forward, continues you.
+
  6. SetTimer{Timer, After} and CancelTimer{Timer}: keep a set of timers
     keyed by the Timer value (it is comparable). SetTimer arms the key to
     fire After from now on the monotonic clock, replacing any deadline it

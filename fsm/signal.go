@@ -149,6 +149,10 @@ var signalTable = map[Signal]Route{
 	SIGKILL: RouteIgnore, SIGSTOP: RouteIgnore,
 }
 
+// jobControl says whether s is one of the signals that stop a shell job
+// (SIGTSTP, SIGTTIN, SIGTTOU): forwarded, then the master stops as well.
+func (s Signal) jobControl() bool { return s == SIGTSTP || s == SIGTTIN || s == SIGTTOU }
+
 // RouteOf returns what the master does with sig. A number that is no
 // signal (outside 1..64) is ignored: forwarding it would make kill(2) fail
 // or, for 0, probe the workers instead of signalling them.

@@ -150,6 +150,8 @@ func (l *loop) perform(a fsm.Action) fsm.Event {
 		l.timers[a.Timer] = l.sys.Now() + int64(a.After)
 	case fsm.CancelTimer:
 		delete(l.timers, a.Timer)
+	case fsm.Suspend:
+		l.suspend("the master got "+a.Signal.String(), "signal", a.Signal.String())
 	case fsm.StopListening:
 		if err := l.fds.closeListeners(); err != nil {
 			l.logf(slog.LevelDebug, "close listeners at stop", "err", err.Error())
@@ -241,14 +243,6 @@ func (l *loop) onSignal(sig syscall.Signal) {
 		sig = syscall.SIGTERM
 	}
 	l.step(fsm.SignalReceived{Signal: fsm.Signal(sig)})
-	if l.done() {
-		return
-	}
-	switch sig {
-	case syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU:
-		// Forwarded; now the master stops as a shell job (terminal.go).
-		l.suspend("the master got "+sigName(sig), "signal", sigName(sig))
-	}
 }
 
 // noteImage tells the machine, before a reload request, whether the binary

@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mworker/mworker/fsm"
 )
 
 // Terminal mode (--tty): the worker in the terminal's foreground, so that
@@ -30,9 +32,10 @@ import (
 // the worker exits while it holds the terminal, the master takes it back.
 //
 // In any mode, SIGTSTP, SIGTTIN or SIGTTOU sent to the master is forwarded
-// to the workers and then stops the master itself, as the kernel stops a
-// process that leaves them at their default, unless its process group is
-// orphaned (no shell can continue it: PID 1 of a container, a service).
+// to the workers and then, the core says (fsm.Suspend), stops the master
+// itself; suspend carries it out as the kernel stops a process that leaves
+// them at their default: not when its process group is orphaned (no shell
+// can continue it: PID 1 of a container, a service).
 
 // The values of Config.Terminal.
 const (
@@ -137,7 +140,7 @@ func (l *loop) workerStopped(pid int, sig syscall.Signal) {
 	}
 	switch sig {
 	case syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU:
-		if !l.suspend("the worker that holds the terminal stopped", "pid", pid, "signal", sigName(sig)) {
+		if !l.suspend("the worker that holds the terminal stopped", "pid", pid, "signal", fsm.Signal(sig).String()) {
 			// Nothing could continue the master, nor the worker: as the
 			// kernel discards these signals in an orphaned group, the
 			// worker continues at once (Ctrl-Z in "docker run -it").
@@ -193,9 +196,10 @@ func (l *loop) hungUp() bool {
 	return false
 }
 
-// suspend stops the master, as the kernel stops a process on a job-control
-// signal left at its default: unless its process group is orphaned, where
-// nothing could continue it (the kernel discards those signals there).
+// suspend stops the master (fsm.Suspend, or the terminal's worker
+// stopped), as the kernel stops a process on a job-control signal left at
+// its default: unless its process group is orphaned, where nothing could
+// continue it (the kernel discards those signals there).
 // The master's timers, reaping and control socket wait until SIGCONT.
 // It reports whether the master stopped (and has been continued since).
 func (l *loop) suspend(why string, args ...any) bool {
@@ -216,10 +220,6 @@ func (l *loop) suspend(why string, args ...any) bool {
 		return false
 	}
 	return true
-}
-
-func sigName(sig syscall.Signal) string {
-	return unix.SignalName(sig)
 }
 
 // tcgetpgrp is the foreground process group of the terminal on stdin; an

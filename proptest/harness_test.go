@@ -178,6 +178,7 @@ func (h *harness) check(ev fsm.Event, x *expectation, acts []fsm.Action, prePhas
 		kills, sigPids  []sigPid
 		notifies        []fsm.NotifyState
 		stopListening   int
+		suspends        int
 		timers          []fsm.SetTimer
 		cancels         []fsm.Timer
 		replies         = map[fsm.RequestID]bool{}
@@ -253,6 +254,11 @@ func (h *harness) check(ev fsm.Event, x *expectation, acts []fsm.Action, prePhas
 			cancels = append(cancels, a.Timer)
 		case fsm.StopListening:
 			stopListening++
+		case fsm.Suspend:
+			if !slices.ContainsFunc(kills, func(k sigPid) bool { return k.sig == a.Signal }) && len(mo.pids(mo.serving)) > 0 {
+				h.fatalf("%v before the forward of %v to the serving workers (step %v)", a, a.Signal, ev)
+			}
+			suspends++
 		case fsm.Notify:
 			notifies = append(notifies, a.State)
 		case fsm.Reply:
@@ -300,6 +306,9 @@ func (h *harness) check(ev fsm.Event, x *expectation, acts []fsm.Action, prePhas
 	// The listeners are closed once, as the stop of everything begins.
 	if want := map[bool]int{true: 1}[x.stopped]; stopListening != want {
 		h.fatalf("%v: %d stop-listening actions, model wants %d (the step began the stop: %v)", ev, stopListening, want, x.stopped)
+	}
+	if suspends != x.suspends {
+		h.fatalf("%v: %d suspend actions, model wants %d", ev, suspends, x.suspends)
 	}
 	if !slices.Equal(notifies, x.notifies) {
 		h.fatalf("%v: notifies %v, model wants %v", ev, notifies, x.notifies)

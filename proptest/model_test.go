@@ -150,6 +150,7 @@ type expectation struct {
 	promoted   bool
 	rolledBack bool
 	stopped    bool // the step began the stop of everything
+	suspends   int  // job-control signals forwarded: the master stops after each
 	silent     bool // held by the machine: no action at all, not even a log
 }
 
@@ -158,6 +159,7 @@ type expectation struct {
 func (x *expectation) merge(y *expectation) {
 	x.noise = x.noise && y.noise
 	x.spawns = append(x.spawns, y.spawns...)
+	x.suspends += y.suspends
 	x.kills = append(x.kills, y.kills...)
 	x.signalPids = append(x.signalPids, y.signalPids...)
 	for id, ok := range y.replies {
@@ -357,6 +359,10 @@ func (m *model) event(ev fsm.Event) *expectation {
 			m.terminate(x, e.Signal)
 		case fsm.RouteForward:
 			x.kill(m.pids(m.serving), e.Signal)
+			if e.Signal == fsm.SIGTSTP || e.Signal == fsm.SIGTTIN || e.Signal == fsm.SIGTTOU {
+				// Then the master stops itself, as a shell job does.
+				x.suspends++
+			}
 		default:
 			x.noise = true
 		}
