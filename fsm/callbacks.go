@@ -355,7 +355,7 @@ func forwardToCurrent(m *Machine, ev SignalReceived) {
 }
 
 func forwardToAll(m *Machine, ev SignalReceived) {
-	sig := ev.Signal
+	sig := ev.acted()
 	pids := m.livePids(nil)
 	m.log(LevelInfo, "forwarding signal to every worker", "signal", sig, "pids", pids)
 	m.kill(pids, sig)
@@ -606,7 +606,7 @@ func beginTerminate(ctx context.Context, _ ...any) error {
 	m := machineOf(ctx)
 	sig := SIGTERM
 	if e, ok := event[SignalReceived](m); ok {
-		sig = e.Signal
+		sig = e.acted()
 	}
 	m.terminate(sig)
 	return nil

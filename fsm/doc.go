@@ -132,7 +132,9 @@ And it must report everything the machine needs to know:
  13. Every signal the master catches: SignalReceived. Subscribe to
     [CatchableSignals]; [RouteOf] says what the machine will do with each,
     for the operator's documentation. SIGCHLD drives the reaper; feeding
-    it is harmless.
+    it is harmless. Set HangUp on a SIGHUP that comes with your
+    controlling terminal gone (hung up): the machine then ends the run as
+    on SIGTERM instead of reloading.
 
  14. READY=1 from a worker's notify socket (--ready notify):
     WorkerReady{Pid}. With Config.Watchdog set, give each worker a notify

@@ -15,8 +15,14 @@ type Event interface {
 // and starts the next generation.
 type Start struct{}
 
-// SignalReceived reports a signal sent to the master.
-type SignalReceived struct{ Signal Signal }
+// SignalReceived reports a signal sent to the master. HangUp marks a
+// SIGHUP that came with the master's controlling terminal gone (the
+// caller found it hung up): the news of a hangup, which ends the run as
+// SIGTERM does, rather than an operator's reload.
+type SignalReceived struct {
+	Signal Signal
+	HangUp bool
+}
 
 // WorkerStarted reports that a Spawn succeeded.
 type WorkerStarted struct {
@@ -164,8 +170,22 @@ func (ImageChanged) isEvent()   {}
 func (TimerFired) isEvent()     {}
 func (ControlRequest) isEvent() {}
 
-func (Start) String() string            { return "start" }
-func (e SignalReceived) String() string { return "signal " + e.Signal.String() }
+func (Start) String() string { return "start" }
+
+// acted is the signal the master acts on: SIGTERM for a hangup's SIGHUP.
+func (e SignalReceived) acted() Signal {
+	if e.HangUp && e.Signal == SIGHUP {
+		return SIGTERM
+	}
+	return e.Signal
+}
+
+func (e SignalReceived) String() string {
+	if e.HangUp && e.Signal == SIGHUP {
+		return "signal HUP hangup"
+	}
+	return "signal " + e.Signal.String()
+}
 func (e WorkerStarted) String() string {
 	return "started gen=" + itoa(e.Generation) + " slot=" + itoa(e.Slot) + " pid=" + itoa(e.Pid)
 }

@@ -482,8 +482,12 @@ func parseEvent(line string) (Event, error) {
 	case "start":
 		return Start{}, nil
 	case "signal":
+		if len(words) == 3 && words[2] == "hangup" {
+			sig, err := ParseSignal(words[1])
+			return SignalReceived{Signal: sig, HangUp: true}, err
+		}
 		if len(words) != 2 {
-			return nil, fmt.Errorf("want: signal NAME")
+			return nil, fmt.Errorf("want: signal NAME [hangup]")
 		}
 		sig, err := ParseSignal(words[1])
 		return SignalReceived{Signal: sig}, err

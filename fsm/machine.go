@@ -375,7 +375,7 @@ func (m *Machine) classify(ev Event) stateless.Trigger {
 	case Start:
 		return trigStart
 	case SignalReceived:
-		switch RouteOf(e.Signal) {
+		switch RouteOf(e.acted()) {
 		case RouteReload:
 			return m.unlessDelaying(trigReload)
 		case RouteSoftStop:

@@ -41,8 +41,8 @@ func (m *Machine) unlessDelaying(t stateless.Trigger) stateless.Trigger {
 func beginShutdownDelay(m *Machine) {
 	m.delaying, m.heldStop, m.heldSignal = true, trigSoftStop, m.cfg.StopSignal
 	what := "soft stop"
-	if e, ok := m.ev.(SignalReceived); ok && RouteOf(e.Signal) == RouteTerminate {
-		m.heldStop, m.heldSignal, what = trigTerminate, e.Signal, e.Signal.String()
+	if e, ok := m.ev.(SignalReceived); ok && RouteOf(e.acted()) == RouteTerminate {
+		m.heldStop, m.heldSignal, what = trigTerminate, e.acted(), e.acted().String()
 	}
 	m.log(LevelInfo, "stopping after the shutdown delay: serving on until then; a second stop cuts it short",
 		"stop", what, "signal", m.heldSignal, "delay", m.cfg.ShutdownDelay)

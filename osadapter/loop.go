@@ -239,10 +239,7 @@ func (l *loop) onSignal(sig syscall.Signal) {
 	if sig == syscall.SIGCONT {
 		l.continued()
 	}
-	if sig == syscall.SIGHUP && l.hungUp() {
-		sig = syscall.SIGTERM
-	}
-	l.step(fsm.SignalReceived{Signal: fsm.Signal(sig)})
+	l.step(fsm.SignalReceived{Signal: fsm.Signal(sig), HangUp: sig == syscall.SIGHUP && l.hungUp()})
 }
 
 // noteImage tells the machine, before a reload request, whether the binary

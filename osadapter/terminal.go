@@ -183,14 +183,14 @@ func (l *loop) continued() {
 
 // hungUp says, in terminal mode, whether the terminal is gone: then a
 // SIGHUP is the kernel's (or the shell's) news of the hangup, not an
-// operator's reload, and the run ends as on SIGTERM (the worker got the
-// hangup's SIGHUP from the kernel itself).
+// operator's reload (fsm.SignalReceived.HangUp: the core ends the run as
+// on SIGTERM; the worker got the hangup's SIGHUP from the kernel itself).
 func (l *loop) hungUp() bool {
 	if !l.term.on {
 		return false
 	}
 	if _, err := l.sys.Tcgetpgrp(); err != nil {
-		l.logf(slog.LevelInfo, "the terminal hung up: stopping as on SIGTERM", "err", err.Error())
+		l.logf(slog.LevelInfo, "the terminal hung up", "err", err.Error())
 		return true
 	}
 	return false
