@@ -48,7 +48,7 @@ type lingering struct {
 	// sent is when the stop signal (or SIGKILL, then -1) went to each live
 	// worker's group, for the groups the core signalled.
 	sent map[int]int64
-	// killed are the groups of groups that got their SIGKILL: their
+	// killed are the groups that got their SIGKILL: their
 	// deadline is then the end of killGrace, for their members to die and
 	// be reaped.
 	killed map[int]bool

@@ -303,24 +303,6 @@ func TestRealMetricsProbesAcrossReexecs(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log the server's goroutines write to.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // acceptWatch reports each connection the server accepts, and closes
 // failed once Accept fails (the listener was closed: Serve returns).
 type acceptWatch struct {
@@ -384,7 +366,7 @@ func TestMetricsHandoverAnswersWhatItAccepted(t *testing.T) {
 	s := newMetricsServer(listen.Spec{Network: listen.TCP, Address: tl.Addr().String()}, ln)
 	l := &loop{out: newHeldWriter(nil), met: newMetrics(nil, time.Now())}
 	s.snap.Store(l.snapshot(&fsm.Status{State: "running", Generation: 1, Workers: []fsm.WorkerStatus{{Generation: 1, Ready: true, Current: true}}}))
-	var logs lockedBuffer
+	var logs e2etest.SyncBuffer
 	s.start(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	defer s.close()
 	connect := func() (net.Conn, *bufio.Reader) {

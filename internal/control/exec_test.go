@@ -1,7 +1,6 @@
 package control
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,12 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mworker/mworker/fsm"
+
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 // The exec test runs this test binary as a small master: phase "before"
@@ -150,7 +150,7 @@ func TestReloadClientSurvivesExec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr lockedBuffer // read while the child may still write it
+	var stderr e2etest.SyncBuffer // read while the child may still write it
 	cmd := exec.Command(exe, "-test.run=^$")
 	cmd.Env = withEnv(withEnv(os.Environ(), envPhase, "before"), envSock, path)
 	cmd.Stderr = &stderr
@@ -335,23 +335,4 @@ func fcntlGetFD(fd int) (int, error) {
 		return 0, e
 	}
 	return int(r), nil
-}
-
-// lockedBuffer is a bytes.Buffer that a child's output copier writes while
-// the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -13,10 +13,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 // envChild makes this test binary run Worker, as `mworker demo-worker`
@@ -43,30 +44,12 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 	}
 }
 
-// syncBuffer collects a child's stderr while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type child struct {
 	cmd    *exec.Cmd
 	url    string
 	addr   string
 	exited chan error
-	stderr *syncBuffer
+	stderr *e2etest.SyncBuffer
 }
 
 // startWorker runs Worker in a child with a TCP listener as fd 3, and
@@ -95,7 +78,7 @@ func startWorker(t *testing.T, notifyAddr string) *child {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &child{cmd: exec.Command(exe, "-test.run=^$"), addr: addr, url: "http://" + addr + "/", exited: make(chan error, 1), stderr: &syncBuffer{}}
+	c := &child{cmd: exec.Command(exe, "-test.run=^$"), addr: addr, url: "http://" + addr + "/", exited: make(chan error, 1), stderr: &e2etest.SyncBuffer{}}
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "LISTEN_") && !strings.HasPrefix(kv, "NOTIFY_SOCKET=") && !strings.HasPrefix(kv, "MWORKER_") {
