@@ -39,19 +39,7 @@ func TestKillWritesPipeThenRestore(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), sig); err != nil {
 		t.Fatal(err)
 	}
-	var b [64]byte
-	deadline := time.Now().Add(5 * time.Second)
-	got := false
-	for !got && time.Now().Before(deadline) {
-		n, err := syscall.Read(int(ReadFd), b[:])
-		for _, c := range b[:max(n, 0)] {
-			got = got || c == byte(sig)
-		}
-		if err == syscall.EAGAIN {
-			time.Sleep(time.Millisecond)
-		}
-	}
-	if !got {
+	if !readSignal(sig, 5*time.Second) {
 		t.Fatal("SIGUSR1 was not written to the pipe")
 	}
 	if !Restore(int(sig)) {
@@ -99,19 +87,26 @@ func TestKernelFaultGoesToTheRuntime(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), sig); err != nil {
 		t.Fatal(err)
 	}
+	if !readSignal(sig, 5*time.Second) {
+		t.Fatal("a SIGSEGV sent with kill(2) was not written to the pipe")
+	}
+}
+
+// readSignal reads the early catch's pipe until sig comes, or the time
+// is up.
+func readSignal(sig syscall.Signal, within time.Duration) bool {
 	var b [64]byte
-	deadline := time.Now().Add(5 * time.Second)
-	got := false
-	for !got && time.Now().Before(deadline) {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
 		n, err := syscall.Read(int(ReadFd), b[:])
 		for _, c := range b[:max(n, 0)] {
-			got = got || c == byte(sig)
+			if c == byte(sig) {
+				return true
+			}
 		}
 		if err == syscall.EAGAIN {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	if !got {
-		t.Fatal("a SIGSEGV sent with kill(2) was not written to the pipe")
-	}
+	return false
 }
