@@ -284,10 +284,10 @@ func (l *loop) reap() {
 			return
 		}
 		if ws.Stopped() {
-			l.workerStopped(pid, ws.StopSignal())
+			l.terminalWorkerStopped(pid, ws.StopSignal())
 			continue
 		}
-		l.workerExited(pid)
+		l.terminalWorkerExited(pid)
 		l.ready.drop(pid)
 		if at, worker := l.spawned[pid]; worker {
 			l.met.noteExit(exitStatus(ws))

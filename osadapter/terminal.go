@@ -130,11 +130,11 @@ func (l *loop) foreground(slot int) bool {
 	return fg == l.sys.Getpgrp() || (l.term.fg != 0 && fg == l.term.fg && slot == l.term.slot)
 }
 
-// workerStopped is a worker that wait4 reported stopped (terminal mode
+// terminalWorkerStopped is a worker that wait4 reported stopped (terminal mode
 // only reports them). The worker that holds the terminal stopped by a
 // job-control signal (Ctrl-Z, or reading or writing the terminal from the
 // background) stops the master too, so that the shell sees its job stop.
-func (l *loop) workerStopped(pid int, sig syscall.Signal) {
+func (l *loop) terminalWorkerStopped(pid int, sig syscall.Signal) {
 	if pid != l.term.fg {
 		return
 	}
@@ -149,12 +149,12 @@ func (l *loop) workerStopped(pid int, sig syscall.Signal) {
 	}
 }
 
-// workerExited is told of every worker's exit: when it held the terminal,
+// terminalWorkerExited is told of every worker's exit: when it held the terminal,
 // the master takes it back, so that the terminal's Ctrl-C reaches the
 // master while it still runs (restarting the worker, or waiting for what
 // the worker left behind). A worker that handed the terminal on (a shell
 // to one of its jobs) is not overridden.
-func (l *loop) workerExited(pid int) {
+func (l *loop) terminalWorkerExited(pid int) {
 	if !l.term.on || pid != l.term.fg {
 		return
 	}
