@@ -213,6 +213,48 @@ func (m *master) stopWait() int {
 	return m.proc.Status
 }
 
+// waitEveryWorkerAnswers sends requests on fresh connections until each
+// worker the master runs has answered one (its pid, or its child's, in
+// the body): every server is then past its start, handler installed.
+func (m *master) waitEveryWorkerAnswers(timeout time.Duration) {
+	m.t.Helper()
+	s := m.waitSettled(timeout)
+	pending := make(map[int]bool)
+	for _, w := range s.Workers {
+		pending[w.Pid] = true
+	}
+	sent, last := 0, ""
+	if !e2etest.Poll(timeout, func() bool {
+		for range 20 {
+			sent++
+			c, err := net.DialTimeout("tcp", m.addr, 10*time.Second)
+			if err != nil {
+				last = err.Error()
+				return false
+			}
+			body, _, err := request(c, bufio.NewReader(c), m.addr, false)
+			c.Close()
+			if err != nil {
+				last = err.Error()
+				return false
+			}
+			p := pidRE.FindSubmatch(body)
+			if p == nil {
+				m.t.Fatalf("no pid N in the answer %q", body)
+			}
+			pid, _ := strconv.Atoi(string(p[1]))
+			delete(pending, pid)
+			delete(pending, parentOf(pid))
+			if len(pending) == 0 {
+				return true
+			}
+		}
+		return false
+	}) {
+		m.t.Fatalf("after %d requests, workers %v have not answered (last error %q)", sent, pending, last)
+	}
+}
+
 func (m *master) exited() bool {
 	select {
 	case <-m.proc.Done:
@@ -683,6 +725,11 @@ func (rc recipe) run(t *testing.T) {
 			}
 		}
 	}
+	// A stop must find every worker up: one told to stop before it has
+	// installed its handler dies of the signal, as documented, and the
+	// master's status says so (a node worker "ready" by --ready 1s had not
+	// yet run its script in a loaded CI run: status 143).
+	m.waitEveryWorkerAnswers(30 * time.Second)
 	if st := m.stopWait(); st != rc.wantStatus {
 		t.Errorf("master exited %d after mworker stop --wait, want %d", st, rc.wantStatus)
 	}
