@@ -22,6 +22,12 @@ type Config struct {
 	// Listen are the --listen specs ([NAME=]ADDR), bound once by the master
 	// before any worker starts and passed to every worker as fd 3...
 	Listen []string
+	// ListenNonblocking makes the Listen sockets non-blocking (O_NONBLOCK
+	// on the open file description the workers share), as systemd's
+	// NonBlocking=yes: for a server that expects it of inherited sockets
+	// and does not set it itself (nginx). Blocking otherwise, as systemd
+	// passes sockets by default.
+	ListenNonblocking bool
 	// FdEnv are the --fd-env variables: each names the listener fds in a
 	// server's own format (fdenv.go).
 	FdEnv []FdEnv

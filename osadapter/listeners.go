@@ -8,8 +8,10 @@ import (
 
 // takeListeners gets the listening sockets every worker shares: those of
 // the image that exec'd this one; else those systemd passed (socket
-// activation) followed by those of --listen, bound now, before any worker.
-func takeListeners(specs []string) ([]listen.Listener, error) {
+// activation) followed by those of --listen, bound now, before any worker
+// (and made non-blocking when nonblocking is set; systemd's keep the mode
+// its NonBlocking= gave them, and an earlier image's the mode it set).
+func takeListeners(specs []string, nonblocking bool) ([]listen.Listener, error) {
 	ls, err := listen.Inherited()
 	if err != nil || len(ls) > 0 {
 		return ls, err
@@ -21,7 +23,13 @@ func takeListeners(specs []string) ([]listen.Listener, error) {
 	if err == nil {
 		var bound []listen.Listener
 		if bound, err = listen.Bind(parsed); err == nil {
-			return append(ls, bound...), nil
+			if !nonblocking {
+				return append(ls, bound...), nil
+			}
+			if err = listen.SetNonblocking(bound); err == nil {
+				return append(ls, bound...), nil
+			}
+			listen.Close(bound)
 		}
 	}
 	listen.Close(ls)

@@ -55,7 +55,7 @@ import (
 // the master's exit status. A failure to start (bad config, unwritable pid
 // file) is one line on cfg.Stderr, "mworker: " and the reason, and status 1.
 func Run(cfg Config) int {
-	ls, err := takeListeners(cfg.Listen)
+	ls, err := takeListeners(cfg.Listen, cfg.ListenNonblocking)
 	if err != nil {
 		fmt.Fprintf(stderrOf(cfg), "mworker: %v\n", err)
 		return 1

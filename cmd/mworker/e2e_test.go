@@ -866,6 +866,36 @@ func TestListen(t *testing.T) {
 	m.wait(exitTimeout)
 }
 
+// --listen-nonblocking yes: every worker's fd 3 is non-blocking, also
+// after a reload that re-executes the master (the flag belongs to the
+// socket the master keeps); without it, blocking, as systemd passes them.
+func TestListenNonblocking(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"yes", "no"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			m := startRun(t, "", `awk '/^flags:/ { print $2 }' /proc/$$/fdinfo/3 > "$d/flags.$$"
+`+stopOnTerm, "-n", "2", "--ready", "immediate", "--reexec", "always", "--listen", "127.0.0.1:0", "--listen-nonblocking", mode)
+			old := m.waitWorkers(2)
+			m.signal(syscall.SIGUSR2)
+			fresh := m.waitReplaced(old, 2)
+			for _, p := range append(old, fresh...) {
+				v := strings.TrimSpace(m.file("flags", p))
+				flags, err := strconv.ParseInt(v, 8, 64)
+				if err != nil {
+					t.Errorf("worker %d: fd 3 flags %q: %v", p, v, err)
+					continue
+				}
+				if nonblocking := flags&syscall.O_NONBLOCK != 0; nonblocking != (mode == "yes") {
+					t.Errorf("worker %d (--listen-nonblocking %s): fd 3 flags %s, O_NONBLOCK %v", p, mode, v, nonblocking)
+				}
+			}
+			m.signal(syscall.SIGTERM)
+			m.wait(exitTimeout)
+		})
+	}
+}
+
 // An address that cannot be bound is a start failure: status 1, one line,
 // no worker started. A malformed one is a bad command line: status 2.
 func TestListenFailures(t *testing.T) {

@@ -39,6 +39,12 @@
 //	                       unix:///PATH, bound once by the master and passed
 //	                       to every worker as fd 3.. with LISTEN_FDS,
 //	                       LISTEN_PID and LISTEN_FDNAMES set as systemd does
+//	--listen-nonblocking yes|no
+//	                       yes: make the --listen sockets non-blocking
+//	                       (O_NONBLOCK, shared by every worker), as systemd's
+//	                       NonBlocking=yes, for a server that expects it of
+//	                       inherited sockets (nginx); no: blocking, as
+//	                       systemd passes them (default no)
 //	--fd-env NAME=FORMAT   repeatable; also name the listener fds in the
 //	                       variable NAME, for servers that ignore LISTEN_FDS:
 //	                       {fds} in FORMAT becomes the fds joined by commas,

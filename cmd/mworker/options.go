@@ -72,6 +72,19 @@ var runOptions = []option{
 			c.Listen = append(c.Listen, v) // checked as a whole below
 			return nil
 		}},
+	{long: "--listen-nonblocking", arg: "yes|no", def: "no",
+		help: "yes: make the --listen sockets non-blocking (O_NONBLOCK, shared by every worker), as systemd's NonBlocking=yes, for a server that expects it of inherited sockets (nginx); no: blocking, as systemd passes them",
+		set: func(c *osadapter.Config, v string) error {
+			switch v {
+			case "yes":
+				c.ListenNonblocking = true
+			case "no":
+				c.ListenNonblocking = false
+			default:
+				return usagef("bad --listen-nonblocking %q: use yes or no", v)
+			}
+			return nil
+		}},
 	{long: "--fd-env", arg: "NAME=FORMAT",
 		help: "repeatable; also name the listener fds in the variable NAME, for servers that ignore LISTEN_FDS: FORMAT is text where {fds} becomes the fds joined by commas and {fds:SEP} joined by SEP; nginx: --fd-env 'NGINX={fds:;};' gives NGINX=3;4;",
 		set: func(c *osadapter.Config, v string) error {
@@ -388,6 +401,9 @@ func parseRunArgs(args []string) (osadapter.Config, error) {
 	// start failure (status 1), not a bad command line.
 	if _, err := listen.ParseSpecs(cfg.Listen); err != nil {
 		return cfg, usagef("%s", strings.TrimPrefix(err.Error(), "listen: "))
+	}
+	if cfg.ListenNonblocking && len(cfg.Listen) == 0 {
+		return cfg, usagef("--listen-nonblocking yes without --listen: it applies to the sockets --listen binds (systemd's keep the mode of their NonBlocking=); add --listen or drop it")
 	}
 	// A generation that must stay up longer than it is given to become
 	// ready fails every reload. With the default --ready, that is a

@@ -53,6 +53,8 @@ func TestParseRunArgs(t *testing.T) {
 		{"listen repeatable", []string{"--listen", ":8080", "--listen=admin=unix:///tmp/a.sock", "--", "x"}, func(c osadapter.Config) bool {
 			return reflect.DeepEqual(c.Listen, []string{":8080", "admin=unix:///tmp/a.sock"})
 		}},
+		{"listen nonblocking", []string{"--listen", ":8080", "--listen-nonblocking", "yes", "--", "x"}, func(c osadapter.Config) bool { return c.ListenNonblocking }},
+		{"listen nonblocking no", []string{"--listen", ":8080", "--listen-nonblocking=yes", "--listen-nonblocking=no", "--", "x"}, func(c osadapter.Config) bool { return !c.ListenNonblocking }},
 		{"fd-env repeatable", []string{"--fd-env", "NGINX={fds:;};", "--fd-env=FDS={fds}", "--", "x"}, func(c osadapter.Config) bool {
 			return len(c.FdEnv) == 2 && c.FdEnv[0].String() == "NGINX={fds:;};" && c.FdEnv[1].Name == "FDS"
 		}},
@@ -150,6 +152,8 @@ func TestParseRunArgsErrors(t *testing.T) {
 		{[]string{"--listen", "http://x:80", "--", "x"}, `"http://x:80": bad --listen value: ...`},
 		{[]string{"--listen", "unix://run/a.sock", "--", "x"}, `"unix://run/a.sock": bad --listen value: ...`},
 		{[]string{"--listen", ":8080", "--listen=tcp://:8080", "--", "x"}, `"tcp://:8080": bad --listen value: ...`},
+		{[]string{"--listen", ":8080", "--listen-nonblocking", "true", "--", "x"}, `bad --listen-nonblocking "true": use yes or no`},
+		{[]string{"--listen-nonblocking", "yes", "--", "x"}, `--listen-nonblocking yes without --listen: it applies to the sockets --listen binds (systemd's keep the mode of their NonBlocking=); add --listen or drop it`},
 		{[]string{"--fd-env", "NGINX=3;", "--", "x"}, `bad --fd-env NGINX format "3;": it names no fd; put {fds} or {fds:SEP} where the fd numbers go, such as 'NGINX={fds:;};'`},
 		{[]string{"--fd-env", "NGINX", "--", "x"}, `bad --fd-env "NGINX": write NAME=FORMAT, such as 'NGINX={fds:;};'`},
 		{[]string{"--fd-env", "NGINX={fd};", "--", "x"}, `bad --fd-env NGINX placeholder {fd}: use {fds} (fds joined by commas) or {fds:SEP} with a separator SEP, such as {fds:;}`},

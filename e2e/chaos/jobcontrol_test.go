@@ -1,8 +1,10 @@
 package chaos
 
 import (
+	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -20,22 +22,28 @@ import (
 func TestStopSignalsSuspendTheMaster(t *testing.T) {
 	t.Parallel()
 	worker := writeRecorder(t)
-	s := startSig64(t, worker, "-n", "2")
+	s := startSig64(t, worker, "-n", "2", "--log-level", "debug")
 	e2etest.WaitFor(t, 30*time.Second, "two workers' traps", func() bool { return len(s.workerPids()) == 2 || s.exited() })
 	s.checkAlive(t, "start")
 	pids := s.workerPids()
 	for _, n := range []int{20, 21, 22} {
 		syscall.Kill(s.p.Pid, syscall.Signal(n))
-		e2etest.WaitFor(t, 30*time.Second, "the workers got signal "+strconv.Itoa(n)+" and the master stopped", func() bool {
+		if !e2etest.Poll(30*time.Second, func() bool {
 			return s.received(pids[0])[n] && s.received(pids[1])[n] && e2etest.State(s.p.Pid) == 'T' || s.exited()
-		})
+		}) {
+			t.Fatalf("signal %d: after 30s, worker %d (%s) got %v, worker %d (%s) got %v, the master's state is %c; log:\n%s", n,
+				pids[0], procState(pids[0]), s.received(pids[0]), pids[1], procState(pids[1]), s.received(pids[1]), e2etest.State(s.p.Pid), lastLines(s.logText(), 30))
+		}
 		s.checkAlive(t, "signal "+strconv.Itoa(n))
 		os.Remove(s.gotFile(pids[0]))
 		os.Remove(s.gotFile(pids[1]))
 		syscall.Kill(s.p.Pid, syscall.SIGCONT)
-		e2etest.WaitFor(t, 30*time.Second, "the master continued and forwarded SIGCONT", func() bool {
+		if !e2etest.Poll(30*time.Second, func() bool {
 			return s.received(pids[0])[18] && s.received(pids[1])[18] && e2etest.State(s.p.Pid) != 'T' || s.exited()
-		})
+		}) {
+			t.Fatalf("SIGCONT after %d: after 30s, worker %d (%s) got %v, worker %d (%s) got %v, the master's state is %c; log:\n%s", n,
+				pids[0], procState(pids[0]), s.received(pids[0]), pids[1], procState(pids[1]), s.received(pids[1]), e2etest.State(s.p.Pid), lastLines(s.logText(), 30))
+		}
 		if _, err := s.status(5 * time.Second); err != nil {
 			t.Fatalf("the master does not answer after SIGCONT: %v; log:\n%s", err, lastLines(s.logText(), 20))
 		}
@@ -99,4 +107,29 @@ func TestStopSignalsStopTheWorkers(t *testing.T) {
 			t.Fatalf("the master exited; log:\n%s", lastLines(m.logText(), 20))
 		}
 	}
+}
+
+// procState describes pid and its children for a failure message: state,
+// kernel wait channel and signal masks of each.
+func procState(pid int) string {
+	var out []string
+	for _, p := range append([]int{pid}, childrenOf(pid)...) {
+		st, _ := os.ReadFile("/proc/" + strconv.Itoa(p) + "/status")
+		var masks []string
+		for _, l := range strings.Split(string(st), "\n") {
+			if strings.HasPrefix(l, "Sig") || strings.HasPrefix(l, "ShdPnd") {
+				masks = append(masks, strings.Join(strings.Fields(l), ""))
+			}
+		}
+		out = append(out, fmt.Sprintf("%d %c %s %s", p, e2etest.State(p), e2etest.Wchan(p), strings.Join(masks, " ")))
+	}
+	return strings.Join(out, "; ")
+}
+
+func childrenOf(pid int) []int {
+	var kids []int
+	for _, p := range e2etest.Procs(func(p e2etest.Proc) bool { return p.Ppid == pid }) {
+		kids = append(kids, p.Pid)
+	}
+	return kids
 }

@@ -63,3 +63,11 @@ func State(pid int) byte {
 	p, _ := ReadProc(pid)
 	return p.State
 }
+
+// Wchan names the kernel function pid sleeps in (/proc/PID/wchan:
+// "inet_csk_accept" for a blocking accept, "do_epoll_wait"), "0" when it
+// runs, "" once it is gone.
+func Wchan(pid int) string {
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/wchan")
+	return string(b)
+}

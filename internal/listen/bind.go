@@ -62,6 +62,33 @@ func Close(ls []Listener) error {
 	return errors.Join(errs...)
 }
 
+// SetNonblocking sets O_NONBLOCK on every listener, as systemd's
+// NonBlocking=yes does. The flag belongs to the open file description,
+// which the master and every worker share: a worker sees it as set, and a
+// server that sets or clears it itself does so for all. Bound sockets are
+// blocking, as systemd passes them by default; a server that expects
+// non-blocking inherited sockets and does not set the flag (nginx, which
+// inherits them from an nginx that did) otherwise blocks in accept4 when
+// another process took the connection it was woken for, and serves none
+// of its other connections until the next one arrives. The files stay out
+// of the runtime's poller.
+func SetNonblocking(ls []Listener) error {
+	for _, l := range ls {
+		rc, err := l.File.SyscallConn()
+		if err != nil {
+			return fmt.Errorf("listen: %s: %w", l.URL(), err)
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = unix.SetNonblock(int(fd), true) }); err != nil {
+			return fmt.Errorf("listen: %s: %w", l.URL(), err)
+		}
+		if serr != nil {
+			return fmt.Errorf("listen: %s: set O_NONBLOCK: %w", l.URL(), serr)
+		}
+	}
+	return nil
+}
+
 // Bind binds and listens on every spec, in order. TCP sockets get
 // SO_REUSEADDR; an empty host (":8080") takes every IPv6 and IPv4 address
 // whatever net.ipv6.bindv6only says, while "[::]:8080" follows it; a host

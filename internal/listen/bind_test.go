@@ -328,3 +328,60 @@ func TestBindResolvesHostNameToIPv4First(t *testing.T) {
 		t.Fatalf("localhost:0 bound %s, want the IPv4 loopback", ls[0].Address)
 	}
 }
+
+// Bound sockets are blocking, as systemd passes them; SetNonblocking sets
+// O_NONBLOCK on the description a worker's copy shares, so the worker's
+// accept4 on an empty queue returns EAGAIN instead of blocking.
+func TestSetNonblocking(t *testing.T) {
+	specs, err := ParseSpecs([]string{"127.0.0.1:0", "unix://" + filepath.Join(t.TempDir(), "s.sock")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := Bind(specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Close(ls)
+	flags := func(l Listener) (nonblocking bool, worker int) {
+		t.Helper()
+		rc, err := l.File.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fl int
+		var ferr error
+		rc.Control(func(fd uintptr) {
+			fl, ferr = unix.FcntlInt(fd, unix.F_GETFL, 0)
+			if ferr == nil {
+				worker, ferr = unix.Dup(int(fd)) // a worker's copy
+			}
+		})
+		if ferr != nil {
+			t.Fatal(ferr)
+		}
+		return fl&unix.O_NONBLOCK != 0, worker
+	}
+	for _, l := range ls {
+		nb, w := flags(l)
+		unix.Close(w)
+		if nb {
+			t.Errorf("%s: bound non-blocking; want blocking, as systemd passes sockets", l.URL())
+		}
+	}
+	if err := SetNonblocking(ls); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range ls {
+		nb, w := flags(l)
+		if !nb {
+			unix.Close(w)
+			t.Errorf("%s: still blocking after SetNonblocking", l.URL())
+			continue // an accept4 would block the test
+		}
+		_, _, err := unix.Accept4(w, unix.SOCK_CLOEXEC)
+		unix.Close(w)
+		if !errors.Is(err, unix.EAGAIN) {
+			t.Errorf("%s: a worker's accept4 on an empty queue: %v, want EAGAIN", l.URL(), err)
+		}
+	}
+}
