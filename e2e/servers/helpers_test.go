@@ -213,6 +213,48 @@ func (m *master) stopWait() int {
 	return m.proc.Status
 }
 
+// socketMode says whether the listening socket is non-blocking, as the
+// master's copy shows it: the flag belongs to the open file description
+// the master and the servers share, so it shows what the server (or
+// --listen-nonblocking) made of it.
+func (m *master) socketMode() string {
+	_, port, _ := net.SplitHostPort(m.addr)
+	p, _ := strconv.Atoi(port)
+	tcp, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	inode := ""
+	want := fmt.Sprintf("0100007F:%04X", p)
+	for _, l := range strings.Split(string(tcp), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 9 && f[1] == want && f[3] == "0A" { // LISTEN
+			inode = f[9]
+		}
+	}
+	dir := "/proc/" + strconv.Itoa(m.proc.Pid) + "/fd/"
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if link, _ := os.Readlink(dir + e.Name()); inode == "" || link != "socket:["+inode+"]" {
+			continue
+		}
+		info, err := os.ReadFile("/proc/" + strconv.Itoa(m.proc.Pid) + "/fdinfo/" + e.Name())
+		if err != nil {
+			break
+		}
+		for _, l := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(l, "flags:"); ok {
+				fl, _ := strconv.ParseInt(strings.TrimSpace(v), 8, 64)
+				if fl&syscall.O_NONBLOCK != 0 {
+					return "non-blocking"
+				}
+				return "blocking"
+			}
+		}
+	}
+	return "unknown (the master's copy not found)"
+}
+
 // waitEveryWorkerAnswers sends requests on fresh connections until each
 // worker the master runs has answered one (its pid, or its child's, in
 // the body): every server is then past its start, handler installed.
@@ -695,8 +737,8 @@ func (rc recipe) run(t *testing.T) {
 	t.Helper()
 	began := time.Now()
 	m, first := startMaster(t, rc)
-	t.Logf("mworker run %s -- %s: first answer %v after the master's start, ready in %v", strings.Join(rc.options, " "),
-		strings.Join(rc.command, " "), first.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
+	t.Logf("mworker run %s -- %s: first answer %v after the master's start, ready in %v; listening socket %s", strings.Join(rc.options, " "),
+		strings.Join(rc.command, " "), first.Round(time.Millisecond), time.Since(began).Round(time.Millisecond), m.socketMode())
 
 	for _, keepAlive := range []bool{false, true} {
 		n, mode := rc.reloads, "fresh connections"
