@@ -215,6 +215,10 @@ func (l *loop) suspend(why string, args ...any) bool {
 		return false
 	}
 	l.logf(slog.LevelDebug, why+": the master stops until SIGCONT", args...)
+	// What led here (the signal forwarded, to whom) is written before the
+	// master stops, not when it is continued; a stalled reader delays the
+	// stop by a few ms at most.
+	l.out.sync(replyWait)
 	if err := l.sys.Kill(l.sys.Getpid(), syscall.SIGSTOP); err != nil {
 		l.logf(slog.LevelWarn, "cannot stop the master", "err", err.Error())
 		return false

@@ -26,6 +26,7 @@ func TestStopSignalsSuspendTheMaster(t *testing.T) {
 	e2etest.WaitFor(t, 30*time.Second, "two workers' traps", func() bool { return len(s.workerPids()) == 2 || s.exited() })
 	s.checkAlive(t, "start")
 	pids := s.workerPids()
+	names := map[int]string{20: "TSTP", 21: "TTIN", 22: "TTOU"}
 	for _, n := range []int{20, 21, 22} {
 		syscall.Kill(s.p.Pid, syscall.Signal(n))
 		if !e2etest.Poll(30*time.Second, func() bool {
@@ -35,6 +36,10 @@ func TestStopSignalsSuspendTheMaster(t *testing.T) {
 				pids[0], procState(pids[0]), s.received(pids[0]), pids[1], procState(pids[1]), s.received(pids[1]), e2etest.State(s.p.Pid), lastLines(s.logText(), 30))
 		}
 		s.checkAlive(t, "signal "+strconv.Itoa(n))
+		// The master wrote its log before it stopped, not when continued.
+		if line := `msg="forwarding signal to current workers" signal=` + names[n]; strings.Count(s.logText(), line) != 1 {
+			t.Errorf("signal %d: the stopped master's log does not say once %s:\n%s", n, line, lastLines(s.logText(), 10))
+		}
 		os.Remove(s.gotFile(pids[0]))
 		os.Remove(s.gotFile(pids[1]))
 		syscall.Kill(s.p.Pid, syscall.SIGCONT)
