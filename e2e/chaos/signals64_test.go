@@ -20,7 +20,12 @@ import (
 var sig64Rounds = flag.Int("chaos.sig64rounds", 1, "TestSignalsAll64 start phase: masters per signal, each signalled at another moment of its first 10 ms")
 
 // recorderWorker appends the number of every signal it receives to the
-// file $1, one a line, and writes its pid to $2 once every trap is set.
+// file $1, one a line, and creates $2 once every trap is set, with a
+// redirection of its own: a forwarded signal goes to the worker's process
+// group, and a command of the shell's still running there (the mv that
+// once wrote $2: it had renamed the file and not yet exited when the test
+// saw it) would stop on SIGTSTP, the shell waiting for it for ever
+// without running a trap (1 in 40 runs under load).
 // SIGTERM and SIGINT end it (128+N) after recording, so that a stop
 // completes. It traps every signal a shell linked with the C library can
 // trap: all but 9, 19 and 32, 33 (the library's own); 32 ends it, with
@@ -38,7 +43,7 @@ while [ $n -le 64 ]; do
 	esac
 	n=$((n + 1))
 done
-echo $$ > "$ready.tmp" && mv "$ready.tmp" "$ready"
+: > "$ready"
 while :; do
 	sleep 1000 &
 	wait $!
