@@ -559,6 +559,7 @@ func (m *Machine) signalForeign() {
 // final kill.
 func (m *Machine) enterExiting(sig Signal, why string, pids []int) {
 	m.stopSignal = sig
+	m.stopReaped = false
 	delayed := m.endDelay()
 	if m.repl != nil {
 		m.abortRestart("mworker is stopping ("+why+")", false)
@@ -686,9 +687,12 @@ func workerExitedWhileExiting(m *Machine, e ChildExited) {
 		return
 	}
 	if m.isCurrent(g) {
-		if !m.exitFixed {
-			m.exitStatus = m.judged(w, e.Status).Int()
+		// The first failure since the stop began, whatever the order the
+		// others are reaped in; 0 when every one succeeded.
+		if st := m.judged(w, e.Status).Int(); !m.exitFixed && (!m.stopReaped || m.succeeded(m.exitStatus)) {
+			m.exitStatus = st
 		}
+		m.stopReaped = true
 		m.log(LevelInfo, "worker exited", "pid", w.id(), "generation", g.n, "slot", w.slot, "status", statusAttr(e.Status))
 	} else {
 		// Of an old generation, of one rolled back, or of the generation
@@ -699,11 +703,17 @@ func workerExitedWhileExiting(m *Machine, e ChildExited) {
 	m.dropGenIfEmpty(g)
 }
 
+// succeeded says whether st, as the master's exit status, counts as
+// success: 0, or a --success-exit status.
+func (m *Machine) succeeded(st int) bool {
+	return st == 0 || slices.Contains(m.cfg.SuccessExit, st)
+}
+
 func exitMaster(ctx context.Context, _ ...any) error {
 	m := machineOf(ctx)
 	m.log(LevelInfo, "all workers gone; exiting", "status", m.exitStatus)
 	st := m.exitStatus
-	if st != 0 && slices.Contains(m.cfg.SuccessExit, st) {
+	if st != 0 && m.succeeded(st) {
 		m.log(LevelInfo, "exit status counts as success (--success-exit)", "status", st)
 		st = 0
 	}

@@ -409,8 +409,9 @@ type Handover struct {
 	Reloads, FailedReloads int
 	// Announced is true once READY=1 has been sent to the service manager.
 	Announced bool
-	// ExitStatus is the status of the last current worker reaped, which
-	// the master exits with after a stop if no current worker exits later.
+	// ExitStatus is the status of the last current worker reaped before
+	// the exec, which the master exits with after a stop if no current
+	// worker is reaped during it.
 	ExitStatus int
 	// Workers are the live workers, current and old.
 	Workers []HandoverWorker

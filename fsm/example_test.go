@@ -72,7 +72,7 @@ func Example() {
 	step(fsm.SignalReceived{Signal: fsm.SIGTERM})
 	step(fsm.ChildExited{Pid: 102, Status: fsm.ExitStatus{Code: 0}})
 	step(fsm.ChildExited{Pid: 103, Status: fsm.ExitStatus{Signal: fsm.SIGTERM}})
-	fmt.Println("exit status", status) // the last current worker's: 128 + 15
+	fmt.Println("exit status", status) // the current worker that failed on the stop: 128 + 15
 
 	// Output:
 	// > start

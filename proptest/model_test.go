@@ -88,6 +88,7 @@ type model struct {
 	culprit                *fsm.ExitStatus
 	exitStatus             int
 	exitFixed              bool
+	stopReaped             bool
 	stopSignal             fsm.Signal
 
 	foreignStop, foreignTerm []int // -sf/-st pids not signalled yet
@@ -630,6 +631,7 @@ func (m *model) enterExiting(x *expectation, sig fsm.Signal, pids []int) {
 	x.kill(pids, sig)
 	x.stopped = true
 	m.phase = phExiting
+	m.stopReaped = false
 	// The last resort: whatever still lives when the stop timeout passes
 	// gets SIGKILL.
 	if len(m.workers) > 0 || len(m.spawns) > 0 {
@@ -715,8 +717,14 @@ func (m *model) exited(x *expectation, e fsm.ChildExited) {
 	case c.leaving:
 		// It was told to stop on its own: its deadline went with it.
 	case m.phase == phExiting:
-		if m.isCurrent(c.home) && !m.exitFixed {
-			m.exitStatus = shellStatus(st)
+		// docs/design.md: after a stop, the first failure of a current
+		// worker reaped since the stop began, else 0.
+		if m.isCurrent(c.home) {
+			ok := m.exitStatus == 0 || slices.Contains(m.cfg.SuccessExit, m.exitStatus)
+			if !m.exitFixed && (!m.stopReaped || ok) {
+				m.exitStatus = shellStatus(st)
+			}
+			m.stopReaped = true
 		}
 		m.dropIfEmpty(x, c.home)
 	case m.repl != nil && c.home == m.repl.gen:

@@ -245,3 +245,39 @@ func TestRegressionScaledAwaySpawnAfterCleanExitEndsTheRun(t *testing.T) {
 		}
 	}
 }
+
+// After a stop the master's status was the last current worker's reaped:
+// a worker that crashed on SIGTERM (exit 1) and was reaped before another
+// that drained (exit 0) left the master exiting 0, and the other order
+// gave 1. Now the first failure since the stop began, in either order; a
+// --success-exit status is no failure and does not hide a later one.
+func TestRegressionStopStatusIsTheFirstFailure(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		success []int
+		a, b    fsm.ExitStatus
+		want    int
+	}{
+		{"crash then drain", nil, fsm.ExitStatus{Code: 1}, fsm.ExitStatus{Code: 0}, 1},
+		{"drain then crash", nil, fsm.ExitStatus{Code: 0}, fsm.ExitStatus{Code: 1}, 1},
+		{"both drain", nil, fsm.ExitStatus{Code: 0}, fsm.ExitStatus{Code: 0}, 0},
+		{"killed then crash", nil, fsm.ExitStatus{Signal: fsm.SIGKILL}, fsm.ExitStatus{Code: 1}, 137},
+		{"success-exit then crash", []int{143}, fsm.ExitStatus{Signal: fsm.SIGTERM}, fsm.ExitStatus{Code: 1}, 1},
+		{"success-exit then drain", []int{143}, fsm.ExitStatus{Signal: fsm.SIGTERM}, fsm.ExitStatus{Code: 0}, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := baseConfig(2)
+			cfg.SuccessExit = c.success
+			m := mustNew(t, cfg)
+			m.Step(fsm.Start{})
+			m.Step(fsm.WorkerStarted{Generation: 1, Slot: 0, Pid: 1001})
+			m.Step(fsm.WorkerStarted{Generation: 1, Slot: 1, Pid: 1002})
+			m.Step(fsm.SignalReceived{Signal: fsm.SIGTERM})
+			m.Step(fsm.ChildExited{Pid: 1001, Status: c.a})
+			exits := only[fsm.Exit](m.Step(fsm.ChildExited{Pid: 1002, Status: c.b}))
+			if len(exits) != 1 || exits[0].Status != c.want {
+				t.Fatalf("worker statuses %v then %v: exit %v, want status %d", c.a, c.b, exits, c.want)
+			}
+		})
+	}
+}

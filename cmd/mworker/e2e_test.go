@@ -74,7 +74,7 @@ while :; do sleep 0.5; done
 }
 
 // SIGTERM and SIGINT reach every worker (the whole group), and the master
-// exits with the status of the last worker reaped. A second SIGTERM is
+// exits with the status of the first that failed. A second SIGTERM is
 // forwarded again.
 func TestTerminateForwarded(t *testing.T) {
 	t.Parallel()

@@ -195,7 +195,8 @@
 //
 //	0..255   a current worker's status when its exit ends the run (with
 //	         --restart=no, the failure that reached --restart-limit, or
-//	         after a stop: the last current worker reaped); a worker
+//	         after a stop: the first current worker that failed, 0 if
+//	         none did); a worker
 //	         killed by a signal counts as 128+signal
 //	1        mworker could not start (e.g. an address cannot be bound)
 //	2        bad command line: unknown option, bad value, missing "--"

@@ -61,7 +61,8 @@ the worker. Workers are told to stop when the master dies, even by SIGKILL.
 Exit status:
   0..255  the status of the current worker whose exit ended the run
           (--restart=no, or the failure that reached --restart-limit),
-          or after a stop the last current worker reaped;
+          or after a stop the first current worker that failed
+          (0 if none did);
           a worker killed by signal N counts as 128+N
   1       mworker could not start (e.g. an address cannot be bound)
   2       bad command line (unknown option, bad value, missing "--")

@@ -130,7 +130,7 @@ func stopDuringReload(t *testing.T, stop syscall.Signal, upgrade bool, try int) 
 		return fmt.Sprintf("the master ended with status %d without draining; log:\n%s", p.Status, lastLines(logText(), 30))
 	}
 	// The workers trap TERM and exit 0; SIGINT kills them (130): the
-	// master exits with the status of its last current worker. On a
+	// master exits with the first failure of its current workers. On a
 	// loaded machine a worker may get TERM before its shell has set the
 	// trap (seen in CI: 360 ms after its start) and die of it: 143, still
 	// a drain.
