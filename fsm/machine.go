@@ -110,7 +110,7 @@ type Machine struct {
 	culprit       *ExitStatus // the worker exit that ends the run
 	exitStatus    int
 	exitFixed     bool
-	stopReaped    bool // a current worker has been reaped since the stop began
+	stopReaped    bool   // a current worker has been reaped since the stop began
 	stopSignal    Signal // signal for workers that start while exiting
 	// The stop held for Config.ShutdownDelay (shutdown.go): delaying while
 	// TimerShutdownDelay runs; heldStop is trigSoftStop or trigTerminate,
