@@ -73,6 +73,30 @@ while :; do sleep 0.5; done
 	}
 }
 
+// After a stop the master exits with the first failure of its current
+// workers, however the others end after it: here slot 0 exits 3 on
+// SIGTERM and slot 1 drains (exit 0) only once slot 0 has been reaped.
+// (The old rule, the last current worker reaped, gave 0.)
+func TestExitStatusAfterStopIsTheFirstFailure(t *testing.T) {
+	t.Parallel()
+	m := startRun(t, "", `if [ "$MWORKER_SLOT" = 0 ]; then
+	echo $$ > "$d/slot0"
+	trap 'exit 3' TERM
+else
+	trap 'while kill -0 "$(cat "$d/slot0")" 2>/dev/null; do sleep 0.05; done; exit 0' TERM
+fi
+`+idle, "-n", "2", "--ready", "immediate")
+	m.waitWorkers(2)
+	e2etest.WaitFor(t, 10*time.Second, "slot 0's pid", func() bool {
+		b, _ := os.ReadFile(filepath.Join(m.dir, "slot0"))
+		return strings.HasSuffix(string(b), "\n")
+	})
+	m.signal(syscall.SIGTERM)
+	if got := m.wait(exitTimeout); got != 3 {
+		t.Errorf("master exited %d, want 3 (slot 0 failed on the stop; slot 1 drained after it)", got)
+	}
+}
+
 // SIGTERM and SIGINT reach every worker (the whole group), and the master
 // exits with the status of the first that failed. A second SIGTERM is
 // forwarded again.
