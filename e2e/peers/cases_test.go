@@ -498,9 +498,9 @@ var cases = []peerCase{
 		checks: "the child starts in the caller's directory; the init itself is in `/`",
 		tini:   "fails: tini stays in the caller's directory",
 		dumb:   "passes",
-		mw:     func(t *testing.T, r *run) { cwd(t, r, with(mwArgv), "/") },
-		tiniT:  func(t *testing.T, r *run) { cwd(t, r, with(tiniArgv), r.dir) },
-		dumbT:  func(t *testing.T, r *run) { cwd(t, r, with(dumbArgv), "/") },
+		mw:     func(t *testing.T, r *run) { cwd(t, r, with(mwArgv), "/", false) },
+		tiniT:  func(t *testing.T, r *run) { cwd(t, r, with(tiniArgv), r.dir, false) },
+		dumbT:  func(t *testing.T, r *run) { cwd(t, r, with(dumbArgv), "/", true) },
 	},
 	{
 		name:   "ExitStatus",
@@ -608,8 +608,16 @@ func inheritWider(t *testing.T, r *run, argv func(cmd ...string) []string, kept 
 }
 
 // cwd: the child prints its parent's directory and its own.
-func cwd(t *testing.T, r *run, argv func(cmd ...string) []string, initDir string) {
-	p := r.start(argv(sh(`readlink /proc/$PPID/cwd && readlink /proc/$$/cwd`)...)...)
+// cwd: with afterFork, the child first waits (up to 2 s) for its init to
+// be in initDir: dumb-init forks, then changes to / (a child that looked
+// at once saw the caller's directory, 1 in about 40 runs under load);
+// mworker must be in / before its worker starts, and tini never moves.
+func cwd(t *testing.T, r *run, argv func(cmd ...string) []string, initDir string, afterFork bool) {
+	script := `readlink /proc/$PPID/cwd && readlink /proc/$$/cwd`
+	if afterFork {
+		script = `n=0; while [ "$(readlink /proc/$PPID/cwd)" != "$1" ] && [ $n -lt 200 ]; do sleep 0.01; n=$((n + 1)); done; ` + script
+	}
+	p := r.start(argv(sh(script, initDir)...)...)
 	if st := p.wait(t, 10*time.Second); st != 0 {
 		t.Fatalf("status %d; stderr:\n%s", st, p.stderr())
 	}
