@@ -259,6 +259,16 @@ func reloadOn(t *testing.T, r *run, sig syscall.Signal) {
 func pgroup(t *testing.T, r *run, argv func(cmd ...string) []string, sig syscall.Signal) {
 	p := r.start(argv(sh(fmt.Sprintf(`trap : %d; sleep 1000 & wait; wait; exit 7`, sig))...)...)
 	waitTree(t, p, 2)
+	// The sleep must have been exec'd: a signal that reaches the shell's
+	// forked child before it resets the trap runs the trap there, the
+	// sleep then starts untouched and the shell waits for it for ever
+	// (dumb-init's column, once under load).
+	e2etest.WaitFor(t, 20*time.Second, "the sleep exec'd", func() bool {
+		return p.exited() || slices.ContainsFunc(liveDescendants(p.pid), func(pid int) bool {
+			pr, _ := e2etest.ReadProc(pid)
+			return pr.Comm == "sleep"
+		})
+	})
 	p.signal(t, sig)
 	if st := p.wait(t, 10*time.Second); st != 7 {
 		t.Errorf("init exit status %d, want 7 (the child's); stderr:\n%s", st, p.stderr())
