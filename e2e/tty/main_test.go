@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"strconv"
 	"os/exec"
 	"strings"
 	"sync"
@@ -180,9 +181,31 @@ func killSession(sid int) {
 func sessionPs(sid int) string {
 	var b strings.Builder
 	for _, p := range e2etest.Procs(func(p e2etest.Proc) bool { return p.Session == sid }) {
-		fmt.Fprintf(&b, "  pid %d ppid %d pgrp %d state %c %s\n", p.Pid, p.Ppid, p.Pgrp, p.State, p.Comm)
+		fmt.Fprintf(&b, "  pid %d ppid %d pgrp %d state %c %s in %s; %s\n", p.Pid, p.Ppid, p.Pgrp, p.State, p.Comm,
+			e2etest.Wchan(p.Pid), signalState(p.Pid))
 	}
 	return b.String()
+}
+
+// signalState is pid's pending, blocked and caught signals, and the state
+// of each of its threads, for a failure message.
+func signalState(pid int) string {
+	st, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	var f []string
+	for _, l := range strings.Split(string(st), "\n") {
+		if k, v, ok := strings.Cut(l, ":\t"); ok && (k == "SigPnd" || k == "ShdPnd" || k == "SigBlk" || k == "SigCgt") {
+			f = append(f, k+"="+strings.TrimLeft(v, "0"))
+		}
+	}
+	tasks, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	var states []string
+	for _, task := range tasks {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + task.Name() + "/stat")
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) {
+			states = append(states, string(b[i+2]))
+		}
+	}
+	return strings.Join(f, " ") + " threads " + strings.Join(states, "")
 }
 
 // children are the processes whose parent is pid.
