@@ -241,7 +241,13 @@ func TestTerminalBackgroundThenFg(t *testing.T) {
 	if fg := foreground(shell); fg != shell {
 		t.Fatalf("the terminal's foreground is %d, want the shell's %d: a background master took it", fg, shell)
 	}
+	// bash learns of the stop from SIGCHLD, asynchronously: a fg typed
+	// before it has would find the job "running", send no SIGCONT, then
+	// see the old stop and say "Stopped" (1 in 10 runs under load: the
+	// master never continued). "jobs" answers once bash knows.
 	at := len(tm.text())
+	tm.write("jobs\n")
+	at = tm.waitFor("Stopped", at)
 	tm.write("fg\n")
 	tm.write("hello\n")
 	at = tm.waitFor("HELLO", at)
