@@ -1,15 +1,15 @@
 package osadapter
 
 import (
-	"bytes"
 	"fmt"
 	"os"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mworker/mworker/internal/e2etest"
 )
 
 // fakeOS is a kernel that records what the loop asks of it.
@@ -240,15 +240,7 @@ func fakeListeners(t *testing.T, f *fakeOS, l *loop, names []string, fds ...int)
 // goroutine of its own.
 type testLog struct {
 	out *heldWriter // the loop's writer, or nil
-
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *testLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
+	e2etest.SyncBuffer
 }
 
 // String is the log so far, once the loop's writer has written what it
@@ -257,9 +249,7 @@ func (l *testLog) String() string {
 	if l.out != nil {
 		l.out.sync(logWait{stall: time.Minute, limit: time.Minute})
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	return l.SyncBuffer.String()
 }
 
 // fakeLoop builds a loop on f; the returned buffer collects its logs.
