@@ -118,7 +118,11 @@ func TestStopSignalsStopTheWorkers(t *testing.T) {
 // kernel wait channel and signal masks of each.
 func procState(pid int) string {
 	var out []string
-	for _, p := range append([]int{pid}, childrenOf(pid)...) {
+	pids := []int{pid}
+	for _, c := range e2etest.Children(pid) {
+		pids = append(pids, c.Pid)
+	}
+	for _, p := range pids {
 		st, _ := os.ReadFile("/proc/" + strconv.Itoa(p) + "/status")
 		var masks []string
 		for _, l := range strings.Split(string(st), "\n") {
@@ -129,12 +133,4 @@ func procState(pid int) string {
 		out = append(out, fmt.Sprintf("%d %c %s %s", p, e2etest.State(p), e2etest.Wchan(p), strings.Join(masks, " ")))
 	}
 	return strings.Join(out, "; ")
-}
-
-func childrenOf(pid int) []int {
-	var kids []int
-	for _, p := range e2etest.Procs(func(p e2etest.Proc) bool { return p.Ppid == pid }) {
-		kids = append(kids, p.Pid)
-	}
-	return kids
 }

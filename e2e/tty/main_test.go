@@ -208,11 +208,6 @@ func signalState(pid int) string {
 	return strings.Join(f, " ") + " threads " + strings.Join(states, "")
 }
 
-// children are the processes whose parent is pid.
-func children(pid int) []e2etest.Proc {
-	return e2etest.Procs(func(p e2etest.Proc) bool { return p.Ppid == pid })
-}
-
 // foreground is the foreground process group of the terminal of the
 // session that sid leads, as the kernel reports it for the leader.
 func foreground(sid int) int {

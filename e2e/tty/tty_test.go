@@ -113,12 +113,12 @@ func TestTerminalCtrlZStopsTheJob(t *testing.T) {
 	at := tm.waitFor("HELLO", 0)
 	var master, worker e2etest.Proc
 	e2etest.WaitFor(t, 10*time.Second, "the master and its worker", func() bool {
-		for _, p := range children(shell) {
+		for _, p := range e2etest.Children(shell) {
 			if p.Comm == "mworker" {
 				master = p
 			}
 		}
-		if ws := children(master.Pid); master.Pid != 0 && len(ws) == 1 {
+		if ws := e2etest.Children(master.Pid); master.Pid != 0 && len(ws) == 1 {
 			worker = ws[0]
 		}
 		return worker.Pid != 0
@@ -200,7 +200,7 @@ func TestTerminalReloadHandsTheTerminalOver(t *testing.T) {
 	at = tm.waitFor("ready:2\n", at)
 	var worker e2etest.Proc
 	e2etest.WaitFor(t, 10*time.Second, "the old worker gone and the new one in the foreground", func() bool {
-		ws := children(master)
+		ws := e2etest.Children(master)
 		if len(ws) == 1 {
 			worker = ws[0]
 		}
@@ -230,12 +230,12 @@ func TestTerminalBackgroundThenFg(t *testing.T) {
 	tm.write(strings.Join(quiet("--tty", "on", "--", "tr", "a-z", "A-Z"), " ") + " &\n")
 	var master e2etest.Proc
 	e2etest.WaitFor(t, 10*time.Second, "the master stopped with its worker, as a background job that read the terminal", func() bool {
-		for _, p := range children(shell) {
+		for _, p := range e2etest.Children(shell) {
 			if p.Comm == "mworker" {
 				master = p
 			}
 		}
-		ws := children(master.Pid)
+		ws := e2etest.Children(master.Pid)
 		return master.Pid != 0 && e2etest.State(master.Pid) == 'T' && len(ws) == 1 && e2etest.State(ws[0].Pid) == 'T'
 	})
 	if fg := foreground(shell); fg != shell {

@@ -71,3 +71,8 @@ func Wchan(pid int) string {
 	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/wchan")
 	return string(b)
 }
+
+// Children are the processes whose parent is pid.
+func Children(pid int) []Proc {
+	return Procs(func(p Proc) bool { return p.Ppid == pid })
+}
